@@ -1,0 +1,39 @@
+# Two commands on a fresh machine with Python 3.11+: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck openapi migration bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## Serve on 127.0.0.1:8000 (G4G_PORT overrides); embedded PostgreSQL under ./.g4g/ unless DATABASE_URL is set.
+run: $(STAMP)
+	$(BIN)/g4g migrate
+	$(BIN)/g4g serve
+
+## The whole test suite, on DATABASE_URL's server or an embedded one.
+test: $(STAMP)
+	$(BIN)/ruff check app tests bench migrations
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+## Regenerate openapi/openapi.json from the app.
+openapi: $(STAMP)
+	G4G_DATA_KEY=$$($(BIN)/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())') \
+	  $(BIN)/g4g openapi --output openapi/openapi.json
+
+## New migration from the models: make migration m="add statements"
+migration: $(STAMP)
+	$(BIN)/alembic revision --autogenerate -m "$(m)"
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Goods for Good: checkout donations turned into Love Packages."""

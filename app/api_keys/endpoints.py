@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from app.api_keys import repository, service
+from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
+from app.core.auth import Authorized, Principal, Role
+from app.core.database import SessionDep
+from app.core.errors import NotFound
+from app.core.idempotency import IdempotencyDep
+from app.core.pagination import Page, PageParams, page_of
+from app.core.types import ResourceId
+
+router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"])
+
+
+@router.post("", status_code=201, response_model=ApiKeyCreated, operation_id="create_api_key")
+async def create_api_key(
+    body: ApiKeyCreate,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    principal: Principal = Authorized(Role.admin),
+) -> ApiKeyCreated | JSONResponse:
+    """Create an API key. The token is in this answer only; we keep just its hash."""
+
+    async def create() -> ApiKeyCreated:
+        scope = body.model_dump(exclude={"role", "name"})
+        key, token = await service.create_api_key(session, role=body.role, name=body.name, **scope)
+        return ApiKeyCreated(**ApiKeyRead.model_validate(key).model_dump(), token=token)
+
+    return await idempotency.run(principal, create)
+
+
+@router.get("", response_model=Page[ApiKeyRead], operation_id="list_api_keys")
+async def list_api_keys(
+    session: SessionDep, page: PageParams, principal: Principal = Authorized(Role.admin)
+) -> Page[ApiKeyRead]:
+    rows = await repository.list_after(session, after=page.after, limit=page.limit + 1)
+    return page_of([ApiKeyRead.model_validate(r) for r in rows], [r.id for r in rows], page.limit)
+
+
+@router.get("/{key_id}", response_model=ApiKeyRead, operation_id="get_api_key")
+async def get_api_key(
+    key_id: ResourceId, session: SessionDep, principal: Principal = Authorized(Role.admin)
+) -> ApiKeyRead:
+    key = await repository.get(session, key_id)
+    if key is None:
+        raise NotFound(f"No API key {key_id}.")
+    return ApiKeyRead.model_validate(key)
+
+
+@router.delete("/{key_id}", status_code=204, response_class=Response, operation_id="revoke_api_key")
+async def revoke_api_key(
+    key_id: ResourceId, session: SessionDep, principal: Principal = Authorized(Role.admin)
+) -> Response:
+    """Revoke a key. Requests with it are refused (401) from then on."""
+    await service.revoke_api_key(session, key_id)
+    return Response(status_code=204)

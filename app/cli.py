@@ -1,0 +1,134 @@
+"""`g4g`: serve the API, migrate the schema, create API keys, write the OpenAPI document."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from app.core.settings import Settings, get_settings
+
+
+def _database_url(settings: Settings) -> tuple[object, str]:
+    """The configured database, or the embedded one (started here and kept while this process lives)."""
+    from app.core.database import Database
+
+    database = Database(settings)
+    return database, database.url
+
+
+def _migrate(settings: Settings) -> int:
+    from app.core.migrations import head_revision, upgrade_to_head
+
+    _, url = _database_url(settings)
+    upgrade_to_head(url)
+    sys.stderr.write(f"g4g: schema at revision {head_revision()}\n")
+    return 0
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from app.core.logging import configure_logging
+
+    configure_logging(settings.log_level)
+    keep_alive, url = _database_url(settings)
+    # Worker processes reach the same database, the embedded one included, through DATABASE_URL.
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises it; exiting through SystemExit (rather than
+    # dying of the signal) lets the embedded database, if any, be stopped with us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(
+        "app.main:app_factory",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+    )
+    del keep_alive  # the embedded server (if any) stops once this process lets go of it
+    return 0
+
+
+async def _create_api_key(settings: Settings, args: argparse.Namespace) -> str:
+    from app.api_keys.service import create_api_key
+    from app.core.auth import Role
+    from app.core.database import make_sessionmaker
+
+    _, url = _database_url(settings)
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            _, token = await create_api_key(
+                session,
+                role=Role(args.role),
+                name=args.name,
+                platform_id=args.platform_id,
+                merchant_id=args.merchant_id,
+                logistics_partner_id=args.logistics_partner_id,
+            )
+    finally:
+        await engine.dispose()
+    return token
+
+
+def _write_openapi(path: Path) -> int:
+    from app.main import create_app
+
+    document = create_app(get_settings()).openapi()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="g4g", description="Goods for Good service")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    commands.add_parser("migrate", help="bring the database schema to the latest revision")
+    key = commands.add_parser("create-api-key", help="create an API key and print its token alone on stdout")
+    key.add_argument("--role", required=True, choices=["admin", "platform", "merchant", "logistics"])
+    key.add_argument("--name", required=True)
+    scope = key.add_mutually_exclusive_group()
+    scope.add_argument("--platform-id")
+    scope.add_argument("--merchant-id")
+    scope.add_argument("--logistics-partner-id")
+    openapi = commands.add_parser("openapi", help="write the OpenAPI document")
+    openapi.add_argument("--output", type=Path, default=Path("openapi/openapi.json"))
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port)
+    if args.command == "migrate":
+        return _migrate(settings)
+    if args.command == "create-api-key":
+        from app.core.errors import ProblemError
+
+        try:
+            token = asyncio.run(_create_api_key(settings, args))
+        except ProblemError as exc:
+            sys.stderr.write(f"g4g: {exc}\n")
+            return 1
+        sys.stdout.write(token + "\n")
+        return 0
+    if args.command == "openapi":
+        return _write_openapi(args.output)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

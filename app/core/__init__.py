@@ -1,0 +1,1 @@
+"""Shared machinery: settings, database, errors, auth, ids, pagination, logging, metrics."""

@@ -1,0 +1,61 @@
+"""Engine, sessions and the one-unit-of-work-per-request dependency."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.core.embedded import start_embedded_postgres
+from app.core.settings import Settings
+
+
+def asyncpg_url(url: str) -> str:
+    """The SQLAlchemy URL for asyncpg, whatever postgres scheme the operator wrote."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("not a PostgreSQL URL")
+
+
+class Database:
+    """Where the service's data lives: the configured server, or an embedded one started on demand."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._embedded: Any = None
+        if settings.database_url is not None:
+            self.url = asyncpg_url(settings.database_url)
+        else:
+            self._embedded, self.url = start_embedded_postgres(settings.data_dir)
+
+    def engine(self, *, pool_size: int = 10) -> AsyncEngine:
+        return create_async_engine(
+            self.url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=False,
+            connect_args={"server_settings": {"application_name": "g4g", "timezone": "UTC"}},
+        )
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def _unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed before the response is sent, rolled back on any error."""
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+# scope="function": the exit code (the commit) runs before the response is sent, so a failed commit
+# can never be answered with a 2xx.
+SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]

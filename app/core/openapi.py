@@ -1,0 +1,93 @@
+"""The OpenAPI document as clients see it: every error documented as RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.core.errors import PROBLEM_MEDIA_TYPE
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details. `type` is stable per kind of error.",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "For 422: each invalid field.",
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg", "type"],
+                "properties": {
+                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+_DESCRIPTIONS = {
+    "400": "The body could not be read as JSON",
+    "401": "Missing, unknown or revoked API key",
+    "403": "The key's role may not call this",
+    "404": "No such resource, or not the caller's",
+    "409": "Conflicts with existing state",
+    "422": "Invalid body or parameters",
+    "503": "Not ready",
+}
+
+
+def _problem(code: str) -> dict[str, Any]:
+    return {
+        "description": _DESCRIPTIONS[code],
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def install_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            routes=app.routes,
+            description=app.description,
+        )
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["Problem"] = PROBLEM_SCHEMA
+        for path, operations in document.get("paths", {}).items():
+            for method, operation in operations.items():
+                responses = operation["responses"]
+                codes = set()
+                if operation.get("parameters") or operation.get("requestBody"):
+                    codes.add("422")
+                if operation.get("requestBody"):
+                    codes.add("400")
+                if operation.get("security"):
+                    codes |= {"401", "403"}
+                if path.startswith("/v1/"):
+                    codes.add("404")
+                if method == "post":
+                    codes.add("409")
+                if "503" in responses:
+                    codes.add("503")
+                for code in codes:
+                    responses[code] = _problem(code)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,85 @@
+"""Typed settings from the environment, validated once at start."""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="G4G_", extra="ignore", frozen=True)
+
+    # Unset: an embedded PostgreSQL under `data_dir` is started by the process that needs it.
+    database_url: Annotated[
+        str | None, Field(validation_alias=AliasChoices("DATABASE_URL", "G4G_DATABASE_URL"))
+    ] = None
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    data_dir: Path = Path(".g4g")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    environment: Literal["development", "test", "production"] = "development"
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    idempotency_ttl_hours: Annotated[int, Field(ge=24, le=24 * 30)] = 48
+    webhook_secret_grace_hours: Annotated[int, Field(ge=0, le=24 * 7)] = 24
+    # Key(s) that encrypt secrets at rest, held outside the database: comma-separated Fernet keys, newest
+    # first. Unset: a key file under `data_dir` is created and used (fine for a laptop, not for production).
+    data_key: SecretStr | None = None
+
+    @field_validator("data_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        from cryptography.fernet import Fernet
+
+        try:
+            for key in value.get_secret_value().split(","):
+                Fernet(key.strip())
+        except ValueError:
+            raise ValueError(
+                "must be comma-separated Fernet keys (32 url-safe base64-encoded bytes)"
+            ) from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+            raise ValueError("must be a postgresql:// URL (PostgreSQL is the only supported database)")
+        return value
+
+    @model_validator(mode="after")
+    def _production_keeps_keys_outside(self) -> Settings:
+        if self.environment == "production" and self.data_key is None:
+            # A key file beside the data would let a copy of the disk reveal every secret.
+            raise ValueError("G4G_DATA_KEY: required when G4G_ENVIRONMENT=production")
+        return self
+
+
+def _variable_name(loc: tuple[int | str, ...]) -> str:
+    field = str(loc[0]) if loc else "?"
+    if field.isupper():  # an alias, already the variable's own name
+        return field
+    return f"G4G_{field.upper()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the settings once; a bad value stops the process with one line naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            message = f"{_variable_name(error['loc'])}: {message}"
+        sys.stderr.write(f"g4g: invalid setting {message}\n")
+        raise SystemExit(2) from None

@@ -1,0 +1,71 @@
+"""The application: every router and middleware, in one screen."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from app.api_keys.endpoints import router as api_keys
+from app.core.database import Database, make_sessionmaker
+from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.migrations import head_revision
+from app.core.observability import RequestObservation, metrics
+from app.core.openapi import install_openapi
+from app.core.secrets import cipher_for
+from app.core.settings import Settings, get_settings
+from app.core.strict_query import reject_unknown_query_parameters
+from app.health.endpoints import router as health
+from app.logistics.endpoints import router as logistics_partners
+from app.merchants.endpoints import router as merchants
+from app.platforms.endpoints import router as platforms
+
+API_VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings)
+        engine = database.engine(pool_size=settings.db_pool_size)
+        app.state.database = database
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        dependencies=[Depends(reject_unknown_query_parameters)],
+        title="Goods for Good",
+        version=API_VERSION,
+        summary="Checkout donations turned into Love Packages of school supplies, traceable end to end.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.cipher = cipher_for(settings)
+    app.state.schema_head = head_revision()
+
+    install_error_handlers(app)
+    install_openapi(app)
+    app.add_middleware(RequestObservation)
+
+    app.include_router(health)
+    app.add_route("/metrics", metrics, include_in_schema=False)
+    app.include_router(api_keys)
+    app.include_router(platforms)
+    app.include_router(merchants)
+    app.include_router(logistics_partners)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory app.main:app_factory` (each worker process builds its own app)."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Merchant
+
+
+async def get(session: AsyncSession, merchant_id: str) -> Merchant | None:
+    return await session.get(Merchant, merchant_id)
+
+
+async def insert_unless_exists(session: AsyncSession, merchant: Merchant) -> bool:
+    """Insert; False when the platform already has a merchant with this external id."""
+    inserted = await session.scalar(
+        insert(Merchant)
+        .values(
+            id=merchant.id,
+            platform_id=merchant.platform_id,
+            external_id=merchant.external_id,
+            name=merchant.name,
+            country=merchant.country,
+        )
+        .on_conflict_do_nothing(index_elements=[Merchant.platform_id, Merchant.external_id])
+        .returning(Merchant.id)
+    )
+    return inserted is not None
+
+
+async def list_after(
+    session: AsyncSession,
+    *,
+    after: str | None,
+    limit: int,
+    platform_id: str | None = None,
+    merchant_id: str | None = None,
+) -> list[Merchant]:
+    query = select(Merchant).order_by(Merchant.id).limit(limit)
+    if after is not None:
+        query = query.where(Merchant.id > after)
+    if platform_id is not None:
+        query = query.where(Merchant.platform_id == platform_id)
+    if merchant_id is not None:
+        query = query.where(Merchant.id == merchant_id)
+    return list(await session.scalars(query))

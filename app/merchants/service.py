@@ -1,0 +1,58 @@
+"""Merchants: sellers a platform registers, the tenants of donation rules and statements."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.core.errors import AlreadyExists, InvalidRequest, NotFound
+from app.core.ids import new_id
+from app.merchants import repository
+from app.models import Merchant
+from app.platforms import service as platforms
+
+
+async def register_merchant(
+    session: AsyncSession, *, platform_id: str, external_id: str, name: str, country: str
+) -> Merchant:
+    """Register a merchant on a platform; its `external_id` is unique on that platform."""
+    await platforms.get_platform(session, platform_id)
+    merchant = Merchant(
+        id=new_id("mer"), platform_id=platform_id, external_id=external_id, name=name, country=country
+    )
+    if not await repository.insert_unless_exists(session, merchant):
+        raise AlreadyExists(
+            f"Platform {platform_id} already has a merchant with external_id {external_id!r}.",
+            external_id=external_id,
+        )
+    registered = await repository.get(session, merchant.id)
+    assert registered is not None
+    return registered
+
+
+def platform_for_new_merchant(principal: Principal, requested: str | None) -> str:
+    """Admins name the platform; a platform key registers on its own (naming another one finds nothing)."""
+    if principal.is_admin:
+        if requested is None:
+            raise InvalidRequest("platform_id: required when an admin registers a merchant.")
+        return requested
+    assert principal.platform_id is not None
+    if requested is not None and requested != principal.platform_id:
+        raise NotFound(f"No platform {requested}.")
+    return principal.platform_id
+
+
+def can_see(principal: Principal, merchant: Merchant) -> bool:
+    """The operator, the merchant's platform and the merchant itself see a merchant; nobody else does."""
+    return (
+        principal.is_admin
+        or (principal.platform_id is not None and principal.platform_id == merchant.platform_id)
+        or principal.merchant_id == merchant.id
+    )
+
+
+async def get_visible_merchant(session: AsyncSession, principal: Principal, merchant_id: str) -> Merchant:
+    merchant = await repository.get(session, merchant_id)
+    if merchant is None or not can_see(principal, merchant):
+        raise NotFound(f"No merchant {merchant_id}.")
+    return merchant

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from app.core.migrations import upgrade_to_head
+from app.core.settings import Settings
+from app.main import create_app
+from tests.postgres import TestServer
+
+_counter = itertools.count()
+_postgres_tests_passed = 0
+DATA_KEY = Fernet.generate_key().decode()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[TestServer]:
+    server = TestServer()
+    asyncio.run(server.create_database(server.template))
+    upgrade_to_head(server.url_for(server.template))
+    yield server
+    asyncio.run(server.drop_database(server.template))
+    server.close()
+
+
+@pytest.fixture
+async def database_url(pg_server: TestServer, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh database with the migrated schema, just for this test."""
+    name = f"{pg_server.prefix}_{next(_counter)}"
+    url = await pg_server.create_database(name, template=pg_server.template)
+    request.node.uses_postgres = True
+    yield url
+    await pg_server.drop_database(name)
+
+
+def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "data_key": DATA_KEY,
+        "data_dir": tmp_path / "g4g",
+        "environment": "test",
+        "db_pool_size": 25,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[object]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://g4g.test") as http:
+        yield http
+
+
+@pytest.fixture
+async def admin_token(client: httpx.AsyncClient, app: object) -> str:
+    from tests.helpers import create_token_directly
+
+    return await create_token_directly(app, role="admin", name="test operator")
+
+
+@pytest.fixture
+def admin(admin_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_token}"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    global _postgres_tests_passed
+    if report.when == "call" and report.passed and getattr(item, "uses_postgres", False):
+        _postgres_tests_passed += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave a count of passed PostgreSQL-backed tests where `.ci/run` can check it."""
+    report = os.environ.get("G4G_TEST_REPORT")
+    if report:
+        Path(report).write_text(json.dumps({"postgres_tests_passed": _postgres_tests_passed}))

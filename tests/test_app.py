@@ -1,0 +1,45 @@
+"""What every client and operator relies on, whatever the endpoint: problem+json, request ids, health."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy import text
+
+from tests.helpers import assert_problem
+
+
+async def test_framework_errors_are_problem_json(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    assert_problem(await client.get("/v1/nothing-here"), 404, "not-found")
+    assert_problem(await client.put("/v1/platforms", headers=admin), 405, "method-not-allowed")
+    response = await client.post("/v1/platforms", json={"name": 7}, headers=admin)
+    body = assert_problem(response, 422, "invalid-request")
+    assert body["errors"][0]["loc"] == ["body", "name"]
+
+
+async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) -> None:
+    generated = await client.get("/healthz")
+    assert len(generated.headers["x-request-id"]) >= 16
+    echoed = await client.get("/v1/platforms", headers={"X-Request-ID": "trace-abc-123"})
+    assert echoed.status_code == 401 and echoed.headers["x-request-id"] == "trace-abc-123"
+    # A caller cannot inject arbitrary text into our logs through the id.
+    replaced = await client.get("/healthz", headers={"X-Request-ID": "bad id\twith tab"})
+    assert replaced.headers["x-request-id"] != "bad id\twith tab"
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient, app: object) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["schema_revision"] == app.state.schema_head  # type: ignore[attr-defined]
+
+    async with app.state.engine.begin() as connection:  # type: ignore[attr-defined]
+        await connection.execute(text("UPDATE alembic_version SET version_num = 'somewhere-else'"))
+    assert_problem(await client.get("/readyz"), 503, "not-ready")
+
+
+async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'g4g_http_requests_total{method="GET",route="/healthz",status="200"}' in response.text

@@ -1,0 +1,91 @@
+"""The service as an operator runs it: real `g4g` processes, real HTTP, real logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.conftest import DATA_KEY
+from tests.live import LiveServer, g4g_env, run_g4g
+
+
+def test_a_bad_setting_stops_the_process_with_one_line_naming_it(tmp_path: Path) -> None:
+    for variable, value in (
+        ("G4G_PORT", "eighty"),
+        ("DATABASE_URL", "mysql://root@localhost/g4g"),
+        ("G4G_DATA_KEY", "short"),
+    ):
+        result = run_g4g("migrate", env=g4g_env(**{variable: value}), cwd=tmp_path)
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"g4g: invalid setting {variable}:"), result.stderr
+        assert value not in lines[0] or variable != "G4G_DATA_KEY"
+
+
+def test_served_process_logs_json_lines_with_request_ids_and_no_secrets(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = g4g_env(DATABASE_URL=database_url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path))
+    created = run_g4g("create-api-key", "--role", "admin", "--name", "ops", env=env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert created.stdout == token + "\n" and token.startswith("g4g_")
+
+    server = LiveServer(env, tmp_path / "serve.log")
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        platform = httpx.post(server.url + "/v1/platforms", json={"name": "Lazada"}, headers=auth).json()
+        key = httpx.post(
+            server.url + "/v1/api-keys",
+            json={"role": "platform", "name": "lazada", "platform_id": platform["id"]},
+            headers=auth | {"X-Request-ID": "req-for-the-log"},
+        ).json()
+        assert httpx.get(server.url + "/readyz").status_code == 200
+    finally:
+        assert server.stop() == 0
+    log = server.log_path.read_text()
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    requests = [r for r in records if r.get("event") == "request"]
+    assert {r["path"] for r in requests} >= {"/v1/platforms", "/v1/api-keys", "/readyz"}
+    assert all(r["request_id"] and isinstance(r["status"], int) for r in requests)
+    assert any(r["request_id"] == "req-for-the-log" and r["status"] == 201 for r in requests)
+    for secret in (token, platform["webhook_secret"], key["token"], DATA_KEY):
+        assert secret not in log
+
+
+def _postgres_running_on(data_dir: Path) -> bool:
+    pid_file = data_dir / "pgdata" / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    return psutil.pid_exists(int(pid_file.read_text().split()[0]))
+
+
+def test_without_database_url_an_embedded_postgres_keeps_data_across_restarts(tmp_path: Path) -> None:
+    env = g4g_env()
+    assert run_g4g("migrate", env=env, cwd=tmp_path).returncode == 0
+    data_dir = tmp_path / ".g4g"
+    assert not _postgres_running_on(data_dir)  # migrate let go of the database when it finished
+    token = run_g4g(
+        "create-api-key", "--role", "admin", "--name", "ops", env=env, cwd=tmp_path
+    ).stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
+
+    first = LiveServer(env, tmp_path / "first.log", cwd=tmp_path)
+    try:
+        assert httpx.get(first.url + "/readyz").status_code == 200
+        created = httpx.post(first.url + "/v1/platforms", json={"name": "Shopee"}, headers=auth).json()
+        assert _postgres_running_on(data_dir)
+    finally:
+        assert first.stop() == 0
+    assert not _postgres_running_on(data_dir)  # stopping the server stopped its database
+
+    second = LiveServer(env, tmp_path / "second.log", cwd=tmp_path)
+    try:
+        read = httpx.get(second.url + f"/v1/platforms/{created['id']}", headers=auth)
+        assert read.status_code == 200 and read.json()["name"] == "Shopee"
+    finally:
+        second.stop()
+    assert not _postgres_running_on(data_dir)
