@@ -19,7 +19,8 @@ run: $(STAMP)
 
 ## The whole test suite, on DATABASE_URL's server or an embedded one.
 test: $(STAMP)
-	$(BIN)/ruff check app tests bench migrations
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
