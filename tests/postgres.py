@@ -65,4 +65,7 @@ class TestServer:
             await connection.close()
 
     def close(self) -> None:
-        self._embedded = None
+        if self._embedded is not None:
+            self._embedded.cleanup()  # stops the server
+            self._embedded = None
+            self._tmp.cleanup()

