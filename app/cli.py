@@ -82,6 +82,24 @@ async def _create_api_key(settings: Settings, args: argparse.Namespace) -> str:
     return token
 
 
+async def _audit(settings: Settings) -> bool:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from app.core.clock import SystemClock
+    from app.core.database import make_sessionmaker
+    from app.ledger.audit import run_audit
+
+    _, url = _database_url(settings)
+    engine = create_async_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            report = await run_audit(session, now=SystemClock().now())
+    finally:
+        await engine.dispose()
+    sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    return report.ok
+
+
 def _write_openapi(path: Path) -> int:
     from app.main import create_app
 
@@ -106,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     scope.add_argument("--platform-id")
     scope.add_argument("--merchant-id")
     scope.add_argument("--logistics-partner-id")
+    commands.add_parser("audit", help="recompute the ledger's invariants; exit 1 if any is broken")
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", type=Path, default=Path("openapi/openapi.json"))
     args = parser.parse_args(argv)
@@ -125,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         sys.stdout.write(token + "\n")
         return 0
+    if args.command == "audit":
+        return 0 if asyncio.run(_audit(settings)) else 1
     if args.command == "openapi":
         return _write_openapi(args.output)
     return 2

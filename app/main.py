@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from app.api_keys.endpoints import router as api_keys
+from app.core.clock import Clock, SystemClock
 from app.core.database import Database, make_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
@@ -17,15 +18,19 @@ from app.core.openapi import install_openapi
 from app.core.secrets import cipher_for
 from app.core.settings import Settings, get_settings
 from app.core.strict_query import reject_unknown_query_parameters
+from app.donations.endpoints import router as donations
+from app.donations.inbox import OrderEventInbox
 from app.health.endpoints import router as health
+from app.ledger.endpoints import router as ledger
 from app.logistics.endpoints import router as logistics_partners
 from app.merchants.endpoints import router as merchants
 from app.platforms.endpoints import router as platforms
+from app.platforms.service import WebhookSecretCache
 
 API_VERSION = "0.1.0"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -35,9 +40,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.database = database
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.webhook_secrets = WebhookSecretCache(app.state.sessionmaker, app.state.cipher)
+        app.state.order_inbox = OrderEventInbox(
+            engine,
+            app.state.clock,
+            max_batch=settings.ingest_max_batch,
+            concurrency=settings.ingest_concurrency,
+        )
+        app.state.order_inbox.start()
         try:
             yield
         finally:
+            await app.state.order_inbox.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -48,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.clock = clock or SystemClock()
     app.state.cipher = cipher_for(settings)
     app.state.schema_head = head_revision()
 
@@ -61,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(platforms)
     app.include_router(merchants)
     app.include_router(logistics_partners)
+    app.include_router(donations)
+    app.include_router(ledger)
     return app
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from standardwebhooks.webhooks import Webhook
 
 from app.api_keys.service import create_api_key
 from app.core.auth import Role
@@ -72,3 +76,96 @@ def assert_problem(response: httpx.Response, status: int, kind: str) -> dict[str
     assert body["type"].endswith("/" + kind), body
     assert body["title"]
     return body
+
+
+def signed_headers(
+    secret: str, body: bytes, *, webhook_id: str | None = None, at: datetime | None = None
+) -> dict[str, str]:
+    """Standard Webhooks headers, signed the way a platform signs."""
+    webhook_id = webhook_id or f"msg_{uuid.uuid4().hex}"
+    at = at or datetime.now(UTC)
+    signature = Webhook(secret).sign(webhook_id, at, body.decode())
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
+
+
+def order_paid(
+    order_id: str,
+    *,
+    merchant: str,
+    currency: str = "CNY",
+    items: list[dict[str, Any]] | None = None,
+    placed_at: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "type": "order.paid",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "data": {
+            "order_id": order_id,
+            "merchant_id": merchant,
+            "currency": currency,
+            "placed_at": (placed_at or datetime.now(UTC)).isoformat(),
+            "items": items if items is not None else [{"sku": "TEA-01", "quantity": 2, "amount": 12800}],
+        },
+    }
+
+
+def order_refunded(
+    order_id: str, refund_id: str, amount: int, *, merchant: str, currency: str = "CNY"
+) -> dict[str, Any]:
+    return {
+        "type": "order.refunded",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "data": {
+            "order_id": order_id,
+            "merchant_id": merchant,
+            "refund_id": refund_id,
+            "currency": currency,
+            "amount": amount,
+        },
+    }
+
+
+def order_cancelled(order_id: str, *, merchant: str) -> dict[str, Any]:
+    return {
+        "type": "order.cancelled",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "data": {"order_id": order_id, "merchant_id": merchant},
+    }
+
+
+async def send_event(
+    client: httpx.AsyncClient,
+    platform: dict[str, Any],
+    event: dict[str, Any] | bytes,
+    *,
+    webhook_id: str | None = None,
+    secret: str | None = None,
+) -> httpx.Response:
+    body = event if isinstance(event, bytes) else json.dumps(event).encode()
+    headers = signed_headers(secret or platform["webhook_secret"], body, webhook_id=webhook_id)
+    return await client.post(f"/v1/webhooks/orders/{platform['id']}", content=body, headers=headers)
+
+
+async def set_rule(
+    client: httpx.AsyncClient, headers: dict[str, str], merchant_id: str, **rule: Any
+) -> dict[str, Any]:
+    response = await client.put(f"/v1/merchants/{merchant_id}/donation-rule", json=rule, headers=headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def get_order(
+    client: httpx.AsyncClient, admin: dict[str, str], platform_id: str, order_id: str
+) -> httpx.Response:
+    return await client.get(f"/v1/orders/{order_id}", params={"platform_id": platform_id}, headers=admin)
+
+
+async def audit_ok(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, Any]:
+    report = (await client.get("/v1/audit", headers=admin)).json()
+    assert report["ok"], [c for c in report["checks"] if not c["ok"]]
+    return dict(report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -59,3 +60,11 @@ async def _unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": the exit code (the commit) runs before the response is sent, so a failed commit
 # can never be answered with a 2xx.
 SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under a session, inside the session's transaction (for set-based statements)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver

@@ -71,6 +71,8 @@ def install_openapi(app: FastAPI) -> None:
         schemas["Problem"] = PROBLEM_SCHEMA
         for path, operations in document.get("paths", {}).items():
             for method, operation in operations.items():
+                # Schemas an operation documents by hand (e.g. a webhook body verified before parsing).
+                schemas.update(operation.pop("x-component-schemas", {}))
                 responses = operation["responses"]
                 codes = set()
                 if operation.get("parameters") or operation.get("requestBody"):

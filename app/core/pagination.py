@@ -27,7 +27,7 @@ def _page_request(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 50,
     cursor: Annotated[
         str | None,
-        Query(pattern=r"^[A-Za-z0-9_]{1,64}$", description="`next_cursor` of the previous page"),
+        Query(pattern=r"^[A-Za-z0-9_-]{1,400}$", description="`next_cursor` of the previous page"),
     ] = None,
 ) -> PageRequest:
     return PageRequest(limit=limit, after=cursor)

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
     idempotency_ttl_hours: Annotated[int, Field(ge=24, le=24 * 30)] = 48
     webhook_secret_grace_hours: Annotated[int, Field(ge=0, le=24 * 7)] = 24
+    # Order webhooks: how many deliveries may share one transaction, and how many transactions run at once.
+    ingest_max_batch: Annotated[int, Field(ge=1, le=1000)] = 64
+    ingest_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     # Key(s) that encrypt secrets at rest, held outside the database: comma-separated Fernet keys, newest
     # first. Unset: a key file under `data_dir` is created and used (fine for a laptop, not for production).
     data_key: SecretStr | None = None

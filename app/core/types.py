@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import pycountry
-from pydantic import AfterValidator, StringConstraints, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, StringConstraints, WithJsonSchema
 
 
 def _known_country(code: str) -> str:
@@ -30,3 +30,16 @@ Name = Annotated[
 # Our own ids (`mer_01J…`); anything else cannot name a resource of ours.
 ResourceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")]
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+
+
+def _exact_whole_number(value: object) -> object:
+    """JSON Schema counts 12.0 as the integer 12, so the contract accepts it; 12.5, "12" and true stay errors.
+    Every bound we use is below 2**53, where a JSON number with no fraction is exact."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Use as `Annotated[int, Field(ge=…, le=…, strict=True), WholeNumber]` (constraints first, so the schema keeps them): strict refuses strings, booleans and
+# fractions; this lets through only what JSON Schema itself calls an integer.
+WholeNumber = BeforeValidator(_exact_whole_number)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from app.core.auth import Authorized, Principal, Role
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/v1/merchants", tags=["merchants"])
 @router.post("", status_code=201, response_model=MerchantRead, operation_id="create_merchant")
 async def create_merchant(
     body: MerchantCreate,
+    request: Request,
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin, Role.platform),
@@ -32,6 +33,7 @@ async def create_merchant(
             external_id=body.external_id,
             name=body.name,
             country=body.country,
+            now=request.app.state.clock.now(),
         )
         return MerchantRead.model_validate(merchant)
 

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
+from app.core.database import driver_connection
 from app.core.errors import AlreadyExists, InvalidRequest, NotFound
 from app.core.ids import new_id
+from app.donations import ingest
 from app.merchants import repository
 from app.models import Merchant
 from app.platforms import service as platforms
 
 
 async def register_merchant(
-    session: AsyncSession, *, platform_id: str, external_id: str, name: str, country: str
+    session: AsyncSession, *, platform_id: str, external_id: str, name: str, country: str, now: datetime
 ) -> Merchant:
-    """Register a merchant on a platform; its `external_id` is unique on that platform."""
+    """Register a merchant on a platform; its `external_id` is unique on that platform. Order events parked
+    because the merchant was unknown are applied in the same transaction."""
     await platforms.get_platform(session, platform_id)
+    db = await driver_connection(session)
+    await ingest.lock_merchant(db, platform_id, external_id)
     merchant = Merchant(
         id=new_id("mer"), platform_id=platform_id, external_id=external_id, name=name, country=country
     )
@@ -25,6 +32,7 @@ async def register_merchant(
             f"Platform {platform_id} already has a merchant with external_id {external_id!r}.",
             external_id=external_id,
         )
+    await ingest.apply_parked_for_merchant(db, platform_id, external_id, now=now)
     registered = await repository.get(session, merchant.id)
     assert registered is not None
     return registered

@@ -2,18 +2,32 @@
 
 from app.models.api_key import ApiKey
 from app.models.base import Base
+from app.models.donation_rule import DonationRule
 from app.models.idempotency_record import IdempotencyRecord
+from app.models.ledger_entry import LedgerEntry
+from app.models.ledger_posting import LedgerPosting
 from app.models.logistics_partner import LogisticsPartner
 from app.models.merchant import Merchant
+from app.models.order import Order
+from app.models.order_refund import OrderRefund
 from app.models.platform import Platform
 from app.models.platform_webhook_secret import PlatformWebhookSecret
+from app.models.webhook_anomaly import WebhookAnomaly
+from app.models.webhook_delivery import WebhookDelivery
 
 __all__ = [
     "ApiKey",
     "Base",
+    "DonationRule",
     "IdempotencyRecord",
+    "LedgerEntry",
+    "LedgerPosting",
     "LogisticsPartner",
     "Merchant",
+    "Order",
+    "OrderRefund",
     "Platform",
     "PlatformWebhookSecret",
+    "WebhookAnomaly",
+    "WebhookDelivery",
 ]

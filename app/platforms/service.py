@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 
 from cryptography.fernet import MultiFernet
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import NotFound
 from app.core.ids import new_id
@@ -66,3 +67,34 @@ async def webhook_secrets(session: AsyncSession, cipher: MultiFernet, platform_i
     """Every secret a webhook from this platform may be signed with right now, newest first."""
     rows = await repository.valid_secrets(session, platform_id, now=datetime.now(UTC))
     return [decrypt(cipher, row.secret_encrypted) for row in rows]
+
+
+class WebhookSecretCache:
+    """The secrets each platform may sign with, cached briefly per process: verifying a webhook must not cost
+    a database round trip. A signature that fails against a cached list is checked once more against a fresh
+    one, so a rotation is honoured at once."""
+
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], cipher: MultiFernet, *, ttl: float = 30.0
+    ):
+        self._sessionmaker = sessionmaker
+        self._cipher = cipher
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, list[str]]] = {}
+
+    async def get(self, platform_id: str, *, fresh: bool = False) -> list[str] | None:
+        """Valid secrets, newest first; None when there is no such platform."""
+        cached = self._entries.get(platform_id)
+        if cached is not None and not fresh and time.monotonic() - cached[0] < self._ttl:
+            return cached[1]
+        async with self._sessionmaker() as session:
+            if await repository.get(session, platform_id) is None:
+                self._entries.pop(platform_id, None)
+                return None
+            found = await webhook_secrets(session, self._cipher, platform_id)
+        self._entries[platform_id] = (time.monotonic(), found)
+        return found
+
+    def age(self, platform_id: str) -> float:
+        cached = self._entries.get(platform_id)
+        return time.monotonic() - cached[0] if cached else float("inf")

@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
+
+from app.core.auth import Authorized, Principal, Role
+from app.core.database import SessionDep
+from app.core.errors import PROBLEM_MEDIA_TYPE, InvalidRequest, NotFound, ProblemError, Unauthorized
+from app.core.idempotency import IdempotencyDep
+from app.core.pagination import Page, PageParams, page_of
+from app.core.signatures import verify_standard_webhook
+from app.core.types import ResourceId
+from app.donations import ingest, repository, service
+from app.donations.schemas import (
+    AnomalyOut,
+    DonationRow,
+    DonationRuleIn,
+    DonationRuleOut,
+    OrderDonationOut,
+    OrderEvent,
+    ParkedEventOut,
+    QuoteIn,
+    QuoteOut,
+    WebhookAnswer,
+)
+from app.merchants.service import get_visible_merchant
+
+router = APIRouter(prefix="/v1", tags=["donations"])
+
+MAX_EVENT_BYTES = 256 * 1024
+
+
+class PayloadTooLarge(ProblemError):
+    status, kind, title = 413, "payload-too-large", "The event body is too large"
+
+
+# ---- rules ----
+
+
+@router.put(
+    "/merchants/{merchant_id}/donation-rule", response_model=DonationRuleOut, operation_id="set_donation_rule"
+)
+async def set_donation_rule(
+    merchant_id: ResourceId,
+    body: DonationRuleIn,
+    request: Request,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    principal: Principal = Authorized(Role.admin, Role.merchant),
+) -> DonationRuleOut | JSONResponse:
+    """Add a version of the merchant's donation rule, in effect from `effective_from` (default now, never in
+    the past). Orders placed before it keep the rule they were placed under."""
+    merchant = await get_visible_merchant(session, principal, merchant_id)
+    now = request.app.state.clock.now()
+
+    async def create() -> DonationRuleOut:
+        rule = await service.set_rule(session, merchant, body, now=now)
+        in_effect = await service.rule_in_effect_id(session, merchant.id, now)
+        return service.rule_out(rule, in_effect_id=in_effect, now=now)
+
+    return await idempotency.run(principal, create, status=200)
+
+
+@router.get(
+    "/merchants/{merchant_id}/donation-rules",
+    response_model=Page[DonationRuleOut],
+    operation_id="list_donation_rules",
+)
+async def list_donation_rules(
+    merchant_id: ResourceId,
+    request: Request,
+    session: SessionDep,
+    page: PageParams,
+    principal: Principal = Authorized(Role.admin, Role.platform, Role.merchant),
+) -> Page[DonationRuleOut]:
+    """Every version of the rule, newest first, each marked scheduled, in effect or superseded."""
+    merchant = await get_visible_merchant(session, principal, merchant_id)
+    now = request.app.state.clock.now()
+    rows = await repository.rules_newest_first(session, merchant.id, before=page.after, limit=page.limit + 1)
+    in_effect = await service.rule_in_effect_id(session, merchant.id, now)
+    return page_of(
+        [service.rule_out(r, in_effect_id=in_effect, now=now) for r in rows], [r.id for r in rows], page.limit
+    )
+
+
+# ---- quotes ----
+
+
+@router.post("/quotes", response_model=QuoteOut, operation_id="create_quote")
+async def create_quote(
+    body: QuoteIn,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.platform, Role.admin),
+) -> QuoteOut:
+    """The donation this order would get if placed now (or at `placed_at`), for display at checkout."""
+    platform_id = _platform_of(principal, body.platform_id)
+    return await service.quote(
+        session,
+        platform_id=platform_id,
+        merchant_external_id=body.merchant_id,
+        currency=body.currency,
+        placed_at=body.placed_at or request.app.state.clock.now(),
+        items=body.items,
+    )
+
+
+def _platform_of(principal: Principal, requested: str | None) -> str:
+    if principal.is_admin:
+        if requested is None:
+            raise InvalidRequest("platform_id: required for an admin.")
+        return requested
+    assert principal.platform_id is not None
+    if requested is not None and requested != principal.platform_id:
+        raise NotFound(f"No platform {requested}.")
+    return principal.platform_id
+
+
+# ---- order events in ----
+
+_EVENT_SCHEMA: dict[str, Any] = TypeAdapter(OrderEvent).json_schema(
+    ref_template="#/components/schemas/{model}"
+)
+_EVENT_DEFS = _EVENT_SCHEMA.pop("$defs", {})
+_SIGNATURE_HEADERS = [
+    {"name": name, "in": "header", "required": True, "schema": {"type": "string"}, "description": text}
+    for name, text in (
+        ("webhook-id", "Unique per message; a redelivery reuses it"),
+        ("webhook-timestamp", "Unix seconds; within 5 minutes of now"),
+        ("webhook-signature", "Space-separated `v1,<base64 HMAC-SHA256 of id.timestamp.body>`"),
+    )
+]
+
+
+@router.post(
+    "/webhooks/orders/{platform_id}",
+    response_model=WebhookAnswer,
+    operation_id="receive_order_event",
+    tags=["webhooks"],
+    responses={
+        202: {"model": WebhookAnswer, "description": "Parked: applied as soon as what it waits for arrives"},
+        413: {"description": "Body over 256 KiB"},
+    },
+    openapi_extra={
+        "parameters": _SIGNATURE_HEADERS,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _EVENT_SCHEMA}}},
+        "x-component-schemas": _EVENT_DEFS,
+    },
+)
+async def receive_order_event(platform_id: ResourceId, request: Request) -> JSONResponse:
+    """An order event from a platform, signed per Standard Webhooks. 2xx means it is durably stored: `applied`,
+    `parked` (waits for its merchant or its payment) or `duplicate` (already applied under another webhook id).
+    The same webhook id again gets the same answer and changes nothing; the same order, refund or cancellation
+    with other content is a 409 and an anomaly for the operator."""
+    state = request.app.state
+    body = await request.body()
+    if len(body) > MAX_EVENT_BYTES:
+        raise PayloadTooLarge(f"At most {MAX_EVENT_BYTES} bytes.")
+    secrets = await state.webhook_secrets.get(platform_id)
+    if secrets is None:
+        raise NotFound(f"No platform {platform_id}.")
+    try:
+        webhook_id = verify_standard_webhook(body, request.headers, secrets)
+    except Unauthorized:
+        if state.webhook_secrets.age(platform_id) < 1.0:
+            raise
+        # The platform may have rotated its secret since we cached it: check once against fresh secrets.
+        webhook_id = verify_standard_webhook(
+            body, request.headers, await state.webhook_secrets.get(platform_id, fresh=True) or []
+        )
+    outcome = await state.order_inbox.submit(ingest.parse_delivery(platform_id, webhook_id, body))
+    media_type = PROBLEM_MEDIA_TYPE if outcome.is_problem else "application/json"
+    return JSONResponse(outcome.body, status_code=outcome.http_status, media_type=media_type)
+
+
+# ---- reads ----
+
+
+@router.get("/orders/{order_id}", response_model=OrderDonationOut, operation_id="get_order_donation")
+async def get_order_donation(
+    order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")],
+    session: SessionDep,
+    platform_id: Annotated[ResourceId | None, Query(description="Admin only: whose order id this is")] = None,
+    principal: Principal = Authorized(Role.platform, Role.admin),
+) -> OrderDonationOut:
+    """The order's donation, what was reversed, its stage and its trail to the packages it helped fund."""
+    return await service.order_donation(session, _platform_of(principal, platform_id), order_id)
+
+
+@router.get(
+    "/merchants/{merchant_id}/donations",
+    response_model=Page[DonationRow],
+    operation_id="list_merchant_donations",
+)
+async def list_merchant_donations(
+    merchant_id: ResourceId,
+    session: SessionDep,
+    page: PageParams,
+    principal: Principal = Authorized(Role.admin, Role.platform, Role.merchant),
+) -> Page[DonationRow]:
+    """One row per order, oldest first."""
+    merchant = await get_visible_merchant(session, principal, merchant_id)
+    orders = await repository.merchant_orders(session, merchant.id, after=page.after, limit=page.limit + 1)
+    return page_of([service.donation_row(o) for o in orders], [o.id for o in orders], page.limit)
+
+
+def _encode_delivery_cursor(platform_id: str, webhook_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{platform_id}\n{webhook_id}".encode()).decode().rstrip("=")
+
+
+def _decode_delivery_cursor(cursor: str) -> tuple[str, str] | None:
+    try:
+        platform_id, webhook_id = (
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("\n", 1)
+        )
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None  # not one of ours: treated as the position before everything
+    return platform_id, webhook_id
+
+
+@router.get("/parked-events", response_model=Page[ParkedEventOut], operation_id="list_parked_events")
+async def list_parked_events(
+    session: SessionDep,
+    page: PageParams,
+    platform_id: Annotated[ResourceId | None, Query()] = None,
+    principal: Principal = Authorized(Role.admin),
+) -> Page[ParkedEventOut]:
+    """Order events kept until what they wait for arrives (`merchant:<id>` or `order:<id>`)."""
+    after = _decode_delivery_cursor(page.after) if page.after else None
+    rows = await repository.parked_deliveries(
+        session, platform_id=platform_id, after=after, limit=page.limit + 1
+    )
+    return page_of(
+        [ParkedEventOut.model_validate(r, from_attributes=True) for r in rows],
+        [_encode_delivery_cursor(r.platform_id, r.webhook_id) for r in rows],
+        page.limit,
+    )
+
+
+@router.get("/webhook-anomalies", response_model=Page[AnomalyOut], operation_id="list_webhook_anomalies")
+async def list_webhook_anomalies(
+    session: SessionDep, page: PageParams, principal: Principal = Authorized(Role.admin)
+) -> Page[AnomalyOut]:
+    """Events that reused a natural key with other content, or didn't match their order once it arrived."""
+    rows = await repository.anomalies(session, after=page.after, limit=page.limit + 1)
+    return page_of(
+        [AnomalyOut.model_validate(r, from_attributes=True) for r in rows], [r.id for r in rows], page.limit
+    )

@@ -1,0 +1,112 @@
+"""The order-webhook inbox pipeline: concurrent deliveries share transactions, each answered only after the
+transaction holding it committed.
+
+Each request hands its parsed delivery to `submit` and waits. A few worker tasks take whatever deliveries are
+waiting (up to `max_batch`), apply them together in one transaction (`ingest.receive`: one set-based statement
+per step for the whole batch), commit, and then answer each request. Under load this turns N commits into one
+without adding latency when idle: a worker never waits for a batch to fill. Deadlocks and serialisation
+failures are retried; any other failure of a batch is retried one delivery at a time, so one bad event can
+only fail its own request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.clock import Clock
+from app.donations import ingest
+from app.donations.outcomes import Outcome
+
+log = structlog.get_logger("g4g.inbox")
+
+_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+
+
+@dataclass(slots=True)
+class _Waiting:
+    delivery: ingest.Delivery
+    answer: asyncio.Future[Outcome]
+
+
+class OrderEventInbox:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, *, max_batch: int = 64, concurrency: int = 4
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._max_batch = max_batch
+        self._concurrency = concurrency
+        self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"inbox-{i}") for i in range(self._concurrency)
+        ]
+
+    async def stop(self) -> None:
+        """Finish what was submitted, then stop."""
+        await self._queue.join()
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    async def submit(self, delivery: ingest.Delivery) -> Outcome:
+        """Durably record and apply one delivery; returns once its transaction committed."""
+        waiting = _Waiting(delivery, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(waiting)
+        return await asyncio.shield(waiting.answer)
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._settle(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _settle(self, batch: list[_Waiting]) -> None:
+        try:
+            answers = await self._apply_with_retries([w.delivery for w in batch])
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning(
+                    "inbox_batch_failed_retrying_one_by_one", size=len(batch), error=type(exc).__name__
+                )
+                for waiting in batch:
+                    await self._settle([waiting])
+                return
+            log.error("inbox_delivery_failed", exc_info=exc, webhook_id=batch[0].delivery.webhook_id)
+            if not batch[0].answer.done():
+                batch[0].answer.set_exception(exc)
+            return
+        for waiting, answer in zip(batch, answers, strict=True):
+            if not waiting.answer.done():
+                waiting.answer.set_result(answer)
+
+    async def _apply_with_retries(self, deliveries: list[ingest.Delivery]) -> list[Outcome]:
+        for attempt in range(5):
+            try:
+                return await self._apply_once(deliveries)
+            except _RETRYABLE:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.005 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def _apply_once(self, deliveries: list[ingest.Delivery]) -> list[Outcome]:
+        async with self._engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            db: asyncpg.Connection = raw.driver_connection
+            async with db.transaction():
+                return await ingest.receive(db, deliveries, now=self._clock.now())

@@ -1,0 +1,56 @@
+"""What an order webhook delivery came to, and the HTTP answer that says so (stored, so a redelivery of the
+same webhook id gets the same answer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.core.errors import PROBLEM_BASE
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: str  # applied | parked | duplicate | conflict | rejected
+    http_status: int
+    body: dict[str, Any]
+    natural_key: str | None = None
+    waiting_for: str | None = None
+    anomaly: str | None = field(default=None, compare=False)  # a note for the operator's anomaly list
+
+    @property
+    def is_problem(self) -> bool:
+        return self.http_status >= 400
+
+
+def applied(natural_key: str) -> Outcome:
+    return Outcome("applied", 200, {"status": "applied"}, natural_key)
+
+
+def duplicate(natural_key: str) -> Outcome:
+    return Outcome("duplicate", 200, {"status": "duplicate"}, natural_key)
+
+
+def parked(natural_key: str, waiting_for: str) -> Outcome:
+    return Outcome("parked", 202, {"status": "parked"}, natural_key, waiting_for)
+
+
+def _problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
+
+
+def conflict(natural_key: str, detail: str) -> Outcome:
+    body = _problem(409, "conflicting-event", "An event with this natural key had other content", detail)
+    return Outcome("conflict", 409, body, natural_key, anomaly=detail)
+
+
+def rejected(
+    detail: str,
+    *,
+    status: int = 422,
+    kind: str = "invalid-event",
+    natural_key: str | None = None,
+    **extra: Any,
+) -> Outcome:
+    title = "The event body is malformed" if status == 400 else "The event is invalid"
+    return Outcome("rejected", status, _problem(status, kind, title, detail, **extra), natural_key)

@@ -1,0 +1,223 @@
+"""The donations contract: rules, quotes, order events in, donations out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from app.core.money import MAX_MINOR_UNITS, CurrencyCode, MoneyIn, MoneyOut
+from app.core.types import ExternalId, ResourceId, WholeNumber
+
+Sku = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+RateBps = Annotated[
+    int, Field(ge=0, le=10_000, strict=True, description="Basis points of the amount"), WholeNumber
+]
+Quantity = Annotated[int, Field(ge=1, le=1_000_000, strict=True), WholeNumber]
+LineAmount = Annotated[
+    int, Field(ge=0, le=MAX_MINOR_UNITS, strict=True, description="Minor units"), WholeNumber
+]
+RefundAmount = Annotated[
+    int, Field(ge=1, le=MAX_MINOR_UNITS, strict=True, description="Minor units"), WholeNumber
+]
+EventRef = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+
+
+def _unique_currencies(amounts: list[MoneyIn], where: str) -> None:
+    currencies = [m.currency for m in amounts]
+    if len(set(currencies)) != len(currencies):
+        raise ValueError(f"{where}: at most one amount per currency")
+
+
+class SkuOverrideIn(BaseModel):
+    """Replaces the default rule for one SKU: its own rate and fixed amounts, or `excluded`."""
+
+    model_config = ConfigDict(extra="forbid")
+    sku: Sku
+    rate_bps: RateBps | None = None
+    fixed_per_unit: Annotated[list[MoneyIn], Field(max_length=50)] | None = None
+    excluded: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SkuOverrideIn:
+        if self.excluded and (self.rate_bps is not None or self.fixed_per_unit):
+            raise ValueError("an excluded SKU has no rate or fixed amounts")
+        if not self.excluded and self.rate_bps is None and self.fixed_per_unit is None:
+            raise ValueError("give rate_bps, fixed_per_unit, or excluded: true")
+        _unique_currencies(self.fixed_per_unit or [], "fixed_per_unit")
+        return self
+
+
+class DonationRuleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rate_bps: RateBps
+    fixed_per_unit: Annotated[list[MoneyIn], Field(max_length=50)] = []
+    sku_overrides: Annotated[list[SkuOverrideIn], Field(max_length=1000)] = []
+    effective_from: AwareDatetime | None = Field(
+        default=None, description="When the rule takes effect; default now. Never in the past."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> DonationRuleIn:
+        _unique_currencies(self.fixed_per_unit, "fixed_per_unit")
+        skus = [o.sku for o in self.sku_overrides]
+        if len(set(skus)) != len(skus):
+            raise ValueError("sku_overrides: each SKU at most once")
+        return self
+
+
+class SkuOverrideOut(BaseModel):
+    sku: str
+    rate_bps: int | None = None
+    fixed_per_unit: list[MoneyOut] | None = None
+    excluded: bool = False
+
+
+class DonationRuleOut(BaseModel):
+    id: str
+    merchant_id: str
+    rate_bps: int
+    fixed_per_unit: list[MoneyOut]
+    sku_overrides: list[SkuOverrideOut]
+    effective_from: datetime
+    created_at: datetime
+    status: Literal["scheduled", "in_effect", "superseded"]
+    """`scheduled`: starts later; `in_effect`: what an order placed now gets; `superseded`: history."""
+
+
+class LineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku: Sku
+    quantity: Quantity
+    amount: LineAmount
+    """The line's subtotal after discounts, without tax or shipping, in minor units."""
+
+
+Lines = Annotated[list[LineIn], Field(min_length=1, max_length=500)]
+
+
+class QuoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    merchant_id: ExternalId
+    """The platform's own id for the merchant."""
+    currency: CurrencyCode
+    placed_at: AwareDatetime | None = None
+    """When the buyer sees the quote; default now."""
+    items: Lines
+    platform_id: ResourceId | None = None
+    """Admin only: the platform the merchant sells on."""
+
+
+class QuoteOut(BaseModel):
+    donation: MoneyOut
+    merchant_id: str
+    placed_at: datetime
+    rule_id: str | None
+
+
+class OrderPaidData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order_id: EventRef
+    merchant_id: ExternalId
+    currency: CurrencyCode
+    placed_at: AwareDatetime
+    items: Lines
+
+
+class OrderRefundedData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order_id: EventRef
+    merchant_id: ExternalId
+    refund_id: EventRef
+    currency: CurrencyCode
+    amount: RefundAmount
+
+
+class OrderCancelledData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order_id: EventRef
+    merchant_id: ExternalId
+
+
+class OrderPaid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["order.paid"]
+    timestamp: AwareDatetime
+    data: OrderPaidData
+
+
+class OrderRefunded(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["order.refunded"]
+    timestamp: AwareDatetime
+    data: OrderRefundedData
+
+
+class OrderCancelled(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["order.cancelled"]
+    timestamp: AwareDatetime
+    data: OrderCancelledData
+
+
+OrderEvent = Annotated[OrderPaid | OrderRefunded | OrderCancelled, Field(discriminator="type")]
+
+
+class WebhookAnswer(BaseModel):
+    status: Literal["applied", "parked", "duplicate"]
+
+
+class TrailItem(BaseModel):
+    """A Love Package this order's donation helped fund (filled once packages exist)."""
+
+    package_id: str
+    share: MoneyOut
+    country: str
+    region: str | None
+    grade: str | None
+    delivery_status: str
+
+
+Stage = Literal["pledged", "reversed"]
+
+
+class OrderDonationOut(BaseModel):
+    order_id: str
+    merchant_id: str
+    """The platform's id for the merchant, as in its order events."""
+    currency: str
+    donation: MoneyOut
+    reversed: MoneyOut
+    net: MoneyOut
+    stage: Stage
+    placed_at: datetime
+    trail: list[TrailItem]
+
+
+class DonationRow(BaseModel):
+    order_id: str
+    currency: str
+    donation: MoneyOut
+    reversed: MoneyOut
+    net: MoneyOut
+    stage: Stage
+    placed_at: datetime
+
+
+class ParkedEventOut(BaseModel):
+    platform_id: str
+    webhook_id: str
+    event_type: str | None
+    waiting_for: str | None
+    received_at: datetime
+
+
+class AnomalyOut(BaseModel):
+    id: str
+    platform_id: str
+    webhook_id: str
+    kind: str
+    natural_key: str | None
+    detail: str
+    created_at: datetime

@@ -1,0 +1,141 @@
+"""Donation rules, checkout quotes and the donation reads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import InvalidRequest, NotFound
+from app.core.ids import new_id
+from app.core.money import MoneyOut
+from app.donations import repository
+from app.donations.calculation import Line, donation_for
+from app.donations.rules import stored_from_input, terms_from_stored
+from app.donations.schemas import (
+    DonationRow,
+    DonationRuleIn,
+    DonationRuleOut,
+    LineIn,
+    OrderDonationOut,
+    QuoteOut,
+    SkuOverrideOut,
+    Stage,
+)
+from app.models import DonationRule, Merchant, Order
+
+
+async def set_rule(
+    session: AsyncSession, merchant: Merchant, rule: DonationRuleIn, *, now: datetime
+) -> DonationRule:
+    """Add a rule version for the merchant, in effect from `effective_from` (default now).
+
+    A rule may not start in the past: donations already promised to buyers can't be lowered after the fact.
+    Earlier versions stay as they were, readable as history."""
+    effective_from = rule.effective_from or now
+    if effective_from < now:
+        raise InvalidRequest(
+            "effective_from: may not be in the past; omit it to start now.",
+            errors=[{"loc": ["body", "effective_from"], "msg": "may not be in the past", "type": "past"}],
+        )
+    fixed, overrides = stored_from_input(rule)
+    version = DonationRule(
+        id=new_id("rul"),
+        merchant_id=merchant.id,
+        rate_bps=rule.rate_bps,
+        fixed_per_unit=fixed,
+        sku_overrides=overrides,
+        effective_from=effective_from,
+    )
+    session.add(version)
+    await session.flush()
+    await session.refresh(version)
+    return version
+
+
+def rule_out(rule: DonationRule, *, in_effect_id: str | None, now: datetime) -> DonationRuleOut:
+    status = (
+        "scheduled" if rule.effective_from > now else "in_effect" if rule.id == in_effect_id else "superseded"
+    )
+    return DonationRuleOut(
+        id=rule.id,
+        merchant_id=rule.merchant_id,
+        rate_bps=rule.rate_bps,
+        fixed_per_unit=[MoneyOut(amount=m["amount"], currency=m["currency"]) for m in rule.fixed_per_unit],
+        sku_overrides=[SkuOverrideOut.model_validate(o) for o in rule.sku_overrides],
+        effective_from=rule.effective_from,
+        created_at=rule.created_at,
+        status=status,
+    )
+
+
+async def rule_in_effect_id(session: AsyncSession, merchant_id: str, now: datetime) -> str | None:
+    rule = await repository.rule_in_effect(session, merchant_id, now)
+    return rule.id if rule else None
+
+
+async def quote(
+    session: AsyncSession,
+    *,
+    platform_id: str,
+    merchant_external_id: str,
+    currency: str,
+    placed_at: datetime,
+    items: list[LineIn],
+) -> QuoteOut:
+    """The donation an order placed at `placed_at` gets: the same computation the order webhook uses."""
+    merchant = await repository.merchant_by_external_id(session, platform_id, merchant_external_id)
+    if merchant is None:
+        raise NotFound(f"No merchant {merchant_external_id!r} on this platform.")
+    rule = await repository.rule_in_effect(session, merchant.id, placed_at)
+    terms = terms_from_stored(rule.rate_bps, rule.fixed_per_unit, rule.sku_overrides) if rule else None
+    lines = [Line(sku=i.sku, quantity=i.quantity, amount=i.amount) for i in items]
+    return QuoteOut(
+        donation=MoneyOut(amount=donation_for(terms, currency, lines), currency=currency),
+        merchant_id=merchant_external_id,
+        placed_at=placed_at,
+        rule_id=rule.id if rule else None,
+    )
+
+
+def stage_of(order: Order) -> Stage:
+    """Where the order's donation is. (Finality, billing and collection come with settlement.)"""
+    if order.donation_amount > 0 and order.reversed_amount == order.donation_amount:
+        return "reversed"
+    return "pledged"
+
+
+def _money(amount: int, currency: str) -> MoneyOut:
+    return MoneyOut(amount=amount, currency=currency)
+
+
+def donation_row(order: Order) -> DonationRow:
+    return DonationRow(
+        order_id=order.external_id,
+        currency=order.currency,
+        donation=_money(order.donation_amount, order.currency),
+        reversed=_money(order.reversed_amount, order.currency),
+        net=_money(order.donation_amount - order.reversed_amount, order.currency),
+        stage=stage_of(order),
+        placed_at=order.placed_at,
+    )
+
+
+async def order_donation(session: AsyncSession, platform_id: str, order_external_id: str) -> OrderDonationOut:
+    """An applied order's donation and trail. A parked or unknown order is 404."""
+    found = await repository.order_with_merchant(session, platform_id, order_external_id)
+    if found is None:
+        raise NotFound(f"No order {order_external_id!r} has been applied for this platform.")
+    order, merchant = found
+    row = donation_row(order)
+    return OrderDonationOut(
+        order_id=row.order_id,
+        merchant_id=merchant.external_id,
+        currency=row.currency,
+        donation=row.donation,
+        reversed=row.reversed,
+        net=row.net,
+        stage=row.stage,
+        placed_at=row.placed_at,
+        trail=[],
+    )

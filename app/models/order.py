@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, CreatedAt
+
+
+class Order(CreatedAt, Base):
+    """A paid order and its donation: one per (platform, the platform's order id), whatever webhook carried it.
+
+    `refunded_amount` and `reversed_amount` are running totals kept beside the ledger for fast reads;
+    `g4g audit` checks them against the ledger postings."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("platform_id", "external_id"),
+        CheckConstraint("donation_amount >= 0", name="donation_not_negative"),
+        CheckConstraint("reversed_amount BETWEEN 0 AND donation_amount", name="reversed_within_donation"),
+        CheckConstraint("refunded_amount >= 0", name="refunded_not_negative"),
+        Index("ix_orders_merchant_placed", "merchant_id", "placed_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    platform_id: Mapped[str] = mapped_column(ForeignKey("platforms.id"), nullable=False)
+    external_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    placed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    base_amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    donation_amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    rule_id: Mapped[str | None] = mapped_column(ForeignKey("donation_rules.id"), nullable=True)
+    refunded_amount: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    reversed_amount: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # SHA-256 of the order.paid data as first applied: another event with the same key must match it.
+    content_hash: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False)
