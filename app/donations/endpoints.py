@@ -31,6 +31,7 @@ from app.donations.schemas import (
 from app.merchants.service import get_visible_merchant
 
 router = APIRouter(prefix="/v1", tags=["donations"])
+webhooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 MAX_EVENT_BYTES = 256 * 1024
 
@@ -137,11 +138,10 @@ _SIGNATURE_HEADERS = [
 ]
 
 
-@router.post(
-    "/webhooks/orders/{platform_id}",
+@webhooks.post(
+    "/orders/{platform_id}",
     response_model=WebhookAnswer,
     operation_id="receive_order_event",
-    tags=["webhooks"],
     responses={
         202: {"model": WebhookAnswer, "description": "Parked: applied as soon as what it waits for arrives"},
         413: {"description": "Body over 256 KiB"},

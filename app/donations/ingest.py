@@ -6,8 +6,8 @@ Works on batches: every step is one set-based statement for the whole batch, ins
 1. Natural keys are locked first (advisory, transaction-scoped, in key order): the payment and the refunds of
    one order are applied one transaction at a time, and an event for a merchant being registered either sees
    the merchant or is parked before the registration looks for parked events.
-2. The delivery is claimed in the inbox (unique on platform + webhook id); a redelivery gets the stored answer
-   and changes nothing.
+2. Then (same statement) the delivery is claimed in the inbox (unique on platform + webhook id); a redelivery
+   gets the stored answer and changes nothing.
 3. Payments, then refunds, then cancellations are applied. Within a batch that order is safe: an order's
    reversed total depends only on the set of its refunds and whether it was cancelled, not on their order.
 4. Events that can't apply yet are parked: a payment until its merchant is registered, a refund or
@@ -155,9 +155,8 @@ async def receive(db: asyncpg.Connection, deliveries: Sequence[Delivery], *, now
         first_of.setdefault((d.platform_id, d.webhook_id), i)
     primaries = [deliveries[i] for i in sorted(set(first_of.values()))]
 
-    await repository.lock_keys(db, _locks_for(primaries))
-    claimed = await repository.claim_deliveries(
-        db, [(d.platform_id, d.webhook_id, d.body, d.event_type) for d in primaries]
+    claimed = await repository.lock_and_claim(
+        db, _locks_for(primaries), [(d.platform_id, d.webhook_id, d.body, d.event_type) for d in primaries]
     )
     new = [d for d in primaries if (d.platform_id, d.webhook_id) in claimed]
     results: dict[tuple[str, str], Outcome] = {}

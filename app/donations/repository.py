@@ -34,18 +34,33 @@ async def lock_keys(db: asyncpg.Connection, keys: Sequence[tuple[int, int, bool]
         )
 
 
-async def claim_deliveries(
-    db: asyncpg.Connection, rows: Sequence[tuple[str, str, bytes, str | None]]
+async def lock_and_claim(
+    db: asyncpg.Connection,
+    locks: Sequence[tuple[int, int, bool]],
+    rows: Sequence[tuple[str, str, bytes, str | None]],
 ) -> set[tuple[str, str]]:
-    """Insert (platform, webhook id, body, event type) into the inbox; returns the keys that were new."""
+    """Take the batch's natural-key locks (see `lock_keys`), then insert (platform, webhook id, body, event type)
+    into the inbox, in one round trip. Returns the keys that were new; the others were delivered before.
+
+    The lock query is an uncommitted CTE read by the insert through an uncorrelated sub-select, so PostgreSQL
+    runs it (as an InitPlan) before the first row is inserted."""
     records = await db.fetch(
         """
+        WITH locked AS (
+            SELECT CASE WHEN t.shared THEN pg_advisory_xact_lock_shared(t.k)::text
+                        ELSE pg_advisory_xact_lock(t.k)::text END AS done
+            FROM unnest($1::int[], $2::bigint[], $3::bool[]) AS t(level, k, shared) ORDER BY t.level, t.k
+        )
         INSERT INTO webhook_deliveries (platform_id, webhook_id, body, event_type, status)
-        SELECT p, w, b, t, 'processing' FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS u(p, w, b, t)
+        SELECT p, w, b, t, 'processing' FROM unnest($4::text[], $5::text[], $6::bytea[], $7::text[]) AS u(p, w, b, t)
+        WHERE (SELECT count(*) FROM locked) >= 0
         ORDER BY p, w
         ON CONFLICT DO NOTHING
         RETURNING platform_id, webhook_id
         """,
+        [level for level, _, _ in locks],
+        [k for _, k, _ in locks],
+        [shared for _, _, shared in locks],
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
