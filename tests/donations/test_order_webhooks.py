@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import text
 
-from tests.donations.conftest import DEFAULT_DONATION, Shop
+from tests.conftest import DEFAULT_DONATION, Shop
 from tests.helpers import (
     assert_problem,
     audit_ok,

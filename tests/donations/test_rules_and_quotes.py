@@ -10,7 +10,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.donations.conftest import Shop
+from tests.conftest import Shop
 from tests.helpers import (
     assert_problem,
     bearer,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.donations.conftest import Shop
+from tests.conftest import Shop
 from tests.helpers import assert_problem, get_order, order_paid, order_refunded, send_event, signed_headers
 
 
