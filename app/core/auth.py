@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
 from app.core.database import SessionDep
-from app.core.errors import NotFound, ProblemError, Unauthorized
+from app.core.errors import InvalidRequest, NotFound, ProblemError, Unauthorized
 from app.models import ApiKey
 
 TOKEN_PREFIX = "g4g_"  # noqa: S105 - a prefix, not a secret
@@ -39,6 +39,17 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role is Role.admin
+
+    def acting_platform(self, requested: str | None) -> str:
+        """The platform a request acts for: an admin names it; a platform key acts for its own, and naming
+        another platform finds nothing."""
+        if self.is_admin:
+            if requested is None:
+                raise InvalidRequest("platform_id: required when an admin calls this.")
+            return requested
+        if self.platform_id is None or (requested is not None and requested != self.platform_id):
+            raise NotFound(f"No platform {requested}.")
+        return self.platform_id
 
     @property
     def tenant(self) -> str:

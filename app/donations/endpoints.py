@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import SessionDep
-from app.core.errors import PROBLEM_MEDIA_TYPE, InvalidRequest, NotFound, ProblemError, Unauthorized
+from app.core.errors import PROBLEM_MEDIA_TYPE, NotFound, ProblemError, Unauthorized
 from app.core.idempotency import IdempotencyDep
 from app.core.pagination import Page, PageParams, page_of
 from app.core.signatures import verify_standard_webhook
@@ -100,7 +100,7 @@ async def create_quote(
     principal: Principal = Authorized(Role.platform, Role.admin),
 ) -> QuoteOut:
     """The donation this order would get if placed now (or at `placed_at`), for display at checkout."""
-    platform_id = _platform_of(principal, body.platform_id)
+    platform_id = principal.acting_platform(body.platform_id)
     return await service.quote(
         session,
         platform_id=platform_id,
@@ -109,17 +109,6 @@ async def create_quote(
         placed_at=body.placed_at or request.app.state.clock.now(),
         items=body.items,
     )
-
-
-def _platform_of(principal: Principal, requested: str | None) -> str:
-    if principal.is_admin:
-        if requested is None:
-            raise InvalidRequest("platform_id: required for an admin.")
-        return requested
-    assert principal.platform_id is not None
-    if requested is not None and requested != principal.platform_id:
-        raise NotFound(f"No platform {requested}.")
-    return principal.platform_id
 
 
 # ---- order events in ----
@@ -189,7 +178,7 @@ async def get_order_donation(
     principal: Principal = Authorized(Role.platform, Role.admin),
 ) -> OrderDonationOut:
     """The order's donation, what was reversed, its stage and its trail to the packages it helped fund."""
-    return await service.order_donation(session, _platform_of(principal, platform_id), order_id)
+    return await service.order_donation(session, principal.acting_platform(platform_id), order_id)
 
 
 @router.get(

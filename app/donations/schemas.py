@@ -182,19 +182,6 @@ class TrailItem(BaseModel):
 Stage = Literal["pledged", "reversed"]
 
 
-class OrderDonationOut(BaseModel):
-    order_id: str
-    merchant_id: str
-    """The platform's id for the merchant, as in its order events."""
-    currency: str
-    donation: MoneyOut
-    reversed: MoneyOut
-    net: MoneyOut
-    stage: Stage
-    placed_at: datetime
-    trail: list[TrailItem]
-
-
 class DonationRow(BaseModel):
     order_id: str
     currency: str
@@ -203,6 +190,12 @@ class DonationRow(BaseModel):
     net: MoneyOut
     stage: Stage
     placed_at: datetime
+
+
+class OrderDonationOut(DonationRow):
+    merchant_id: str
+    """The platform's id for the merchant, as in its order events."""
+    trail: list[TrailItem]
 
 
 class ParkedEventOut(BaseModel):

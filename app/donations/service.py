@@ -127,15 +127,4 @@ async def order_donation(session: AsyncSession, platform_id: str, order_external
     if found is None:
         raise NotFound(f"No order {order_external_id!r} has been applied for this platform.")
     order, merchant = found
-    row = donation_row(order)
-    return OrderDonationOut(
-        order_id=row.order_id,
-        merchant_id=merchant.external_id,
-        currency=row.currency,
-        donation=row.donation,
-        reversed=row.reversed,
-        net=row.net,
-        stage=row.stage,
-        placed_at=row.placed_at,
-        trail=[],
-    )
+    return OrderDonationOut(**donation_row(order).model_dump(), merchant_id=merchant.external_id, trail=[])

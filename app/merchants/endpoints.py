@@ -29,7 +29,7 @@ async def create_merchant(
     async def create() -> MerchantRead:
         merchant = await service.register_merchant(
             session,
-            platform_id=service.platform_for_new_merchant(principal, body.platform_id),
+            platform_id=principal.acting_platform(body.platform_id),
             external_id=body.external_id,
             name=body.name,
             country=body.country,

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.database import driver_connection
-from app.core.errors import AlreadyExists, InvalidRequest, NotFound
+from app.core.errors import AlreadyExists, NotFound
 from app.core.ids import new_id
 from app.donations import ingest
 from app.merchants import repository
@@ -36,18 +36,6 @@ async def register_merchant(
     registered = await repository.get(session, merchant.id)
     assert registered is not None
     return registered
-
-
-def platform_for_new_merchant(principal: Principal, requested: str | None) -> str:
-    """Admins name the platform; a platform key registers on its own (naming another one finds nothing)."""
-    if principal.is_admin:
-        if requested is None:
-            raise InvalidRequest("platform_id: required when an admin registers a merchant.")
-        return requested
-    assert principal.platform_id is not None
-    if requested is not None and requested != principal.platform_id:
-        raise NotFound(f"No platform {requested}.")
-    return principal.platform_id
 
 
 def can_see(principal: Principal, merchant: Merchant) -> bool:

@@ -156,6 +156,15 @@ class OrderLifecycle(RuleBasedStateMachine):
     def _external(self, merchant: str) -> str:
         return f"{merchant}-{self.tag}"
 
+    def _payment(self, order_id: str, order: ModelOrder) -> dict[str, Any]:
+        return order_paid(
+            order_id,
+            merchant=self._external(order.merchant),
+            currency=order.currency,
+            items=order.items,
+            placed_at=self.placed_at,
+        )
+
     @rule(merchant=st.sampled_from(["a", "b"]), currency=st.sampled_from(["CNY", "JPY"]), lines=items)
     def plan_order(self, merchant: str, currency: str, lines: list[dict[str, Any]]) -> None:
         """An order exists at the platform; its events may arrive in any order from now on."""
