@@ -63,8 +63,14 @@ SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under a session, inside the session's transaction (for set-based statements)."""
+    """The asyncpg connection under a session, inside the session's transaction (for set-based statements).
+
+    SQLAlchemy's asyncpg adapter sends BEGIN only with its own first statement; until then a statement sent on
+    the raw connection would run (and release its locks) in autocommit. So make sure the transaction is open."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
+    if not driver.is_in_transaction():
+        await connection.exec_driver_sql("SELECT 1")
+    assert driver.is_in_transaction()
     return driver
