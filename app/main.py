@@ -28,6 +28,9 @@ from app.logistics.endpoints import router as logistics_partners
 from app.merchants.endpoints import router as merchants
 from app.platforms.endpoints import router as platforms
 from app.platforms.service import WebhookSecretCache
+from app.settlement.endpoints import router as settlement
+from app.settlement.endpoints import stripe_webhooks
+from app.settlement.stripe_gateway import StripeGateway
 
 API_VERSION = "0.1.0"
 
@@ -50,10 +53,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             concurrency=settings.ingest_concurrency,
         )
         app.state.order_inbox.start()
+        app.state.stripe = (
+            StripeGateway(
+                api_key=settings.stripe_api_key.get_secret_value(),
+                api_base=settings.stripe_api_base,
+                timeout=settings.stripe_timeout_seconds,
+            )
+            if settings.stripe_api_key is not None
+            else None
+        )
         try:
             yield
         finally:
             await app.state.order_inbox.stop()
+            if app.state.stripe is not None:
+                await app.state.stripe.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -76,6 +90,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.add_middleware(RequestObservation)
 
     app.include_router(webhooks)  # the hottest path, matched first
+    app.include_router(stripe_webhooks)
     app.include_router(health)
     app.add_route("/metrics", metrics, include_in_schema=False)
     app.include_router(api_keys)
@@ -84,6 +99,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(logistics_partners)
     app.include_router(donations)
     app.include_router(ledger)
+    app.include_router(settlement)
     return app
 
 

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import httpx
 import stripe
 
+from app.settlement.stripe_gateway import HTTPXClient
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -141,21 +143,6 @@ class LocalStripe:
         """Empty all Stripe objects (localstripe's `DELETE /_config/data`) and forget the webhook endpoints."""
         self._config("DELETE", "/_config/data")
         self.unregister_webhooks()
-
-
-class HTTPXClient(stripe.HTTPXClient):
-    """stripe's httpx transport, minus httpx 0.28's DeprecationWarning on every POST.
-
-    stripe 16.1 hands the form-encoded body to httpx as `data=<str>`; httpx wants `content=` for raw bodies and
-    warns, which `filterwarnings = error` turns into `stripe.APIConnectionError`.
-    """
-
-    def _get_request_args_kwargs(
-        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
-    ) -> list[Any]:
-        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
-        kwargs["content"] = kwargs.pop("data") or None
-        return [args, kwargs]
 
 
 def stripe_client(

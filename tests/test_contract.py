@@ -46,7 +46,9 @@ def live_api(pg_server: TestServer, tmp_path_factory: pytest.TempPathFactory) ->
     name = f"{pg_server.prefix}_contract"
     url = asyncio.run(pg_server.create_database(name, template=pg_server.template))
     tmp = tmp_path_factory.mktemp("contract")
-    env = g4g_env(DATABASE_URL=url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp))
+    env = g4g_env(
+        DATABASE_URL=url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp), STRIPE_WEBHOOK_SECRET="whsec_fuzz"
+    )
     token = run_g4g("create-api-key", "--role", "admin", "--name", "schemathesis", env=env).stdout.strip()
     server = LiveServer(env, tmp / "serve.log")
     try:

@@ -38,7 +38,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 
 _DESCRIPTIONS = {
     "400": "The body could not be read as JSON",
-    "401": "Missing, unknown or revoked API key",
+    "401": "Missing, unknown or revoked API key (webhooks: signature not verified)",
     "403": "The key's role may not call this",
     "404": "No such resource, or not the caller's",
     "409": "Conflicts with existing state",
@@ -81,9 +81,11 @@ def install_openapi(app: FastAPI) -> None:
                     codes.add("400")
                 if operation.get("security"):
                     codes |= {"401", "403"}
+                if path.startswith("/v1/webhooks/"):
+                    codes.add("401")  # signed instead of authenticated
                 if path.startswith("/v1/"):
                     codes.add("404")
-                if method == "post":
+                if method in ("post", "put"):
                     codes.add("409")
                 if "503" in responses:
                     codes.add("503")

@@ -30,6 +30,19 @@ class Settings(BaseSettings):
     # Order webhooks: how many deliveries may share one transaction, and how many transactions run at once.
     ingest_max_batch: Annotated[int, Field(ge=1, le=1000)] = 64
     ingest_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    # Settlement: a donation is final this many days after its order was placed, unless fully reversed.
+    return_window_days: Annotated[int, Field(ge=0, le=365)] = 30
+    # Statements below this many minor units (and negative ones) are not charged; they carry forward.
+    min_invoice: Annotated[int, Field(ge=1, le=10**9)] = 100
+    # The programme's currency: package costs and the pool.
+    base_currency: str = "USD"
+    stripe_api_key: Annotated[SecretStr | None, Field(validation_alias=AliasChoices("STRIPE_API_KEY"))] = None
+    stripe_webhook_secret: Annotated[
+        SecretStr | None, Field(validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET"))
+    ] = None
+    stripe_api_base: Annotated[str | None, Field(validation_alias=AliasChoices("STRIPE_API_BASE"))] = None
+    stripe_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 20.0
+
     # Key(s) that encrypt secrets at rest, held outside the database: comma-separated Fernet keys, newest
     # first. Unset: a key file under `data_dir` is created and used (fine for a laptop, not for production).
     data_key: SecretStr | None = None
@@ -58,6 +71,22 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
             raise ValueError("must be a postgresql:// URL (PostgreSQL is the only supported database)")
         return value
+
+    @field_validator("base_currency")
+    @classmethod
+    def _known_base_currency(cls, value: str) -> str:
+        from app.core.money import is_known_currency
+
+        if not is_known_currency(value):
+            raise ValueError("must be an ISO 4217 currency code with a minor unit, e.g. USD")
+        return value
+
+    @field_validator("stripe_api_base")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value or None
 
     @model_validator(mode="after")
     def _production_keeps_keys_outside(self) -> Settings:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import pycountry
-from pydantic import AfterValidator, BeforeValidator, StringConstraints, WithJsonSchema
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StringConstraints, WithJsonSchema
 
 
 def _known_country(code: str) -> str:
@@ -43,3 +44,13 @@ def _exact_whole_number(value: object) -> object:
 # Use as `Annotated[int, Field(ge=…, le=…, strict=True), WholeNumber]` (constraints first, so the schema keeps them): strict refuses strings, booleans and
 # fractions; this lets through only what JSON Schema itself calls an integer.
 WholeNumber = BeforeValidator(_exact_whole_number)
+
+
+def _rfc3339_text(value: object) -> object:
+    if not isinstance(value, str) and not isinstance(value, datetime):
+        raise ValueError("an RFC 3339 date-time string with an offset, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+# An instant a client sends: an RFC 3339 string with an offset; a bare number is not read as a Unix time.
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -173,12 +174,15 @@ async def receive_order_event(platform_id: ResourceId, request: Request) -> JSON
 @router.get("/orders/{order_id}", response_model=OrderDonationOut, operation_id="get_order_donation")
 async def get_order_donation(
     order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")],
+    request: Request,
     session: SessionDep,
     platform_id: Annotated[ResourceId | None, Query(description="Admin only: whose order id this is")] = None,
     principal: Principal = Authorized(Role.platform, Role.admin),
 ) -> OrderDonationOut:
     """The order's donation, what was reversed, its stage and its trail to the packages it helped fund."""
-    return await service.order_donation(session, principal.acting_platform(platform_id), order_id)
+    return await service.order_donation(
+        session, principal.acting_platform(platform_id), order_id, final_before=_final_before(request)
+    )
 
 
 @router.get(
@@ -188,14 +192,26 @@ async def get_order_donation(
 )
 async def list_merchant_donations(
     merchant_id: ResourceId,
+    request: Request,
     session: SessionDep,
     page: PageParams,
     principal: Principal = Authorized(Role.admin, Role.platform, Role.merchant),
 ) -> Page[DonationRow]:
     """One row per order, oldest first."""
     merchant = await get_visible_merchant(session, principal, merchant_id)
-    orders = await repository.merchant_orders(session, merchant.id, after=page.after, limit=page.limit + 1)
-    return page_of([service.donation_row(o) for o in orders], [o.id for o in orders], page.limit)
+    rows = await repository.merchant_orders(session, merchant.id, after=page.after, limit=page.limit + 1)
+    final_before = _final_before(request)
+    return page_of(
+        [service.donation_row(o, status, final_before=final_before) for o, status in rows],
+        [o.id for o, _ in rows],
+        page.limit,
+    )
+
+
+def _final_before(request: Request) -> datetime:
+    """Orders placed at or before this instant are past their return window."""
+    now: datetime = request.app.state.clock.now()
+    return now - timedelta(days=request.app.state.settings.return_window_days)
 
 
 def _encode_delivery_cursor(platform_id: str, webhook_id: str) -> str:

@@ -203,6 +203,7 @@ class _OrderState:
     reversed_amount: int
     cancelled: bool
     content_hash: bytes
+    billed: bool
     touched: bool = False
     cancelled_now: bool = False
 
@@ -364,6 +365,7 @@ async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[D
             reversed_amount=r["reversed_amount"],
             cancelled=r["cancelled"],
             content_hash=bytes(r["content_hash"]),
+            billed=r["billed"],
         )
         for r in await repository.orders_by_key(db, sorted(keys))
     }
@@ -425,6 +427,8 @@ async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[D
                 )
             )
         if delta > 0:
+            # Before billing, the pledge shrinks; after, the merchant is owed a credit on its next statement.
+            owed_by = accounts.credits_due if order.billed else accounts.pledges_receivable
             batch.entries.append(
                 transfer(
                     cause_type=cause_type,
@@ -432,7 +436,7 @@ async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[D
                     order_id=order.id,
                     memo=f"{memo} on order {event.data.order_id}",
                     debit=accounts.DONATIONS_PLEDGED,
-                    credit=accounts.pledges_receivable(order.merchant_id),
+                    credit=owed_by(order.merchant_id),
                     currency=order.currency,
                     amount=delta,
                 )

@@ -13,7 +13,7 @@ import asyncpg
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import DonationRule, Merchant, Order, WebhookAnomaly, WebhookDelivery
+from app.models import DonationRule, Merchant, Order, Statement, WebhookAnomaly, WebhookDelivery
 
 # ---- the order-event path (raw asyncpg, set-based) ----
 
@@ -220,10 +220,12 @@ async def orders_by_key(db: asyncpg.Connection, keys: Sequence[tuple[str, str]])
             """
             SELECT o.id, o.platform_id, o.external_id, m.external_id AS merchant_external_id, o.merchant_id,
                    o.currency, o.base_amount, o.donation_amount, o.refunded_amount, o.reversed_amount,
-                   o.cancelled_at IS NOT NULL AS cancelled, o.content_hash
+                   o.cancelled_at IS NOT NULL AS cancelled, o.content_hash, o.statement_id IS NOT NULL AS billed
             FROM orders o
             JOIN unnest($1::text[], $2::text[]) AS u(p, x) ON o.platform_id = u.p AND o.external_id = u.x
             JOIN merchants m ON m.id = o.merchant_id
+            ORDER BY o.id
+            FOR UPDATE OF o
             """,
             [k[0] for k in keys],
             [k[1] for k in keys],
@@ -346,24 +348,33 @@ async def rules_newest_first(
 
 async def order_with_merchant(
     session: AsyncSession, platform_id: str, external_id: str
-) -> tuple[Order, Merchant] | None:
+) -> tuple[Order, Merchant, str | None] | None:
+    """The order, its merchant, and the status of the statement that billed it (if any)."""
     row = (
         await session.execute(
-            select(Order, Merchant)
+            select(Order, Merchant, Statement.status)
             .join(Merchant, Merchant.id == Order.merchant_id)
+            .outerjoin(Statement, Statement.id == Order.statement_id)
             .where(Order.platform_id == platform_id, Order.external_id == external_id)
         )
     ).first()
-    return (row[0], row[1]) if row else None
+    return (row[0], row[1], row[2]) if row else None
 
 
 async def merchant_orders(
     session: AsyncSession, merchant_id: str, *, after: str | None, limit: int
-) -> list[Order]:
-    query = select(Order).where(Order.merchant_id == merchant_id).order_by(Order.id).limit(limit)
+) -> list[tuple[Order, str | None]]:
+    """A merchant's orders with the status of the statement that billed each (if any)."""
+    query = (
+        select(Order, Statement.status)
+        .outerjoin(Statement, Statement.id == Order.statement_id)
+        .where(Order.merchant_id == merchant_id)
+        .order_by(Order.id)
+        .limit(limit)
+    )
     if after is not None:
         query = query.where(Order.id > after)
-    return list(await session.scalars(query))
+    return [(row[0], row[1]) for row in await session.execute(query)]
 
 
 async def parked_deliveries(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from app.core.money import MAX_MINOR_UNITS, CurrencyCode, MoneyIn, MoneyOut
-from app.core.types import ExternalId, ResourceId, WholeNumber
+from app.core.types import ExternalId, Instant, ResourceId, WholeNumber
 
 Sku = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
 RateBps = Annotated[
@@ -54,7 +54,7 @@ class DonationRuleIn(BaseModel):
     rate_bps: RateBps
     fixed_per_unit: Annotated[list[MoneyIn], Field(max_length=50)] = []
     sku_overrides: Annotated[list[SkuOverrideIn], Field(max_length=1000)] = []
-    effective_from: AwareDatetime | None = Field(
+    effective_from: Instant | None = Field(
         default=None, description="When the rule takes effect; default now. Never in the past."
     )
 
@@ -102,7 +102,7 @@ class QuoteIn(BaseModel):
     merchant_id: ExternalId
     """The platform's own id for the merchant."""
     currency: CurrencyCode
-    placed_at: AwareDatetime | None = None
+    placed_at: Instant | None = None
     """When the buyer sees the quote; default now."""
     items: Lines
     platform_id: ResourceId | None = None
@@ -121,7 +121,7 @@ class OrderPaidData(BaseModel):
     order_id: EventRef
     merchant_id: ExternalId
     currency: CurrencyCode
-    placed_at: AwareDatetime
+    placed_at: Instant
     items: Lines
 
 
@@ -143,21 +143,21 @@ class OrderCancelledData(BaseModel):
 class OrderPaid(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["order.paid"]
-    timestamp: AwareDatetime
+    timestamp: Instant
     data: OrderPaidData
 
 
 class OrderRefunded(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["order.refunded"]
-    timestamp: AwareDatetime
+    timestamp: Instant
     data: OrderRefundedData
 
 
 class OrderCancelled(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["order.cancelled"]
-    timestamp: AwareDatetime
+    timestamp: Instant
     data: OrderCancelledData
 
 
@@ -179,7 +179,7 @@ class TrailItem(BaseModel):
     delivery_status: str
 
 
-Stage = Literal["pledged", "reversed"]
+Stage = Literal["pledged", "final", "billed", "collected", "reversed"]
 
 
 class DonationRow(BaseModel):

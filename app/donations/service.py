@@ -98,33 +98,41 @@ async def quote(
     )
 
 
-def stage_of(order: Order) -> Stage:
-    """Where the order's donation is. (Finality, billing and collection come with settlement.)"""
+def stage_of(order: Order, statement_status: str | None, *, final_before: datetime) -> Stage:
+    """Where the order's donation is: pledged while returns are possible, final after the window, billed on a
+    statement, collected once paid. A donation reversed in full before billing is `reversed`."""
+    if statement_status == "paid":
+        return "collected"
+    if statement_status is not None:
+        return "billed"
     if order.donation_amount > 0 and order.reversed_amount == order.donation_amount:
         return "reversed"
-    return "pledged"
+    return "final" if order.placed_at <= final_before else "pledged"
 
 
 def _money(amount: int, currency: str) -> MoneyOut:
     return MoneyOut(amount=amount, currency=currency)
 
 
-def donation_row(order: Order) -> DonationRow:
+def donation_row(order: Order, statement_status: str | None, *, final_before: datetime) -> DonationRow:
     return DonationRow(
         order_id=order.external_id,
         currency=order.currency,
         donation=_money(order.donation_amount, order.currency),
         reversed=_money(order.reversed_amount, order.currency),
         net=_money(order.donation_amount - order.reversed_amount, order.currency),
-        stage=stage_of(order),
+        stage=stage_of(order, statement_status, final_before=final_before),
         placed_at=order.placed_at,
     )
 
 
-async def order_donation(session: AsyncSession, platform_id: str, order_external_id: str) -> OrderDonationOut:
+async def order_donation(
+    session: AsyncSession, platform_id: str, order_external_id: str, *, final_before: datetime
+) -> OrderDonationOut:
     """An applied order's donation and trail. A parked or unknown order is 404."""
     found = await repository.order_with_merchant(session, platform_id, order_external_id)
     if found is None:
         raise NotFound(f"No order {order_external_id!r} has been applied for this platform.")
-    order, merchant = found
-    return OrderDonationOut(**donation_row(order).model_dump(), merchant_id=merchant.external_id, trail=[])
+    order, merchant, statement_status = found
+    row = donation_row(order, statement_status, final_before=final_before)
+    return OrderDonationOut(**row.model_dump(), merchant_id=merchant.external_id, trail=[])

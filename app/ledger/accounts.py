@@ -13,3 +13,23 @@ DONATIONS_PLEDGED = "programme:donations_pledged"
 
 def pledges_receivable(merchant_id: str) -> str:
     return PLEDGES_RECEIVABLE.format(merchant_id=merchant_id)
+
+
+# Billed on a statement, not yet paid. Debit balance.
+BILLED_RECEIVABLE = "merchant:{merchant_id}:billed_receivable"
+# Reversals on orders already billed: a credit the merchant gets on its next statement. Credit balance.
+CREDITS_DUE = "merchant:{merchant_id}:credits_due"
+# Paid by merchants, not yet turned into the base currency. Debit balance, per currency.
+COLLECTED_UNCONVERTED = "programme:collected_unconverted"
+# Where one currency is exchanged for another: the two legs of a conversion meet here.
+FX_EXCHANGE = "programme:fx_exchange"
+# The pooled fund, in the base currency, that buys Love Packages. Debit balance, never negative.
+POOL = "programme:pool"
+
+
+def billed_receivable(merchant_id: str) -> str:
+    return BILLED_RECEIVABLE.format(merchant_id=merchant_id)
+
+
+def credits_due(merchant_id: str) -> str:
+    return CREDITS_DUE.format(merchant_id=merchant_id)

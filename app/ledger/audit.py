@@ -59,7 +59,8 @@ async def _orders_match_ledger(session: AsyncSession) -> list[dict[str, Any]]:
            FROM orders o
            LEFT JOIN (SELECT e.order_id, sum(p.amount) AS total FROM ledger_entries e
                       JOIN ledger_postings p ON p.entry_id = e.id
-                      WHERE p.account LIKE 'merchant_%_pledges!_receivable' ESCAPE '!'
+                      WHERE (p.account LIKE 'merchant_%_pledges!_receivable' ESCAPE '!'
+                             OR p.account LIKE 'merchant_%_credits!_due' ESCAPE '!')
                         AND e.order_id IS NOT NULL
                       GROUP BY e.order_id) l ON l.order_id = o.id
            WHERE o.donation_amount - o.reversed_amount <> coalesce(l.total, 0)""",
@@ -114,11 +115,70 @@ async def _balances_match_orders(session: AsyncSession) -> list[dict[str, Any]]:
                GROUP BY 1, 2),
            domain AS (
                SELECT merchant_id, currency, sum(donation_amount - reversed_amount) AS balance
-               FROM orders GROUP BY 1, 2)
+               FROM orders WHERE statement_id IS NULL GROUP BY 1, 2)
            SELECT coalesce(l.merchant_id, d.merchant_id) AS merchant_id, coalesce(l.currency, d.currency) AS currency,
                   coalesce(l.balance, 0) AS ledger, coalesce(d.balance, 0) AS orders
            FROM ledger l FULL JOIN domain d ON l.merchant_id = d.merchant_id AND l.currency = d.currency
            WHERE coalesce(l.balance, 0) <> coalesce(d.balance, 0) OR coalesce(l.balance, 0) < 0""",
+    )
+
+
+async def _statements_sum_their_lines(session: AsyncSession) -> list[dict[str, Any]]:
+    return await _rows(
+        session,
+        """SELECT s.id AS statement_id, s.total, coalesce(sum(l.amount), 0) AS lines
+           FROM statements s LEFT JOIN statement_lines l ON l.statement_id = s.id
+           GROUP BY s.id, s.total HAVING s.total <> coalesce(sum(l.amount), 0)""",
+    )
+
+
+async def _settlement_balances(session: AsyncSession) -> list[dict[str, Any]]:
+    """Billed receivables equal unpaid statements; credits due equal uncredited reversals on billed orders."""
+    return await _rows(
+        session,
+        """WITH ledger AS (
+               SELECT split_part(account, ':', 2) AS merchant_id, split_part(account, ':', 3) AS account, currency,
+                      sum(amount) AS balance
+               FROM ledger_postings
+               WHERE account LIKE 'merchant_%_billed!_receivable' ESCAPE '!'
+                  OR account LIKE 'merchant_%_credits!_due' ESCAPE '!'
+               GROUP BY 1, 2, 3),
+           expected AS (
+               SELECT merchant_id, 'billed_receivable' AS account, currency, sum(total) AS balance
+               FROM statements WHERE status <> 'paid' GROUP BY 1, 2, 3
+               UNION ALL
+               SELECT merchant_id, 'credits_due', currency, -sum(reversed_amount - settled_reversed)
+               FROM orders WHERE statement_id IS NOT NULL GROUP BY 1, 2, 3)
+           SELECT coalesce(l.merchant_id, e.merchant_id) AS merchant_id, coalesce(l.account, e.account) AS account,
+                  coalesce(l.currency, e.currency) AS currency, coalesce(l.balance, 0) AS ledger,
+                  coalesce(e.balance, 0) AS expected
+           FROM ledger l FULL JOIN expected e
+             ON l.merchant_id = e.merchant_id AND l.account = e.account AND l.currency = e.currency
+           WHERE coalesce(l.balance, 0) <> coalesce(e.balance, 0)""",
+    )
+
+
+async def _collected_money_is_all_accounted(session: AsyncSession) -> list[dict[str, Any]]:
+    """Per currency, what paid statements brought in is either waiting unconverted or was converted; the pool
+    holds exactly what conversions put in, and is never negative."""
+    return await _rows(
+        session,
+        """WITH paid AS (SELECT currency, sum(total) AS amount FROM statements WHERE status = 'paid' GROUP BY 1),
+                unconverted AS (SELECT currency, sum(amount) AS amount FROM ledger_postings
+                                WHERE account = 'programme:collected_unconverted' GROUP BY 1),
+                converted AS (SELECT currency, sum(amount) AS amount FROM fx_conversions GROUP BY 1),
+                pool AS (SELECT currency, sum(amount) AS amount FROM ledger_postings
+                         WHERE account = 'programme:pool' GROUP BY 1),
+                pooled AS (SELECT base_currency AS currency, sum(base_amount) AS amount FROM fx_conversions GROUP BY 1)
+           SELECT coalesce(p.currency, u.currency, c.currency) AS currency, coalesce(p.amount, 0) AS paid,
+                  coalesce(u.amount, 0) AS unconverted, coalesce(c.amount, 0) AS converted, NULL AS pool
+           FROM paid p FULL JOIN unconverted u ON u.currency = p.currency
+                FULL JOIN converted c ON c.currency = coalesce(p.currency, u.currency)
+           WHERE coalesce(p.amount, 0) <> coalesce(u.amount, 0) + coalesce(c.amount, 0)
+           UNION ALL
+           SELECT coalesce(pl.currency, pd.currency), NULL, NULL, coalesce(pd.amount, 0), coalesce(pl.amount, 0)
+           FROM pool pl FULL JOIN pooled pd ON pd.currency = pl.currency
+           WHERE coalesce(pl.amount, 0) <> coalesce(pd.amount, 0) OR coalesce(pl.amount, 0) < 0""",
     )
 
 
@@ -147,6 +207,17 @@ CHECKS: list[tuple[str, str, Callable[[AsyncSession], Awaitable[list[dict[str, A
         "balances_match_orders",
         "each merchant's receivable balance equals its orders' net pledges, never negative",
         _balances_match_orders,
+    ),
+    ("statements_sum_lines", "each statement's total is the sum of its lines", _statements_sum_their_lines),
+    (
+        "settlement_balances",
+        "billed receivables equal unpaid statements; credits due equal uncredited reversals",
+        _settlement_balances,
+    ),
+    (
+        "collected_accounted",
+        "paid money is unconverted or converted; the pool is what conversions put in, >= 0",
+        _collected_money_is_all_accounted,
     ),
     ("inbox_settled", "no delivery was committed half-processed", _no_half_processed_deliveries),
 ]

@@ -3,6 +3,8 @@
 from app.models.api_key import ApiKey
 from app.models.base import Base
 from app.models.donation_rule import DonationRule
+from app.models.fx_conversion import FxConversion
+from app.models.fx_rate import FxRate
 from app.models.idempotency_record import IdempotencyRecord
 from app.models.ledger_entry import LedgerEntry
 from app.models.ledger_posting import LedgerPosting
@@ -12,6 +14,10 @@ from app.models.order import Order
 from app.models.order_refund import OrderRefund
 from app.models.platform import Platform
 from app.models.platform_webhook_secret import PlatformWebhookSecret
+from app.models.settlement_run import SettlementRun
+from app.models.statement import Statement
+from app.models.statement_line import StatementLine
+from app.models.stripe_event import StripeEvent
 from app.models.webhook_anomaly import WebhookAnomaly
 from app.models.webhook_delivery import WebhookDelivery
 
@@ -19,6 +25,8 @@ __all__ = [
     "ApiKey",
     "Base",
     "DonationRule",
+    "FxConversion",
+    "FxRate",
     "IdempotencyRecord",
     "LedgerEntry",
     "LedgerPosting",
@@ -28,6 +36,10 @@ __all__ = [
     "OrderRefund",
     "Platform",
     "PlatformWebhookSecret",
+    "SettlementRun",
+    "Statement",
+    "StatementLine",
+    "StripeEvent",
     "WebhookAnomaly",
     "WebhookDelivery",
 ]

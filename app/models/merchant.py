@@ -17,3 +17,5 @@ class Merchant(CreatedAt, Base):
     external_id: Mapped[str] = mapped_column(String(200), nullable=False)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     country: Mapped[str] = mapped_column(String(2), nullable=False)
+    # Billing profile: the Stripe customer charged for this merchant's statements.
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -47,5 +47,9 @@ class Order(CreatedAt, Base):
     refunded_amount: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     reversed_amount: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Settlement: the statement that billed this order, and how much of its reversed total settlement has
+    # accounted for (by billing only the net, then by credits on later statements).
+    statement_id: Mapped[str | None] = mapped_column(ForeignKey("statements.id"), index=True, nullable=True)
+    settled_reversed: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     # SHA-256 of the order.paid data as first applied: another event with the same key must match it.
     content_hash: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False)

@@ -1,0 +1,1 @@
+"""Settlement: final donations billed on statements, charged through Stripe, pooled in the base currency."""

@@ -1,0 +1,64 @@
+"""`GET /v1/funds`: where the money is, per stage and currency, from the orders, statements and the ledger."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.money import MoneyOut
+from app.ledger import accounts
+from app.settlement.schemas import FundsOut, StageTotals
+
+
+async def funds_view(
+    session: AsyncSession, *, now: datetime, window: timedelta, base_currency: str
+) -> FundsOut:
+    rows = (
+        await session.execute(
+            text(
+                """
+                WITH o AS (
+                    SELECT o.currency,
+                           sum(CASE WHEN o.statement_id IS NULL AND o.placed_at > :final_before
+                                    THEN o.donation_amount - o.reversed_amount ELSE 0 END) AS pledged,
+                           sum(CASE WHEN o.statement_id IS NULL AND o.placed_at <= :final_before
+                                    THEN o.donation_amount - o.reversed_amount ELSE 0 END) AS final,
+                           sum(o.reversed_amount) AS reversed,
+                           sum(CASE WHEN o.statement_id IS NOT NULL
+                                    THEN o.reversed_amount - o.settled_reversed ELSE 0 END) AS credits_due
+                    FROM orders o GROUP BY o.currency),
+                s AS (
+                    SELECT currency,
+                           sum(CASE WHEN status <> 'paid' THEN total ELSE 0 END) AS billed,
+                           sum(CASE WHEN status = 'paid' THEN total ELSE 0 END) AS collected
+                    FROM statements GROUP BY currency),
+                u AS (
+                    SELECT currency, sum(amount) AS unconverted FROM ledger_postings
+                    WHERE account = :unconverted GROUP BY currency)
+                SELECT coalesce(o.currency, s.currency, u.currency) AS currency,
+                       coalesce(o.pledged, 0) AS pledged, coalesce(o.final, 0) AS final,
+                       coalesce(s.billed, 0) AS billed, coalesce(s.collected, 0) AS collected,
+                       coalesce(u.unconverted, 0) AS collected_unconverted, coalesce(o.reversed, 0) AS reversed,
+                       coalesce(o.credits_due, 0) AS credits_due
+                FROM o FULL JOIN s ON s.currency = o.currency FULL JOIN u ON u.currency = coalesce(o.currency, s.currency)
+                ORDER BY 1
+                """
+            ),
+            {"final_before": now - window, "unconverted": accounts.COLLECTED_UNCONVERTED},
+        )
+    ).all()
+    pool = await session.scalar(
+        text(
+            "SELECT coalesce(sum(amount), 0) FROM ledger_postings WHERE account = :pool AND currency = :base"
+        ),
+        {"pool": accounts.POOL, "base": base_currency},
+    )
+    return FundsOut(
+        as_of=now,
+        base_currency=base_currency,
+        stages=[StageTotals.model_validate(dict(r._mapping)) for r in rows],
+        pool=MoneyOut(amount=int(pool or 0), currency=base_currency),
+        next_package=None,
+    )
