@@ -7,10 +7,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from sqlalchemy import text
 
 from tests.helpers import assert_problem, audit_ok, get_order, order_paid, order_refunded, send_event
-from tests.settlement.conftest import Programme, open_programme, payment_intent_event
-from tests.stripe_server import LocalStripe, create_chargeable_customer, create_declining_customer
+from tests.settlement.conftest import STRIPE_WEBHOOK_SECRET, Programme, open_programme, payment_intent_event
+from tests.stripe_server import (
+    LocalStripe,
+    WebhookReceiver,
+    create_chargeable_customer,
+    create_declining_customer,
+)
 
 WINDOW = timedelta(days=30, seconds=1)
 
@@ -320,3 +326,57 @@ async def test_bad_settlement_input(programme: Programme) -> None:
         "invalid-request",
     )
     assert (await programme.client.get("/v1/fx-rates", headers=programme.admin)).json()["data"] == []
+
+
+async def test_localstripes_own_webhooks_reach_the_service_and_change_nothing_more(
+    programme: Programme, local_stripe: LocalStripe
+) -> None:
+    """Stripe's answer and its webhooks both report each charge; whichever comes second changes nothing."""
+
+    async def forward(body: bytes, headers: dict[str, str]) -> int:
+        signature = headers.get("Stripe-Signature", "")
+        response = await programme.client.post(
+            "/v1/webhooks/stripe",
+            content=body,
+            headers={"Stripe-Signature": signature, "content-type": "application/json"},
+        )
+        return response.status_code
+
+    paying = await create_chargeable_customer(programme.stripe)
+    declining = await create_declining_customer(programme.stripe)
+    good = await programme.shop("good", customer=paying.customer_id)
+    bad = await programme.shop("bad", customer=declining.customer_id)
+    await _pay(programme, good, "H-1")
+    await _pay(programme, bad, "H-2")
+    programme.clock.advance(WINDOW)
+    async with WebhookReceiver(forward=forward) as receiver:
+        local_stripe.register_webhook(
+            receiver.url,
+            STRIPE_WEBHOOK_SECRET,
+            events=["payment_intent.succeeded", "payment_intent.payment_failed"],
+        )
+        try:
+            run = await programme.settle()
+            statuses = {s["merchant_id"]: s["status"] for s in run["statements"]}
+            assert statuses == {good["id"]: "paid", bad["id"]: "payment_failed"}
+            funds = await programme.funds()
+            delivered = [
+                await receiver.wait_for(lambda d, kind=kind: kind.encode() in d.body)
+                for kind in ("payment_intent.succeeded", "payment_intent.payment_failed")
+            ]
+        finally:
+            local_stripe.unregister_webhooks()
+    assert len(delivered) == 2
+    events = {row["type"]: row["outcome"] for row in await _stripe_events(programme)}
+    assert events == {
+        "payment_intent.succeeded": "already recorded",
+        "payment_intent.payment_failed": "no change",
+    }
+    assert await programme.funds() == funds
+    await audit_ok(programme.client, programme.admin)
+
+
+async def _stripe_events(programme: Programme) -> list[dict[str, object]]:
+    async with programme.app.state.engine.connect() as connection:
+        rows = await connection.execute(text("SELECT type, outcome FROM stripe_events"))
+        return [dict(row._mapping) for row in rows]
