@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck openapi migration bench clean
+.PHONY: run test openapi migration bench localstripe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+## A Stripe-compatible test server (localstripe) on 127.0.0.1:8420, for trying settlement by hand; Ctrl-D stops it.
+localstripe: $(STAMP)
+	$(BIN)/python tests/stripe_server.py 8420

