@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from tests.helpers import assert_problem, audit_ok, get_order, order_paid, order_refunded, send_event
@@ -225,17 +227,39 @@ async def test_a_refund_after_billing_is_a_credit_on_the_next_statement_and_the_
     await audit_ok(programme.client, programme.admin)
 
 
-async def test_stripe_unreachable_leaves_the_statement_to_retry_and_nothing_is_doubled(
-    programme: Programme, local_stripe: LocalStripe, tmp_path: Path
+@pytest.fixture
+async def failing_stripe() -> AsyncIterator[str]:
+    """A server in Stripe's place that answers every call with a 500."""
+    from aiohttp import web
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"type": "api_error", "message": "boom"}}, status=500)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", broken)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("stripe_down", ["unreachable", "answering 500"])
+async def test_stripe_down_leaves_the_statement_to_retry_and_nothing_is_doubled(
+    programme: Programme, local_stripe: LocalStripe, tmp_path: Path, failing_stripe: str, stripe_down: str
 ) -> None:
     customer = await create_chargeable_customer(programme.stripe)
     shop = await programme.shop("tea", customer=customer.customer_id)
     await _pay(programme, shop, "U-1")
     programme.clock.advance(WINDOW)
 
-    # Another API process whose Stripe is unreachable runs the settlement.
+    # Another API process, whose Stripe is down, runs the settlement.
+    api_base = "http://127.0.0.1:9" if stripe_down == "unreachable" else failing_stripe
     offline, clock = await open_programme(
-        programme.database_url, tmp_path / "offline", local_stripe, api_base="http://127.0.0.1:9"
+        programme.database_url, tmp_path / "offline", local_stripe, api_base=api_base
     )
     clock.set(programme.clock.now())
     async with offline.router.lifespan_context(offline):
