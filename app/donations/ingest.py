@@ -28,6 +28,7 @@ import asyncpg
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.ids import new_id
+from app.core.money import MAX_MINOR_UNITS
 from app.donations import outcomes, repository
 from app.donations.calculation import Line, base_amount, donation_for, reversed_total
 from app.donations.outcomes import Outcome
@@ -35,6 +36,9 @@ from app.donations.rules import terms_from_stored
 from app.donations.schemas import OrderCancelled, OrderEvent, OrderPaid, OrderRefunded
 from app.ledger import accounts
 from app.ledger.service import EntryDraft, post, transfer
+
+# Running refund totals stay far inside bigint whatever a platform sends.
+MAX_REFUNDED = 1000 * MAX_MINOR_UNITS
 
 EVENT_ADAPTER: TypeAdapter[OrderPaid | OrderRefunded | OrderCancelled] = TypeAdapter(OrderEvent)
 
@@ -291,6 +295,12 @@ async def _apply_payments(db: asyncpg.Connection, batch: _Batch, payments: list[
             else None
         )
         lines = [Line(sku=i.sku, quantity=i.quantity, amount=i.amount) for i in data.items]
+        donation = donation_for(terms, data.currency, lines)
+        if donation > MAX_MINOR_UNITS:  # e.g. a huge fixed amount × quantity: kept, answered, never a 500
+            batch.settle(
+                d, outcomes.rejected(f"the donation ({donation}) exceeds {MAX_MINOR_UNITS} minor units.")
+            )
+            continue
         candidates[order_key] = (
             d,
             repository.NewOrder(
@@ -302,7 +312,7 @@ async def _apply_payments(db: asyncpg.Connection, batch: _Batch, payments: list[
                 placed_at=data.placed_at,
                 items_json=json.dumps([i.model_dump() for i in data.items]),
                 base_amount=base_amount(lines),
-                donation_amount=donation_for(terms, data.currency, lines),
+                donation_amount=donation,
                 rule_id=row["rule_id"],
                 content_hash=content_hash,
             ),
@@ -311,7 +321,8 @@ async def _apply_payments(db: asyncpg.Connection, batch: _Batch, payments: list[
     inserted = await repository.insert_orders(db, [order for _, order in candidates.values()])
     existing = {
         (r["platform_id"], r["external_id"]): bytes(r["content_hash"])
-        for r in await repository.orders_by_key(db, [k for k in candidates if k not in inserted])
+        # Only their content hashes are read: no row lock, so this can't interleave badly with settlement's.
+        for r in await repository.orders_by_key(db, [k for k in candidates if k not in inserted], lock=False)
     }
     for order_key, (d, order) in candidates.items():
         key = natural_key(_paid(d))
@@ -394,6 +405,11 @@ async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[D
             stored = refund_hashes.get((order.id, event.data.refund_id))
             if stored is not None:
                 batch.settle(d, _same_or_conflict(key, stored, content_hash))
+                continue
+            if order.refunded_amount + event.data.amount > MAX_REFUNDED:
+                batch.settle(
+                    d, _invalid(key, f"refunds of order {event.data.order_id} would exceed {MAX_REFUNDED}.")
+                )
                 continue
             refund_hashes[(order.id, event.data.refund_id)] = content_hash
             order.refunded_amount += event.data.amount

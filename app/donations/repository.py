@@ -212,25 +212,26 @@ async def insert_orders(db: asyncpg.Connection, orders: Sequence[NewOrder]) -> s
     return {(r["platform_id"], r["external_id"]) for r in records}
 
 
-async def orders_by_key(db: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> list[asyncpg.Record]:
+_ORDERS_BY_KEY = """
+    SELECT o.id, o.platform_id, o.external_id, m.external_id AS merchant_external_id, o.merchant_id,
+           o.currency, o.base_amount, o.donation_amount, o.refunded_amount, o.reversed_amount,
+           o.cancelled_at IS NOT NULL AS cancelled, o.content_hash, o.statement_id IS NOT NULL AS billed
+    FROM orders o
+    JOIN unnest($1::text[], $2::text[]) AS u(p, x) ON o.platform_id = u.p AND o.external_id = u.x
+    JOIN merchants m ON m.id = o.merchant_id
+    ORDER BY o.id
+"""
+_ORDERS_BY_KEY_LOCKED = _ORDERS_BY_KEY + "FOR UPDATE OF o\n"
+
+
+async def orders_by_key(
+    db: asyncpg.Connection, keys: Sequence[tuple[str, str]], *, lock: bool = True
+) -> list[asyncpg.Record]:
+    """Orders by (platform, external id); with `lock`, row-locked in id order (as settlement locks them)."""
     if not keys:
         return []
-    return list(
-        await db.fetch(
-            """
-            SELECT o.id, o.platform_id, o.external_id, m.external_id AS merchant_external_id, o.merchant_id,
-                   o.currency, o.base_amount, o.donation_amount, o.refunded_amount, o.reversed_amount,
-                   o.cancelled_at IS NOT NULL AS cancelled, o.content_hash, o.statement_id IS NOT NULL AS billed
-            FROM orders o
-            JOIN unnest($1::text[], $2::text[]) AS u(p, x) ON o.platform_id = u.p AND o.external_id = u.x
-            JOIN merchants m ON m.id = o.merchant_id
-            ORDER BY o.id
-            FOR UPDATE OF o
-            """,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-        )
-    )
+    query = _ORDERS_BY_KEY_LOCKED if lock else _ORDERS_BY_KEY
+    return list(await db.fetch(query, [k[0] for k in keys], [k[1] for k in keys]))
 
 
 async def refund_hashes(

@@ -64,7 +64,20 @@ async def mark_orders_settled(db: asyncpg.Connection, rows: Sequence[tuple[str, 
 
 
 async def statement_for_update(session: AsyncSession, statement_id: str) -> Statement | None:
-    return await session.scalar(select(Statement).where(Statement.id == statement_id).with_for_update())
+    """The statement, row-locked and re-read: an instance the session loaded before the lock was granted would
+    otherwise keep its stale values (and e.g. record a payment twice)."""
+    return await session.scalar(
+        select(Statement)
+        .where(Statement.id == statement_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+async def lock_currency_conversion(db: asyncpg.Connection, currency: str) -> None:
+    """Setting a rate and recording a payment in that currency take turns, so a payment recorded while a rate
+    is set is either converted by the rate-setter or sees the new rate itself."""
+    await db.execute("SELECT pg_advisory_xact_lock(hashtextextended('fx:' || $1, 0))", currency)
 
 
 async def statements_to_charge(session: AsyncSession) -> list[str]:

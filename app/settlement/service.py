@@ -13,6 +13,7 @@ from fractions import Fraction
 from typing import Any
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.database import driver_connection
@@ -165,6 +166,7 @@ async def record_payment(
     )
     rate = None
     if statement.currency != base_currency:
+        await repository.lock_currency_conversion(await driver_connection(session), statement.currency)
         rate = await repository.latest_rate(session, statement.currency, base_currency)
         if rate is None:
             return True  # waits, visibly, as collected-unconverted until a rate is set
@@ -244,6 +246,7 @@ async def set_fx_rate(
     Returns the rate and how many statements it converted."""
     if currency == base_currency:
         raise BaseCurrencyHasNoRate(f"{base_currency} is the programme's base currency; it needs no rate.")
+    await repository.lock_currency_conversion(await driver_connection(session), currency)
     fx_rate = FxRate(id=new_id("fxr"), currency=currency, base_currency=base_currency, rate=Decimal(rate))
     session.add(fx_rate)
     await session.flush()
@@ -266,7 +269,10 @@ async def charge_due_statements(
     async with sessionmaker() as session:
         due = await repository.statements_to_charge(session)
     for statement_id in due:
-        await charge_statement(sessionmaker, gateway, statement_id, now=now, base_currency=base_currency)
+        try:
+            await charge_statement(sessionmaker, gateway, statement_id, now=now, base_currency=base_currency)
+        except Exception as exc:  # one statement's trouble must not keep the others from being charged
+            log.error("statement_charge_failed", statement_id=statement_id, exc_info=exc)
 
 
 async def charge_statement(
@@ -305,6 +311,7 @@ async def charge_statement(
         held = await repository.statement_for_update(session, statement_id)
         if held is not None:
             held.charging_until = None
+            await session.flush()  # before the record_* functions re-read the row
         if result.outcome == "succeeded":
             await record_payment(
                 session,
@@ -334,7 +341,10 @@ async def apply_stripe_event(
     intent = (event.get("data") or {}).get("object") or {}
     metadata = intent.get("metadata") or {}
     statement_id = metadata.get("statement_id")
-    if not isinstance(statement_id, str) or await session.get(Statement, statement_id) is None:
+    known = isinstance(statement_id, str) and await session.scalar(
+        select(Statement.id).where(Statement.id == statement_id)
+    )
+    if not known or not isinstance(statement_id, str):
         return "ignored: no statement of ours"
     if kind == "payment_intent.succeeded":
         done = await record_payment(

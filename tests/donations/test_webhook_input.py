@@ -215,3 +215,20 @@ async def test_a_secret_rotated_elsewhere_is_honoured_at_once(
     # …and with no grace period, the old one no longer works once the list is fresh.
     old = await send_event(client, shop.platform, order_paid("C-3", merchant=shop.external_id))
     assert_problem(old, 401, "unauthorized")
+
+
+async def test_a_donation_too_large_to_hold_is_refused_not_a_500(
+    client: httpx.AsyncClient, admin: dict[str, str], shop: Shop, app: object
+) -> None:
+    from tests.helpers import set_rule
+
+    await set_rule(
+        client, admin, shop.merchant["id"], rate_bps=0, fixed_per_unit=[{"amount": 10**15, "currency": "CNY"}]
+    )
+    before = await _business_state(app)
+    items = [{"sku": "A", "quantity": 1_000_000, "amount": 1}]
+    response = await send_event(
+        client, shop.platform, order_paid("HUGE", merchant=shop.external_id, items=items)
+    )
+    assert_problem(response, 422, "invalid-event")
+    assert await _business_state(app) == before

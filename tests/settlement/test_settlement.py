@@ -404,3 +404,36 @@ async def _stripe_events(programme: Programme) -> list[dict[str, object]]:
     async with programme.app.state.engine.connect() as connection:
         rows = await connection.execute(text("SELECT type, outcome FROM stripe_events"))
         return [dict(row._mapping) for row in rows]
+
+
+async def test_a_payment_recorded_elsewhere_meanwhile_is_not_recorded_again(
+    programme: Programme, tmp_path: Path
+) -> None:
+    """The webhook's transaction loaded the statement before the charge's transaction recorded the payment."""
+    from app.models import Statement
+    from app.settlement.service import record_payment
+
+    customer = await create_chargeable_customer(programme.stripe)
+    shop = await programme.shop("tea", customer=customer.customer_id)
+    await _pay(programme, shop, "X-1")
+    programme.clock.advance(WINDOW)
+    async with programme.app.state.sessionmaker() as session, session.begin():
+        run_statements = await programme.client.post("/v1/settlement-runs", json={}, headers=programme.admin)
+    [statement] = run_statements.json()["statements"]
+    sessionmaker = programme.app.state.sessionmaker
+    async with sessionmaker() as session, session.begin():
+        async with sessionmaker() as other, other.begin():
+            await other.execute(
+                text("UPDATE statements SET status = 'pending_payment' WHERE id = :id"),
+                {"id": statement["id"]},
+            )
+        stale = await session.get(Statement, statement["id"])
+        assert stale is not None and stale.status == "pending_payment"
+        async with sessionmaker() as other, other.begin():
+            await other.execute(
+                text("UPDATE statements SET status = 'paid' WHERE id = :id"), {"id": statement["id"]}
+            )
+        assert not await record_payment(
+            session, statement["id"], payment_intent_id="pi_x", now=programme.clock.now(), base_currency="USD"
+        )
+    await audit_ok(programme.client, programme.admin)
