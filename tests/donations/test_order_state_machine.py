@@ -5,10 +5,8 @@ equal the model's, and no amount is negative."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -28,37 +26,23 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from app.main import create_app
-from tests.conftest import make_settings
 from tests.helpers import (
     create_merchant,
     create_platform,
-    create_token_directly,
     order_cancelled,
     order_paid,
     order_refunded,
     set_rule,
     signed_headers,
 )
+from tests.machine import ServiceLoop
 from tests.postgres import TestServer
 
 T = TypeVar("T")
 RATE_A, FIXED_A_CNY, RATE_B = 275, 3, 1234
 
 
-@dataclass
-class World:
-    """The one service all examples run against (each example uses its own platform)."""
-
-    loop: asyncio.AbstractEventLoop
-    client: httpx.AsyncClient
-    admin: dict[str, str]
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
-
-
-WORLD: World | None = None
+WORLD: ServiceLoop | None = None
 _examples = itertools.count()
 
 
@@ -296,28 +280,17 @@ def test_random_order_event_interleavings_match_the_model(
 ) -> None:
     global WORLD
     request.node.uses_postgres = True
-    loop = asyncio.new_event_loop()
-    name = f"{pg_server.prefix}_machine"
-    url = loop.run_until_complete(pg_server.create_database(name, template=pg_server.template))
-    app = create_app(make_settings(url, tmp_path))
-    lifespan = app.router.lifespan_context(app)
-    try:
-        loop.run_until_complete(lifespan.__aenter__())
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g4g.test")
-        token = loop.run_until_complete(create_token_directly(app, role="admin", name="machine"))
-        WORLD = World(loop, client, {"Authorization": f"Bearer {token}"})
-        run_state_machine_as_test(
-            OrderLifecycle,
-            settings=settings(
-                max_examples=30,
-                stateful_step_count=40,
-                deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-            ),
-        )
-    finally:
-        WORLD = None
-        loop.run_until_complete(client.aclose())
-        loop.run_until_complete(lifespan.__aexit__(None, None, None))
-        loop.run_until_complete(pg_server.drop_database(name))
-        loop.close()
+    with ServiceLoop(pg_server, tmp_path, "machine") as service:
+        WORLD = service
+        try:
+            run_state_machine_as_test(
+                OrderLifecycle,
+                settings=settings(
+                    max_examples=30,
+                    stateful_step_count=40,
+                    deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+                ),
+            )
+        finally:
+            WORLD = None

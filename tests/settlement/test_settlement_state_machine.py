@@ -6,16 +6,12 @@ ledger audit holds (billed, collected, converted and pooled money all reconcile)
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-from collections.abc import Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 import stripe
 from hypothesis import HealthCheck, settings
@@ -30,17 +26,15 @@ from hypothesis.stateful import (
 )
 
 from app.core.clock import FrozenClock
-from app.main import create_app
-from tests.conftest import make_settings
 from tests.helpers import (
     create_merchant,
     create_platform,
-    create_token_directly,
     order_paid,
     order_refunded,
     set_rule,
     signed_headers,
 )
+from tests.machine import ServiceLoop
 from tests.postgres import TestServer
 from tests.settlement.conftest import STRIPE_WEBHOOK_SECRET
 from tests.stripe_server import (
@@ -55,16 +49,11 @@ T = TypeVar("T")
 _examples = itertools.count()
 
 
-@dataclass
-class World:
-    loop: asyncio.AbstractEventLoop
-    client: httpx.AsyncClient
-    admin: dict[str, str]
+class World(ServiceLoop):
+    """The service, its frozen clock and a client of the Stripe-compatible server it charges through."""
+
     clock: FrozenClock
     stripe: stripe.StripeClient
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
 
 
 WORLD: World | None = None
@@ -242,42 +231,32 @@ def test_money_is_conserved_across_settlement(
 ) -> None:
     global WORLD
     request.node.uses_postgres = True
-    loop = asyncio.new_event_loop()
-    name = f"{pg_server.prefix}_settlement_machine"
-    url = loop.run_until_complete(pg_server.create_database(name, template=pg_server.template))
     clock = FrozenClock(datetime.now(UTC))
-    app = create_app(
-        make_settings(
-            url,
-            tmp_path,
-            stripe_api_key="sk_test_g4g",
-            stripe_api_base=local_stripe.url,
-            stripe_webhook_secret=STRIPE_WEBHOOK_SECRET,
-        ),
+    service = World(
+        pg_server,
+        tmp_path,
+        "settlement_machine",
         clock=clock,
+        stripe_api_key="sk_test_g4g",
+        stripe_api_base=local_stripe.url,
+        stripe_webhook_secret=STRIPE_WEBHOOK_SECRET,
     )
-    lifespan = app.router.lifespan_context(app)
-    sc = stripe_client(local_stripe.url)
-    try:
-        loop.run_until_complete(lifespan.__aenter__())
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g4g.test")
-        token = loop.run_until_complete(create_token_directly(app, role="admin", name="machine"))
-        WORLD = World(loop, client, {"Authorization": f"Bearer {token}"}, clock, sc)
-        run_state_machine_as_test(
-            SettlementLifecycle,
-            settings=settings(
-                max_examples=20,
-                stateful_step_count=30,
-                deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-            ),
-        )
-        # The runs really went through the stages (not only orders that never got billed).
-        assert STATS["collected"] > 0 and STATS["pool"] > 0, STATS
-    finally:
-        WORLD = None
-        loop.run_until_complete(close_stripe_client(sc))
-        loop.run_until_complete(client.aclose())
-        loop.run_until_complete(lifespan.__aexit__(None, None, None))
-        loop.run_until_complete(pg_server.drop_database(name))
-        loop.close()
+    with service:
+        service.clock = clock
+        service.stripe = stripe_client(local_stripe.url)
+        WORLD = service
+        try:
+            run_state_machine_as_test(
+                SettlementLifecycle,
+                settings=settings(
+                    max_examples=20,
+                    stateful_step_count=30,
+                    deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+                ),
+            )
+            # The runs really went through the stages (not only orders that never got billed).
+            assert STATS["collected"] > 0 and STATS["pool"] > 0, STATS
+        finally:
+            WORLD = None
+            service.run(close_stripe_client(service.stripe))
