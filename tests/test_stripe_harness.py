@@ -104,15 +104,6 @@ async def test_off_session_payment_intent_succeeds_synchronously(client: stripe.
     assert again.metadata["statement_id"] == "stmt_a"
 
 
-async def test_currency_is_echoed_as_sent(client: stripe.StripeClient) -> None:
-    """localstripe stores `currency` verbatim (Stripe lowercases it): always send lowercase ISO codes."""
-    customer = await create_chargeable_customer(client)
-    params = charge_params(customer, "stmt_case")
-    params["currency"] = "EUR"
-    intent = await client.v1.payment_intents.create_async(params)
-    assert (intent.status, intent.currency) == ("succeeded", "EUR")
-
-
 async def test_declined_card_raises_card_error_and_leaves_a_failed_intent(
     client: stripe.StripeClient,
 ) -> None:
@@ -147,27 +138,6 @@ async def test_a_card_declined_on_attach_raises_card_error(client: stripe.Stripe
     with pytest.raises(stripe.CardError) as raised:
         await create_customer_with_card(client, PM_CARD_ATTACH_DECLINED)
     assert (raised.value.http_status, raised.value.code) == (402, "card_declined")
-
-
-async def test_idempotency_key_is_ignored_by_localstripe(client: stripe.StripeClient) -> None:
-    """Stripe would return the first PaymentIntent again; localstripe charges twice. Never bill twice on our side."""
-    customer = await create_chargeable_customer(client)
-    params = charge_params(customer, "stmt_c")
-    options: stripe.RequestOptions = {"idempotency_key": "statement-stmt_c-attempt-1"}
-    first = await client.v1.payment_intents.create_async(params, options=options)
-    second = await client.v1.payment_intents.create_async(params, options=options)
-    assert first.id != second.id
-    assert first.status == second.status == "succeeded"
-
-
-async def test_payment_intent_without_payment_method_is_a_server_error(client: stripe.StripeClient) -> None:
-    """localstripe does not fall back to the customer's default card (nor does Stripe): pass `payment_method`."""
-    customer = await create_chargeable_customer(client)
-    params = charge_params(customer, "stmt_d")
-    del params["payment_method"]
-    with pytest.raises(stripe.APIError) as raised:
-        await client.v1.payment_intents.create_async(params)
-    assert raised.value.http_status == 500
 
 
 async def test_webhooks_are_signed_and_carry_the_intent(
