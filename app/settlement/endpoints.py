@@ -15,7 +15,7 @@ from app.core.money import CurrencyCode, MoneyOut
 from app.core.pagination import Page, PageParams, page_of
 from app.core.types import ResourceId
 from app.merchants.service import get_visible_merchant
-from app.models import Statement, StripeEvent
+from app.models import FxRate, Order, Statement, StripeEvent
 from app.settlement import repository, service
 from app.settlement.funds import funds_view
 from app.settlement.schemas import (
@@ -134,8 +134,6 @@ async def get_statement(
     if statement is None or (not principal.is_admin and principal.merchant_id != statement.merchant_id):
         raise NotFound(f"No statement {statement_id}.")
     lines = await repository.statement_lines(session, statement.id)
-    from app.models import Order
-
     external = {
         o.id: o.external_id
         for o in await session.scalars(select(Order).where(Order.id.in_([line.order_id for line in lines])))
@@ -223,10 +221,7 @@ async def set_fx_rate(
     return _rate_out(rate)
 
 
-def _rate_out(rate: object) -> FxRateOut:
-    from app.models import FxRate
-
-    assert isinstance(rate, FxRate)
+def _rate_out(rate: FxRate) -> FxRateOut:
     return FxRateOut(
         id=rate.id,
         currency=rate.currency,
