@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 REQUESTS = Counter("g4g_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
@@ -45,7 +45,7 @@ class RequestObservation:
             return
         request_id = ""
         for name, value in scope["headers"]:
-            if name == b"x-request-id":
+            if name == REQUEST_ID_HEADER:
                 candidate = value.decode("latin-1")
                 if _VALID_REQUEST_ID.match(candidate):
                     request_id = candidate
@@ -60,7 +60,7 @@ class RequestObservation:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message["headers"], (REQUEST_ID_HEADER, request_id.encode())]
             await send(message)
 
         try:
