@@ -16,6 +16,7 @@ from app.models.platform import Platform
 from app.models.platform_webhook_secret import PlatformWebhookSecret
 from app.models.settlement_run import SettlementRun
 from app.models.statement import Statement
+from app.models.statement_carryover import StatementCarryover
 from app.models.statement_line import StatementLine
 from app.models.stripe_event import StripeEvent
 from app.models.webhook_anomaly import WebhookAnomaly
@@ -38,6 +39,7 @@ __all__ = [
     "PlatformWebhookSecret",
     "SettlementRun",
     "Statement",
+    "StatementCarryover",
     "StatementLine",
     "StripeEvent",
     "WebhookAnomaly",
