@@ -137,9 +137,9 @@ async def record_attempt(
     status = "delivered" if attempt.succeeded else (final_status or "pending")
     moved = await db.fetchval(
         """UPDATE event_deliveries
-           SET attempts = attempts + 1, last_attempt_at = $3, lease_until = NULL, status = $4,
-               next_attempt_at = $5, schedule = schedule + CASE WHEN $4 = 'pending' THEN 1 ELSE 0 END,
-               delivered_at = CASE WHEN $4 = 'delivered' THEN $3 ELSE delivered_at END
+           SET attempts = attempts + 1, last_attempt_at = $3, lease_until = NULL, status = $4::text,
+               next_attempt_at = $5, schedule = schedule + CASE WHEN $4::text = 'pending' THEN 1 ELSE 0 END,
+               delivered_at = CASE WHEN $4::text = 'delivered' THEN $3 ELSE delivered_at END
            WHERE id = $1 AND schedule = $2
            RETURNING id""",
         attempt.delivery_id,
@@ -169,7 +169,7 @@ async def endpoint_failed(
                disabled_at = CASE WHEN disabled_at IS NULL AND $2 - COALESCE(failing_since, $2) >= $3
                                   THEN $2 ELSE disabled_at END,
                disabled_reason = CASE WHEN disabled_at IS NULL AND $2 - COALESCE(failing_since, $2) >= $3
-                                      THEN $4 ELSE disabled_reason END,
+                                      THEN $4::text ELSE disabled_reason END,
                updated_at = now()
            WHERE id = $1
            RETURNING disabled_at = $2""",
