@@ -25,8 +25,8 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([G4G, "worker"], env=env, stdout=output, stderr=subprocess.STDOUT)
 
 
-async def wait_for(what: Callable[[], Awaitable[bool]], *, timeout: float = 40.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(what: Callable[[], Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + 40
     while not await what():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.1)
