@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import text
 
-from tests.helpers import assert_problem
+from tests.conftest import Shop
+from tests.helpers import assert_problem, order_paid, send_event
 
 
 async def test_framework_errors_are_problem_json(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
@@ -43,3 +44,21 @@ async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert 'g4g_http_requests_total{method="GET",route="/healthz",status="200"}' in response.text
+
+
+def _sample(text: str, prefix: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+async def test_metrics_count_order_webhook_outcomes(client: httpx.AsyncClient, shop: Shop) -> None:
+    applied = 'g4g_order_webhooks_total{outcome="applied"}'
+    duplicate = 'g4g_order_webhooks_total{outcome="duplicate"}'
+    before = (await client.get("/metrics")).text
+    event = order_paid("TM-77", merchant=shop.external_id)
+    await send_event(client, shop.platform, event, webhook_id="msg_metrics_1")
+    await send_event(client, shop.platform, event, webhook_id="msg_metrics_1")  # a redelivery
+    after = (await client.get("/metrics")).text
+    assert _sample(after, applied) == _sample(before, applied) + 1
+    assert _sample(after, duplicate) == _sample(before, duplicate) + 1
+    assert 'g4g_statements{status="pending_payment"} 0.0' in after
