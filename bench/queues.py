@@ -14,6 +14,20 @@ dropped at the end:
 2. throughput: N no-op jobs queued, then one worker (10 jobs at a time) started; jobs/s until all are done.
 3. pick-up latency: an idle worker; one job committed at a time; time from commit to the handler starting
    (median and p95).
+
+Measured 2026-11-29 on this 2-core machine against its PostgreSQL 15 (pgqueuer 1.6.0, procrastinate 3.10.0;
+1500 transactions, 2000 jobs, 20 latency samples):
+
+    pgqueuer       enqueue in txn: +353 us/txn (456 -> 809 us)  throughput: 5045 jobs/s  pick-up: p50 2.2 ms, p95 3.0 ms
+    procrastinate  enqueue in txn: +205 us/txn (415 -> 620 us)  throughput:  668 jobs/s  pick-up: p50 3.9 ms, p95 5.0 ms
+
+Chosen: pgqueuer. It enqueues through our asyncpg connection inside our transaction with its own API (and a list
+of jobs in one statement, which the batched order-webhook path needs), where procrastinate's API defers only
+through its own psycopg connection (in our transaction only by calling its SQL function by hand); it runs 7x the
+jobs per second through one worker; it re-runs a job whose worker stopped sending heartbeats by itself, where
+procrastinate leaves stalled jobs to a periodic call the application must make; its cron schedules are taken
+once per tick across workers. Its enqueue costs more per call (a NOTIFY trigger and a bigger statement); the
+service enqueues once per batch, and only when some endpoint subscribes to the events.
 """
 
 from __future__ import annotations
