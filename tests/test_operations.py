@@ -97,7 +97,8 @@ def test_without_database_url_an_embedded_postgres_keeps_data_across_restarts(tm
 
 def test_a_server_killed_with_kill_9_leaves_no_embedded_database_running_forever(tmp_path: Path) -> None:
     env = g4g_env()
-    assert run_g4g("migrate", env=env, cwd=tmp_path).returncode == 0
+    migrated = run_g4g("migrate", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
     data_dir = tmp_path / ".g4g"
     killed = LiveServer(env, tmp_path / "killed.log", cwd=tmp_path)
     killed.process.kill()
