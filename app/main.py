@@ -16,7 +16,7 @@ from app.core.logging import configure_logging
 from app.core.migrations import head_revision
 from app.core.observability import RequestObservation, metrics
 from app.core.openapi import install_openapi
-from app.core.secrets import cipher_for
+from app.core.secrets import cipher_for, lookup_key_for
 from app.core.settings import Settings, get_settings
 from app.core.strict_query import reject_unknown_query_parameters
 from app.donations.endpoints import router as donations
@@ -26,6 +26,7 @@ from app.health.endpoints import router as health
 from app.ledger.endpoints import router as ledger
 from app.logistics.endpoints import router as logistics_partners
 from app.merchants.endpoints import router as merchants
+from app.packages.endpoints import router as packages
 from app.platforms.endpoints import router as platforms
 from app.platforms.service import WebhookSecretCache
 from app.settlement.endpoints import router as settlement
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
     app.state.cipher = cipher_for(settings)
+    app.state.lookup_key = lookup_key_for(settings)
     app.state.schema_head = head_revision()
 
     install_error_handlers(app)
@@ -100,6 +102,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(donations)
     app.include_router(ledger)
     app.include_router(settlement)
+    app.include_router(packages)
     return app
 
 
