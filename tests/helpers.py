@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import json
 import uuid
@@ -222,9 +224,12 @@ async def create_school(
 
 
 def roster_csv(rows: list[tuple[str, str]], *, header: str = "roster_code,grade") -> bytes:
-    """A CSV import body (CRLF line ends, as spreadsheets write them)."""
-    lines = [header] + [f"{code},{grade}" for code, grade in rows]
-    return ("\r\n".join(lines) + "\r\n").encode()
+    """A CSV import body, quoted where needed, with CRLF line ends as spreadsheets write them."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header.split(","))
+    writer.writerows(rows)
+    return out.getvalue().encode()
 
 
 async def import_students(
