@@ -204,7 +204,3 @@ async def list_students(
     if grade is not None:
         query = query.where(Student.grade == grade)
     return list(await session.scalars(query))
-
-
-async def count_students(session: AsyncSession, school_id: str) -> int:
-    return int(await session.scalar(select(func.count()).where(Student.school_id == school_id)) or 0)
