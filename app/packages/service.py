@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import phonenumbers
+import structlog
 from cryptography.fernet import MultiFernet
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +39,8 @@ from app.packages.schemas import (
     TeacherContact,
     TeacherContactOut,
 )
+
+log = structlog.get_logger("g4g.packages")
 
 
 class PackageKindRetired(Conflict):
@@ -349,13 +352,15 @@ async def import_students(
         encrypted=encrypted,
         grades=[row.grade for row in rows],
     )
-    return StudentImportOut(
+    result = StudentImportOut(
         school_id=school_id,
         received=len(rows),
         created=created,
         updated=updated,
         unchanged=len(rows) - created - updated,
     )
+    log.info("students_imported", **result.model_dump())  # counts only, never a roster code
+    return result
 
 
 async def get_student(session: AsyncSession, student_id: str, *, lock: bool = False) -> Student:
@@ -405,4 +410,5 @@ async def erase_student(session: AsyncSession, student_id: str, *, now: datetime
         student.erased_at = now
         await session.flush()
         await session.refresh(student)
+        log.info("student_erased", student_id=student.id, school_id=student.school_id)
     return student
