@@ -2,7 +2,8 @@
 
 Each code starts with MARK, a string nothing else the service writes contains (ids, Fernet tokens, hex and
 base64 never hold a `~`), and that stays readable when JSON escapes the rest. So a log, a dump or an error
-message that holds any roster code — or any part of one that starts where a code starts — holds MARK."""
+message that holds any roster code — or any part of one that starts where a code starts — holds MARK. (The few
+codes a test writes out by hand, e.g. in a malformed CSV, start with MARK as well.)"""
 
 from __future__ import annotations
 
