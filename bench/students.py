@@ -28,6 +28,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -161,6 +162,7 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=30)
         asyncio.run(_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        shutil.rmtree(work, ignore_errors=True)
     costs = _in_process_costs(_rows(args.rows, "COST"))
     print(
         f"\nin-process, one {args.rows}-row body: "

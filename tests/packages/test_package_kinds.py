@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.core.errors import NotFound
+from app.core.errors import Conflict, NotFound
 from app.models import PackageKind, PackageKindVersion
 from app.packages.service import PackageKindRetired, usable_kind_version
 from tests.helpers import assert_problem, create_kind, kind_body
@@ -138,6 +138,8 @@ async def test_retired_kinds_stay_readable_but_cannot_change_or_be_used(
             await usable_kind_version(session, "pkk_missing", base_currency="USD")
         version = await usable_kind_version(session, other["id"], base_currency="USD")
         assert version.id == other["version_id"] and version.unit_cost == 2500
+        with pytest.raises(Conflict, match="costs USD, but the pool is in EUR"):
+            await usable_kind_version(session, other["id"], base_currency="EUR")
 
 
 async def test_unknown_kinds_are_404(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
