@@ -24,6 +24,6 @@ WORKDIR /var/lib/g4g
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['G4G_PORT']}/healthz\", timeout=2)"]
-# Production sets DATABASE_URL and G4G_DATA_KEY; without DATABASE_URL the embedded PostgreSQL lives in the volume.
+# Production sets DATABASE_URL, G4G_DATA_KEY and G4G_LOOKUP_KEY; without DATABASE_URL the embedded PostgreSQL lives in the volume.
 VOLUME ["/var/lib/g4g"]
 CMD ["sh", "-c", "g4g migrate && exec g4g serve"]

@@ -21,7 +21,7 @@ from app.core.logging import configure_logging
 from app.core.migrations import head_revision
 from app.core.observability import RequestObservation, metrics
 from app.core.openapi import install_openapi
-from app.core.secrets import cipher_for
+from app.core.secrets import cipher_for, lookup_key_for
 from app.core.settings import Settings, get_settings
 from app.core.strict_query import reject_unknown_query_parameters
 from app.donations.endpoints import MAX_EVENT_BYTES, webhooks
@@ -32,6 +32,7 @@ from app.health.endpoints import router as health
 from app.ledger.endpoints import router as ledger
 from app.logistics.endpoints import router as logistics_partners
 from app.merchants.endpoints import router as merchants
+from app.packages.endpoints import router as packages
 from app.platforms.endpoints import router as platforms
 from app.platforms.service import WebhookSecretCache
 from app.settlement.endpoints import router as settlement
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
     app.state.cipher = cipher_for(settings)
+    app.state.lookup_key = lookup_key_for(settings)
     app.state.schema_head = head_revision()
 
     install_error_handlers(app)
@@ -115,6 +117,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(ledger)
     app.include_router(settlement)
     app.include_router(webhook_endpoints)
+    app.include_router(packages)
     return app
 
 

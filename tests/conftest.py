@@ -4,6 +4,8 @@ import asyncio
 import itertools
 import json
 import os
+import secrets
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,14 +15,28 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from app.core.logging import configure_logging
 from app.core.migrations import upgrade_to_head
 from app.core.settings import Settings
 from app.main import create_app
+from tests import roster_codes
+from tests.live import LIVE_LOGS
 from tests.postgres import TestServer
 
 _counter = itertools.count()
 _postgres_tests_passed = 0
 DATA_KEY = Fernet.generate_key().decode()
+LOOKUP_KEY = secrets.token_urlsafe(32)
+# The in-process service's log for the whole session, JSON lines at debug level, checked at the end for roster
+# codes (with every `g4g serve` log of the session).
+SUITE_LOG = Path(tempfile.gettempdir()) / f"g4g-suite-{os.getpid()}.log"
+_suite_log = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _suite_log
+    _suite_log = SUITE_LOG.open("w", encoding="utf-8")
+    configure_logging("debug", stream=_suite_log)
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +63,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
     values: dict[str, object] = {
         "database_url": database_url,
         "data_key": DATA_KEY,
+        "lookup_key": LOOKUP_KEY,
         "data_dir": tmp_path / "g4g",
         "environment": "test",
         "db_pool_size": 25,
@@ -126,7 +143,33 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Leave a count of passed PostgreSQL-backed tests where `.ci/run` can check it."""
+    """Leave a count of passed PostgreSQL-backed tests where `.ci/run` can check it; fail the session if any
+    log it wrote holds a roster code."""
     report = os.environ.get("G4G_TEST_REPORT")
     if report:
         Path(report).write_text(json.dumps({"postgres_tests_passed": _postgres_tests_passed}))
+    if _suite_log is not None:
+        _suite_log.flush()
+    problem = _roster_codes_in_logs()
+    if problem is None:
+        SUITE_LOG.unlink(missing_ok=True)
+        return
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_sep("=", "roster codes in the logs", red=True)
+        reporter.write_line(problem)
+
+
+def _roster_codes_in_logs() -> str | None:
+    if roster_codes.issued() == 0:
+        return None
+    logs = roster_codes.read_logs([SUITE_LOG, *LIVE_LOGS])
+    leaks = roster_codes.leaks(logs)
+    if leaks:
+        return f"{len(leaks)} log lines hold a roster code, e.g. {', '.join(leaks[:10])}"
+    # Not vacuous: the logs checked must show the imports that used the codes.
+    if not any('"route": "/v1/schools/{school_id}/students"' in text for _, text in logs):
+        return f"{roster_codes.issued()} roster codes were used, but no log shows a student import"
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import json
 import uuid
@@ -169,3 +171,101 @@ async def audit_ok(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str
     report = (await client.get("/v1/audit", headers=admin)).json()
     assert report["ok"], [c for c in report["checks"] if not c["ok"]]
     return dict(report)
+
+
+# ---- Love Packages: kinds, schools, students ----
+
+
+async def create_partner(
+    client: httpx.AsyncClient, admin: dict[str, str], *, name: str = "Himalaya Express"
+) -> dict[str, Any]:
+    response = await client.post("/v1/logistics-partners", json={"name": name}, headers=admin)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def kind_body(**overrides: Any) -> dict[str, Any]:
+    """A package kind definition: a primary school box for Nepal, grades 1 to 3, at $25.00."""
+    body: dict[str, Any] = {
+        "name": "Primary starter box",
+        "contents": [{"item": "Notebook", "quantity": 4}, {"item": "Pencil", "quantity": 6}],
+        "unit_cost": {"amount": 2500, "currency": "USD"},
+        "countries": ["NP"],
+        "grades": ["1", "2", "3"],
+    }
+    body.update(overrides)
+    return body
+
+
+async def create_kind(client: httpx.AsyncClient, admin: dict[str, str], **overrides: Any) -> dict[str, Any]:
+    response = await client.post("/v1/package-kinds", json=kind_body(**overrides), headers=admin)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def school_body(partner_id: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": f"Shree Janata School {next(_seq)}",
+        "country": "NP",
+        "region": "Bagmati",
+        "logistics_partner_id": partner_id,
+        "teacher_contact": {"name": "Sita Sharma", "phone": "+977 1-4412345", "email": "sita@example.org"},
+    }
+    body.update(overrides)
+    return body
+
+
+async def create_school(
+    client: httpx.AsyncClient, admin: dict[str, str], *, partner_id: str, **overrides: Any
+) -> dict[str, Any]:
+    response = await client.post("/v1/schools", json=school_body(partner_id, **overrides), headers=admin)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def roster_csv(rows: list[tuple[str, str]], *, header: str = "roster_code,grade") -> bytes:
+    """A CSV import body, quoted where needed, with CRLF line ends as spreadsheets write them."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header.split(","))
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+async def import_students(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    school_id: str,
+    rows: list[tuple[str, str]],
+    *,
+    as_csv: bool = False,
+) -> httpx.Response:
+    """Import (roster code, grade) rows. Take roster codes from `tests.roster_codes`, so the session can check
+    that none reached a log."""
+    if as_csv:
+        return await client.post(
+            f"/v1/schools/{school_id}/students",
+            content=roster_csv(rows),
+            headers=admin | {"content-type": "text/csv"},
+        )
+    body = {"students": [{"roster_code": code, "grade": grade} for code, grade in rows]}
+    return await client.post(f"/v1/schools/{school_id}/students", json=body, headers=admin)
+
+
+async def all_students(
+    client: httpx.AsyncClient, admin: dict[str, str], school_id: str, **filters: str
+) -> list[dict[str, Any]]:
+    """Every student of a school, following the cursor."""
+    students: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 100, **filters}
+        if cursor:
+            params["cursor"] = cursor
+        response = await client.get(f"/v1/schools/{school_id}/students", params=params, headers=admin)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        students += page["data"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return students

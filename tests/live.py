@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 
 G4G = str(Path(sys.executable).with_name("g4g"))
+# Every served process's log, for the session's check that no roster code reached one.
+LIVE_LOGS: list[Path] = []
 
 
 def free_port() -> int:
@@ -39,6 +41,7 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        LIVE_LOGS.append(log_path)
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
             [G4G, "serve", "--port", str(self.port)],

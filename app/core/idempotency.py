@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,10 @@ class Idempotency:
             canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
         except ValueError:
             canonical = raw
-        digest = hashlib.sha256(f"{self._request.method} {self._request.url.path}\n".encode())
+        # Keyed (the lookup key, outside the database): a body may hold personal data, e.g. one roster code, and
+        # a plain hash of a short body could be confirmed by guessing from a copy of the database.
+        digest = hmac.new(self._request.app.state.lookup_key, digestmod=hashlib.sha256)
+        digest.update(f"{self._request.method} {self._request.url.path}\n".encode())
         digest.update(canonical)
         return digest.digest()
 

@@ -1,8 +1,13 @@
-"""Encryption of secrets at rest with keys held outside the database."""
+"""Encryption of secrets at rest, and keyed hashes for lookups, with keys held outside the database."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,3 +55,55 @@ def encrypt(cipher: MultiFernet, plaintext: str) -> str:
 
 def decrypt(cipher: MultiFernet, token: str) -> str:
     return cipher.decrypt(token.encode()).decode()
+
+
+LOOKUP_KEY_MIN_BYTES = 32
+
+
+def decode_lookup_key(text: str) -> bytes:
+    """The raw bytes of a lookup key written as base64url (padding optional); at least 32 bytes."""
+    text = text.strip()
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64url text, e.g. from `secrets.token_urlsafe(32)`") from None
+    if len(key) < LOOKUP_KEY_MIN_BYTES:
+        raise ValueError(f"must encode at least {LOOKUP_KEY_MIN_BYTES} random bytes")
+    return key
+
+
+def _lookup_key_file(data_dir: Path) -> str:
+    """The key file beside the data, created once. Written to a temporary file and linked into place, so
+    processes starting together all end up reading the same complete key."""
+    path = data_dir / "lookup.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        draft = data_dir / f".lookup.key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(LOOKUP_KEY_MIN_BYTES))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process was first: use its key
+        finally:
+            draft.unlink()
+    return path.read_text()
+
+
+def lookup_key_for(settings: Settings) -> bytes:
+    """The key of keyed hashes: `G4G_LOOKUP_KEY` if set, else the key file under the data dir."""
+    if settings.lookup_key is not None:
+        return decode_lookup_key(settings.lookup_key.get_secret_value())
+    return decode_lookup_key(_lookup_key_file(settings.data_dir))
+
+
+def keyed_hash(key: bytes, *parts: str) -> bytes:
+    """HMAC-SHA256 of `parts`, each length-prefixed (so ("ab", "c") and ("a", "bc") differ): finds a value again
+    without storing it, and without the key a copy of the database cannot test guesses against it."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        data = part.encode()
+        mac.update(len(data).to_bytes(4, "big"))
+        mac.update(data)
+    return mac.digest()

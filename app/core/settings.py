@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     # Key(s) that encrypt secrets at rest, held outside the database: comma-separated Fernet keys, newest
     # first. Unset: a key file under `data_dir` is created and used (fine for a laptop, not for production).
     data_key: SecretStr | None = None
+    # Key of the keyed hash (HMAC-SHA256) that finds a student by roster code without storing the code: base64url
+    # of at least 32 random bytes, held outside the database. Never the data key: data keys rotate, and a hash
+    # made with a rotated-out key would no longer find its student. Unset: a key file under `data_dir`.
+    lookup_key: SecretStr | None = None
 
     @field_validator("data_key")
     @classmethod
@@ -85,6 +89,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be comma-separated Fernet keys (32 url-safe base64-encoded bytes)"
             ) from None
+        return value
+
+    @field_validator("lookup_key")
+    @classmethod
+    def _lookup_key_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        from app.core.secrets import decode_lookup_key
+
+        decode_lookup_key(value.get_secret_value())  # raises ValueError with the reason
         return value
 
     @field_validator("database_url")
@@ -134,6 +148,12 @@ class Settings(BaseSettings):
         if self.environment == "production" and self.data_key is None:
             # A key file beside the data would let a copy of the disk reveal every secret.
             raise ValueError("G4G_DATA_KEY: required when G4G_ENVIRONMENT=production")
+        if self.environment == "production" and self.lookup_key is None:
+            raise ValueError("G4G_LOOKUP_KEY: required when G4G_ENVIRONMENT=production")
+        if self.lookup_key is not None and self.data_key is not None:
+            data_keys = {k.strip() for k in self.data_key.get_secret_value().split(",")}
+            if self.lookup_key.get_secret_value().strip() in data_keys:
+                raise ValueError("G4G_LOOKUP_KEY: must not be one of the data keys (G4G_DATA_KEY)")
         return self
 
 

@@ -16,13 +16,17 @@ from app.models.logistics_partner import LogisticsPartner
 from app.models.merchant import Merchant
 from app.models.order import Order
 from app.models.order_refund import OrderRefund
+from app.models.package_kind import PackageKind
+from app.models.package_kind_version import PackageKindVersion
 from app.models.platform import Platform
 from app.models.platform_webhook_secret import PlatformWebhookSecret
+from app.models.school import School
 from app.models.settlement_run import SettlementRun
 from app.models.statement import Statement
 from app.models.statement_carryover import StatementCarryover
 from app.models.statement_line import StatementLine
 from app.models.stripe_event import StripeEvent
+from app.models.student import Student
 from app.models.webhook_anomaly import WebhookAnomaly
 from app.models.webhook_delivery import WebhookDelivery
 from app.models.webhook_endpoint import WebhookEndpoint
@@ -45,13 +49,17 @@ __all__ = [
     "Merchant",
     "Order",
     "OrderRefund",
+    "PackageKind",
+    "PackageKindVersion",
     "Platform",
     "PlatformWebhookSecret",
+    "School",
     "SettlementRun",
     "Statement",
     "StatementCarryover",
     "StatementLine",
     "StripeEvent",
+    "Student",
     "WebhookAnomaly",
     "WebhookDelivery",
     "WebhookEndpoint",

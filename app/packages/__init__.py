@@ -1,0 +1,1 @@
+"""Love Packages: package kinds, schools and their students (allocation builds on these)."""

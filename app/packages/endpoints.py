@@ -1,0 +1,392 @@
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
+
+from app.core.auth import Authorized, Principal, Role
+from app.core.database import SessionDep
+from app.core.errors import PROBLEM_MEDIA_TYPE, ProblemError
+from app.core.idempotency import IdempotencyDep
+from app.core.json_body import ExactJsonRoute
+from app.core.pagination import Page, PageParams, page_of
+from app.core.types import CountryCode, ResourceId
+from app.packages import repository, roster, service
+from app.packages.grades import Grade
+from app.packages.schemas import (
+    PackageKindIn,
+    PackageKindOut,
+    PackageKindVersionOut,
+    SchoolIn,
+    SchoolOut,
+    SchoolPatch,
+    StudentImportIn,
+    StudentImportOut,
+    StudentLookupIn,
+    StudentOut,
+    StudentPatch,
+)
+
+router = APIRouter(prefix="/v1", tags=["packages"], route_class=ExactJsonRoute)
+
+
+class UnsupportedMediaType(ProblemError):
+    status, kind, title = 415, "unsupported-media-type", "The body's media type is not accepted here"
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def _position(cursor: str | None) -> int | None:
+    """A registration number as a cursor; anything else is the position before everything."""
+    if cursor is None or not cursor.isdigit() or len(cursor) > 18:
+        return None
+    return int(cursor)
+
+
+# ---- package kinds ----
+
+
+@router.post(
+    "/package-kinds", status_code=201, response_model=PackageKindOut, operation_id="create_package_kind"
+)
+async def create_package_kind(
+    body: PackageKindIn,
+    request: Request,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    principal: Principal = Authorized(Role.admin),
+) -> PackageKindOut | JSONResponse:
+    """Define a kind of Love Package: contents, unit cost in the base currency, countries and grades served."""
+
+    async def create() -> PackageKindOut:
+        kind, version = await service.create_kind(
+            session, body, base_currency=request.app.state.settings.base_currency
+        )
+        return service.kind_out(kind, version)
+
+    return await idempotency.run(principal, create)
+
+
+@router.get("/package-kinds", response_model=Page[PackageKindOut], operation_id="list_package_kinds")
+async def list_package_kinds(
+    session: SessionDep,
+    page: PageParams,
+    status: Annotated[
+        Literal["active", "retired"] | None, Query(description="Only active or retired kinds")
+    ] = None,
+    principal: Principal = Authorized(Role.admin),
+) -> Page[PackageKindOut]:
+    kinds = await repository.list_kinds(
+        session,
+        after=page.after,
+        limit=page.limit + 1,
+        retired=None if status is None else status == "retired",
+    )
+    versions = await repository.current_versions(session, [k.id for k in kinds])
+    return page_of([service.kind_out(k, versions[k.id]) for k in kinds], [k.id for k in kinds], page.limit)
+
+
+@router.get("/package-kinds/{kind_id}", response_model=PackageKindOut, operation_id="get_package_kind")
+async def get_package_kind(
+    kind_id: ResourceId, session: SessionDep, principal: Principal = Authorized(Role.admin)
+) -> PackageKindOut:
+    """The kind as it is now (its current version); retired kinds too."""
+    return service.kind_out(*await service.get_kind(session, kind_id))
+
+
+@router.put(
+    "/package-kinds/{kind_id}",
+    response_model=PackageKindOut,
+    operation_id="replace_package_kind",
+    responses={409: _problem("The kind is retired")},
+)
+async def replace_package_kind(
+    kind_id: ResourceId,
+    body: PackageKindIn,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.admin),
+) -> PackageKindOut:
+    """Change the kind: anything that differs (its cost above all) makes a new version, and packages already
+    funded keep the version, and so the cost, they were funded at. The same definition again changes nothing."""
+    kind, version, _ = await service.replace_kind(
+        session, kind_id, body, base_currency=request.app.state.settings.base_currency
+    )
+    return service.kind_out(kind, version)
+
+
+@router.post(
+    "/package-kinds/{kind_id}/retire", response_model=PackageKindOut, operation_id="retire_package_kind"
+)
+async def retire_package_kind(
+    kind_id: ResourceId, request: Request, session: SessionDep, principal: Principal = Authorized(Role.admin)
+) -> PackageKindOut:
+    """Retire instead of delete: new allocation runs can't use the kind; it and its history stay readable.
+    Retiring a retired kind changes nothing."""
+    return service.kind_out(*await service.retire_kind(session, kind_id, now=request.app.state.clock.now()))
+
+
+@router.get(
+    "/package-kinds/{kind_id}/versions",
+    response_model=Page[PackageKindVersionOut],
+    operation_id="list_package_kind_versions",
+)
+async def list_package_kind_versions(
+    kind_id: ResourceId, session: SessionDep, page: PageParams, principal: Principal = Authorized(Role.admin)
+) -> Page[PackageKindVersionOut]:
+    """Every version of the kind, newest first."""
+    await service.get_kind(session, kind_id)
+    rows = await repository.versions_newest_first(
+        session, kind_id, before=_position(page.after), limit=page.limit + 1
+    )
+    return page_of([service.version_out(v) for v in rows], [str(v.version) for v in rows], page.limit)
+
+
+@router.get(
+    "/package-kind-versions/{version_id}",
+    response_model=PackageKindVersionOut,
+    operation_id="get_package_kind_version",
+)
+async def get_package_kind_version(
+    version_id: ResourceId, session: SessionDep, principal: Principal = Authorized(Role.admin)
+) -> PackageKindVersionOut:
+    """One version of a kind, as packages funded at it refer to it."""
+    return service.version_out(await service.get_version(session, version_id))
+
+
+# ---- schools ----
+
+
+@router.post("/schools", status_code=201, response_model=SchoolOut, operation_id="create_school")
+async def create_school(
+    body: SchoolIn,
+    request: Request,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    principal: Principal = Authorized(Role.admin),
+) -> SchoolOut | JSONResponse:
+    """Register a school with its logistics partner and teacher contact (encrypted at rest)."""
+    cipher = request.app.state.cipher
+
+    async def create() -> SchoolOut:
+        return service.school_out(await service.register_school(session, body, cipher=cipher), cipher)
+
+    return await idempotency.run(principal, create)
+
+
+@router.get("/schools", response_model=Page[SchoolOut], operation_id="list_schools")
+async def list_schools(
+    request: Request,
+    session: SessionDep,
+    page: PageParams,
+    country: Annotated[CountryCode | None, Query()] = None,
+    logistics_partner_id: Annotated[ResourceId | None, Query()] = None,
+    principal: Principal = Authorized(Role.admin),
+) -> Page[SchoolOut]:
+    """Schools in registration order."""
+    rows = await repository.list_schools(
+        session,
+        after=_position(page.after),
+        limit=page.limit + 1,
+        country=country,
+        logistics_partner_id=logistics_partner_id,
+    )
+    cipher = request.app.state.cipher
+    return page_of(
+        [service.school_out(s, cipher) for s in rows], [str(s.registration_number) for s in rows], page.limit
+    )
+
+
+@router.get("/schools/{school_id}", response_model=SchoolOut, operation_id="get_school")
+async def get_school(
+    school_id: ResourceId,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.admin),
+) -> SchoolOut:
+    return service.school_out(await service.get_school(session, school_id), request.app.state.cipher)
+
+
+@router.patch("/schools/{school_id}", response_model=SchoolOut, operation_id="update_school")
+async def update_school(
+    school_id: ResourceId,
+    body: SchoolPatch,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.admin),
+) -> SchoolOut:
+    """Change the region, the logistics partner or the teacher contact. Name and country stay."""
+    cipher = request.app.state.cipher
+    return service.school_out(await service.update_school(session, school_id, body, cipher=cipher), cipher)
+
+
+# ---- students ----
+
+_IMPORT_SCHEMA: dict[str, Any] = TypeAdapter(StudentImportIn).json_schema(
+    ref_template="#/components/schemas/{model}"
+)
+_IMPORT_DEFS = _IMPORT_SCHEMA.pop("$defs", {})
+_IMPORT_DEFS["StudentImportIn"] = _IMPORT_SCHEMA
+_CSV_SCHEMA = {
+    "type": "string",
+    "description": "A header line `roster_code,grade`, then one student a line (UTF-8).",
+    "example": "roster_code,grade\nNP-0001,3\nNP-0002,K\n",
+}
+
+
+def _media_type(request: Request) -> str:
+    """`json` or `csv` from Content-Type; anything else is a 415."""
+    media, _, parameters = request.headers.get("content-type", "").partition(";")
+    media = media.strip().lower()
+    if media == "application/json":
+        return "json"
+    if media == "text/csv":
+        charset = next(
+            (
+                p.split("=", 1)[1].strip().strip('"').lower()
+                for p in parameters.split(";")
+                if "charset=" in p.lower()
+            ),
+            "utf-8",
+        )
+        if charset not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType("Send the CSV as UTF-8 (charset=utf-8).")
+        return "csv"
+    raise UnsupportedMediaType("Send application/json or text/csv.")
+
+
+@router.post(
+    "/schools/{school_id}/students",
+    response_model=StudentImportOut,
+    operation_id="import_students",
+    responses={
+        415: _problem("Neither application/json nor UTF-8 text/csv"),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/StudentImportIn"}},
+                "text/csv": {"schema": _CSV_SCHEMA},
+            },
+        },
+        "x-component-schemas": _IMPORT_DEFS,
+    },
+)
+async def import_students(
+    school_id: ResourceId,
+    request: Request,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    principal: Principal = Authorized(Role.admin),
+) -> StudentImportOut | JSONResponse:
+    """Add or update a school's students, all or nothing, from JSON `{"students": [{"roster_code", "grade"}]}`
+    or CSV (header `roster_code,grade`), up to 50,000 a request. Idempotent by (school, roster code): a known
+    code gets the row's grade. Any other field or column is refused by name; a bad row fails the whole import
+    with every problem listed by row (never quoting a roster code). Answers how many were created, updated and
+    unchanged."""
+    await service.get_school(session, school_id)
+    media = _media_type(request)
+    body = (
+        await request.body()
+    )  # at most G4G_MAX_IMPORT_BYTES: bounded while it streams (app/core/body_limit.py)
+    rows = roster.read_json(body) if media == "json" else roster.read_csv(body)
+    state = request.app.state
+
+    async def create() -> StudentImportOut:
+        return await service.import_students(
+            session, school_id, rows, cipher=state.cipher, lookup_key=state.lookup_key
+        )
+
+    return await idempotency.run(principal, create, status=200)
+
+
+@router.get("/schools/{school_id}/students", response_model=Page[StudentOut], operation_id="list_students")
+async def list_students(
+    school_id: ResourceId,
+    request: Request,
+    session: SessionDep,
+    page: PageParams,
+    status: Annotated[Literal["active", "inactive", "erased"] | None, Query()] = None,
+    grade: Annotated[Grade | None, Query()] = None,
+    principal: Principal = Authorized(Role.admin),
+) -> Page[StudentOut]:
+    """A school's students in registration order, with their roster codes (admin only); erased students are
+    tombstones without one."""
+    await service.get_school(session, school_id)
+    rows = await repository.list_students(
+        session, school_id, after=_position(page.after), limit=page.limit + 1, status=status, grade=grade
+    )
+    cipher = request.app.state.cipher
+    return page_of(
+        [service.student_out(s, cipher) for s in rows], [str(s.registration_number) for s in rows], page.limit
+    )
+
+
+@router.post(
+    "/schools/{school_id}/students/lookup",
+    response_model=StudentOut,
+    operation_id="find_student_by_roster_code",
+)
+async def find_student_by_roster_code(
+    school_id: ResourceId,
+    body: StudentLookupIn,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.admin),
+) -> StudentOut:
+    """The school's student with this roster code, found by its keyed hash. The code travels in the body, never
+    in a URL (URLs end up in logs)."""
+    state = request.app.state
+    student = await service.find_student(session, school_id, body.roster_code, lookup_key=state.lookup_key)
+    return service.student_out(student, state.cipher)
+
+
+@router.get("/students/{student_id}", response_model=StudentOut, operation_id="get_student")
+async def get_student(
+    student_id: ResourceId,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.admin),
+) -> StudentOut:
+    return service.student_out(await service.get_student(session, student_id), request.app.state.cipher)
+
+
+@router.patch(
+    "/students/{student_id}",
+    response_model=StudentOut,
+    operation_id="update_student",
+    responses={409: _problem("The student was erased")},
+)
+async def update_student(
+    student_id: ResourceId,
+    body: StudentPatch,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.admin),
+) -> StudentOut:
+    """`{"active": false}` takes the student out of allocation (`true` brings them back); `grade` corrects
+    the grade."""
+    return service.student_out(
+        await service.update_student(session, student_id, body), request.app.state.cipher
+    )
+
+
+@router.delete("/students/{student_id}", response_model=StudentOut, operation_id="erase_student")
+async def erase_student(
+    student_id: ResourceId,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.admin),
+) -> StudentOut:
+    """Erase the student: the roster code is gone for good (ciphertext and hash); a tombstone keeps the id,
+    school, grade and history. Erasing again changes nothing."""
+    student = await service.erase_student(session, student_id, now=request.app.state.clock.now())
+    return service.student_out(student, request.app.state.cipher)

@@ -1,0 +1,279 @@
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from app.core.money import MAX_MINOR_UNITS, MoneyIn, MoneyOut
+from app.core.types import CountryCode, Name, ResourceId, WholeNumber
+from app.packages.grades import Grade, in_grade_order
+
+
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """JSON Schema for optional fields that may be left out but not sent as null."""
+    for field in schema.get("properties", {}).values():
+        options = field.get("anyOf", [])
+        if {"type": "null"} in options:
+            rest = [option for option in options if option != {"type": "null"}]
+            del field["anyOf"]
+            field.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+            if field.get("default", ...) is None:
+                del field["default"]
+
+
+def _present(value: object) -> object:
+    """In a PATCH, a field left out keeps its value; an explicit null would mean "remove", which isn't allowed."""
+    if value is None:
+        raise ValueError("may be changed but not removed; leave the field out to keep it")
+    return value
+
+
+# ---- package kinds ----
+
+
+class ContentItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item: Name
+    quantity: Annotated[int, Field(ge=1, le=10_000, strict=True), WholeNumber]
+
+
+class UnitCostIn(MoneyIn):
+    """What one package of a kind costs: more than nothing, in the programme's base currency."""
+
+    amount: Annotated[int, Field(ge=1, le=MAX_MINOR_UNITS, strict=True), WholeNumber]
+
+
+class PackageKindIn(BaseModel):
+    """A package kind as the operator defines it (POST creates it, PUT makes a new version when it changes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    contents: Annotated[list[ContentItem], Field(min_length=1, max_length=100)]
+    unit_cost: UnitCostIn
+    """In the programme's base currency (`G4G_BASE_CURRENCY`)."""
+    countries: Annotated[list[CountryCode], Field(min_length=1, max_length=250)]
+    """Where the kind may be sent (ISO 3166-1 alpha-2); stored sorted, each once."""
+    grades: Annotated[list[Grade], Field(min_length=1, max_length=13)]
+    """The grades it serves; stored in school order, each once."""
+
+    @field_validator("contents")
+    @classmethod
+    def _items_once(cls, contents: list[ContentItem]) -> list[ContentItem]:
+        seen: set[str] = set()
+        for item in contents:
+            if item.item.casefold() in seen:
+                raise ValueError("each item is listed once (add up its quantity)")
+            seen.add(item.item.casefold())
+        return contents
+
+    @field_validator("countries")
+    @classmethod
+    def _countries_sorted(cls, countries: list[str]) -> list[str]:
+        return sorted(set(countries))
+
+    @field_validator("grades")
+    @classmethod
+    def _grades_ordered(cls, grades: list[str]) -> list[str]:
+        return in_grade_order(set(grades))
+
+
+class PackageKindVersionOut(BaseModel):
+    id: str
+    """`pkv_…`: what a package refers to, so it keeps the cost it was funded at."""
+    kind_id: str
+    version: int
+    name: str
+    contents: list[ContentItem]
+    unit_cost: MoneyOut
+    countries: list[str]
+    grades: list[str]
+    created_at: datetime
+
+
+class PackageKindOut(BaseModel):
+    """A package kind as it is now: its current (highest) version, and whether it is retired."""
+
+    id: str
+    status: Literal["active", "retired"]
+    version: int
+    version_id: str
+    name: str
+    contents: list[ContentItem]
+    unit_cost: MoneyOut
+    countries: list[str]
+    grades: list[str]
+    created_at: datetime
+    updated_at: datetime
+    """When the current version was made."""
+    retired_at: datetime | None
+
+
+# ---- schools ----
+
+# What a person types as a phone number; the school's country decides the rest (normalised to E.164).
+PhoneText = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[+0-9 ().\-/]{4,40}$")]
+
+
+def _contact_schema(schema: dict[str, Any]) -> None:
+    _absent_not_null(schema)
+    schema["anyOf"] = [{"required": ["phone"]}, {"required": ["email"]}]
+
+
+class TeacherContact(BaseModel):
+    """The school's teacher who receives the packages: name, and a phone number and/or an email address.
+    Personal data of an adult: encrypted at rest and shown only to admin (and the school's partner)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_contact_schema)
+    name: Name
+    phone: PhoneText | None = None
+    """International (`+977 1 4412345`) or as dialled in the school's country; answered in E.164."""
+    email: EmailStr | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> TeacherContact:
+        if self.phone is None and self.email is None:
+            raise ValueError("give a phone number, an email address or both")
+        return self
+
+
+class TeacherContactOut(BaseModel):
+    name: str
+    phone: str | None
+    """E.164, e.g. `+97714412345`."""
+    email: str | None
+
+
+class SchoolIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    country: CountryCode
+    region: Name
+    logistics_partner_id: ResourceId
+    """The partner that ships to this school; must exist."""
+    teacher_contact: TeacherContact
+
+
+class SchoolPatch(BaseModel):
+    """Fields left out stay as they are; none can be removed (null is refused)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_absent_not_null)
+    region: Name | None = None
+    logistics_partner_id: ResourceId | None = None
+    teacher_contact: TeacherContact | None = None
+
+    @field_validator("region", "logistics_partner_id", "teacher_contact", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        return _present(value)
+
+
+class SchoolOut(BaseModel):
+    id: str
+    registration_number: int
+    """Order of registration: allocation goes round-robin across schools in this order."""
+    name: str
+    country: str
+    region: str
+    logistics_partner_id: str
+    teacher_contact: TeacherContactOut
+    created_at: datetime
+    updated_at: datetime
+
+
+# ---- students ----
+
+MAX_ROSTER_CODE_LENGTH = 64
+
+
+def _roster_code_text(value: object) -> object:
+    # One spelling per code: NFC, so the same code typed on two systems finds the same student; outer spaces are
+    # spreadsheet noise. Numbers are refused (a leading zero would already be lost).
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value).strip()
+    return value
+
+
+RosterCode = Annotated[
+    str,
+    # Printable, no control characters; no outer whitespace once read (the validator below strips it first).
+    StringConstraints(
+        min_length=1,
+        max_length=MAX_ROSTER_CODE_LENGTH,
+        pattern=r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+    ),
+    BeforeValidator(_roster_code_text),
+]
+
+
+class StudentRowIn(BaseModel):
+    """One student: the school's own roster code and a grade. Nothing else is accepted: no names, birth dates
+    or photos."""
+
+    model_config = ConfigDict(extra="forbid")
+    roster_code: RosterCode
+    grade: Grade
+
+
+MAX_STUDENTS_PER_IMPORT = 50_000
+
+
+class StudentImportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    students: Annotated[list[StudentRowIn], Field(min_length=1, max_length=MAX_STUDENTS_PER_IMPORT)]
+
+
+class StudentImportOut(BaseModel):
+    """What an import did: every row is one of created, updated (its grade changed) or unchanged."""
+
+    school_id: str
+    received: int
+    created: int
+    updated: int
+    unchanged: int
+
+
+class StudentOut(BaseModel):
+    """A student as the operator sees it. An erased student is a tombstone: no roster code, ever again."""
+
+    id: str
+    school_id: str
+    registration_number: int
+    """Order of registration (within a school too): allocation's last tie-break."""
+    roster_code: str | None
+    grade: str
+    status: Literal["active", "inactive", "erased"]
+    created_at: datetime
+    updated_at: datetime
+    erased_at: datetime | None
+
+
+class StudentPatch(BaseModel):
+    """`active: false` takes a student out of allocation (left the school, served elsewhere); `true` brings
+    them back. Fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_absent_not_null)
+    active: Annotated[bool, Field(strict=True)] | None = None
+    grade: Grade | None = None
+
+    @field_validator("active", "grade", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        return _present(value)
+
+
+class StudentLookupIn(BaseModel):
+    """Find a student by the school's roster code (sent in a body, never in a URL that logs would keep)."""
+
+    model_config = ConfigDict(extra="forbid")
+    roster_code: RosterCode
