@@ -5,8 +5,10 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app.api_keys.endpoints import router as api_keys
 from app.core.clock import Clock, SystemClock
@@ -28,9 +30,14 @@ from app.logistics.endpoints import router as logistics_partners
 from app.merchants.endpoints import router as merchants
 from app.platforms.endpoints import router as platforms
 from app.platforms.service import WebhookSecretCache
+from app.reports.endpoints import router as reports
+from app.reports.service import TransparencyReport
 from app.settlement.endpoints import router as settlement
 from app.settlement.endpoints import stripe_webhooks
 from app.settlement.stripe_gateway import StripeGateway
+from app.web.endpoints import router as web_pages
+from app.web.security import SecurityHeaders
+from app.web.templating import STATIC
 
 API_VERSION = "0.1.0"
 
@@ -53,6 +60,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             concurrency=settings.ingest_concurrency,
         )
         app.state.order_inbox.start()
+        app.state.transparency = TransparencyReport(
+            app.state.sessionmaker,
+            app.state.clock,
+            refresh=timedelta(seconds=settings.transparency_refresh_seconds),
+            window=timedelta(days=settings.return_window_days),
+            base_currency=settings.base_currency,
+        )
         app.state.stripe = (
             StripeGateway(
                 api_key=settings.stripe_api_key.get_secret_value(),
@@ -66,6 +80,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             yield
         finally:
             await app.state.order_inbox.stop()
+            await app.state.transparency.close()
             if app.state.stripe is not None:
                 await app.state.stripe.close()
             await engine.dispose()
@@ -87,6 +102,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     install_error_handlers(app)
     install_openapi(app)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestObservation)
 
     app.include_router(webhooks)  # the hottest path, matched first
@@ -100,6 +116,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(donations)
     app.include_router(ledger)
     app.include_router(settlement)
+    app.include_router(reports)
+    app.include_router(web_pages)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     stripe_api_base: Annotated[str | None, Field(validation_alias=AliasChoices("STRIPE_API_BASE"))] = None
     stripe_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 20.0
 
+    # Public transparency report: figures are recomputed in the background once they are this old (0: on
+    # every read, before answering).
+    transparency_refresh_seconds: Annotated[int, Field(ge=0, le=24 * 3600)] = 60
+    # Web pages: how long a merchant's dashboard session lasts, and the Stripe.js the billing page loads.
+    web_session_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 8
+    stripe_js_url: str = "https://js.stripe.com/v3/"
+
     # Key(s) that encrypt secrets at rest, held outside the database: comma-separated Fernet keys, newest
     # first. Unset: a key file under `data_dir` is created and used (fine for a laptop, not for production).
     data_key: SecretStr | None = None
@@ -87,6 +94,13 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value or None
+
+    @field_validator("stripe_js_url")
+    @classmethod
+    def _script_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("must be an https URL (http only on 127.0.0.1 or localhost, for tests)")
+        return value
 
     @model_validator(mode="after")
     def _production_keeps_keys_outside(self) -> Settings:

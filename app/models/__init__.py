@@ -14,10 +14,12 @@ from app.models.order import Order
 from app.models.order_refund import OrderRefund
 from app.models.platform import Platform
 from app.models.platform_webhook_secret import PlatformWebhookSecret
+from app.models.report_summary import ReportSummary
 from app.models.settlement_run import SettlementRun
 from app.models.statement import Statement
 from app.models.statement_line import StatementLine
 from app.models.stripe_event import StripeEvent
+from app.models.web_session import WebSession
 from app.models.webhook_anomaly import WebhookAnomaly
 from app.models.webhook_delivery import WebhookDelivery
 
@@ -36,10 +38,12 @@ __all__ = [
     "OrderRefund",
     "Platform",
     "PlatformWebhookSecret",
+    "ReportSummary",
     "SettlementRun",
     "Statement",
     "StatementLine",
     "StripeEvent",
+    "WebSession",
     "WebhookAnomaly",
     "WebhookDelivery",
 ]
