@@ -48,17 +48,20 @@ ORDER_STAGES = ("pledged", "final", "billed", "collected", "reversed")
 def suppress_small_counts(cells: Sequence[int], total: int) -> tuple[list[Count], Count]:
     """Show a table of counts and its total so that no count from 1 to 4 can be read or worked out.
 
-    Counts from 1 to 4 become "<5" (an empty cell stays 0). If exactly one cell is hidden while the total shows,
-    it could be recovered by subtraction, so the smallest other cell is hidden too — or, with no other cell, the
-    total. A total from 1 to 4 is hidden as well."""
+    Counts from 1 to 4 become "<5" (an empty cell stays 0). With the total shown, the hidden cells' sum can be
+    worked out by subtraction, so while it is below five more cells are hidden (the smallest that lifts it to
+    five, else the largest) — or, with none left, the total. A total from 1 to 4 is hidden as well."""
     hidden = [0 < count < SMALL for count in cells]
     total_hidden = 0 < total < SMALL
-    if not total_hidden and sum(hidden) == 1:
+    while not total_hidden and 0 < sum(c for c, h in zip(cells, hidden, strict=True) if h) < SMALL:
+        shortfall = SMALL - sum(c for c, h in zip(cells, hidden, strict=True) if h)
         shown = [i for i, is_hidden in enumerate(hidden) if not is_hidden]
-        if shown:
-            hidden[min(shown, key=lambda i: (cells[i], i))] = True
-        else:
+        if not shown:
             total_hidden = True
+            break
+        enough = [i for i in shown if cells[i] >= shortfall]
+        pick = min(enough, key=lambda i: (cells[i], i)) if enough else max(shown, key=lambda i: (cells[i], -i))
+        hidden[pick] = True
     return (
         [SMALL_COUNT if is_hidden else count for count, is_hidden in zip(cells, hidden, strict=True)],
         SMALL_COUNT if total_hidden else total,

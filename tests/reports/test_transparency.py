@@ -69,12 +69,13 @@ async def test_programme_totals_for_the_public(reported_programme: Programme) ->
     assert report["base_currency"] == "USD"
     assert report["merchants_taking_part"] == "<5"  # three merchants
     assert report["orders"] == 13
-    # pledged 1 (T-8), final 2 (pens), billed 0, collected 9, reversed 1 (T-6): every count 1–4 is hidden.
+    # pledged 1 (T-8), final 2 (pens), billed 0, collected 9, reversed 1 (T-6): every count 1–4 is hidden, and
+    # as those three would add up to 13 - 9 = 4, the 9 is hidden too.
     assert {c["stage"]: c["orders"] for c in report["orders_by_stage"]} == {
         "pledged": "<5",
         "final": "<5",
         "billed": 0,
-        "collected": 9,
+        "collected": "<5",
         "reversed": "<5",
     }
     cny, usd = report["money_by_stage"]
@@ -113,8 +114,9 @@ async def test_programme_totals_for_the_public(reported_programme: Programme) ->
     assert report["reached_pool_share_bps"] == 9179  # 615 / 670
     assert report["rates"] == [{"currency": "CNY", "rate": "0.14"}]
     assert report["not_valued"] == []
+    # 9, 3 and 1 orders: 3 + 1 could be worked out from the total, so the 9 is hidden as well.
     assert [(m["month"], m["orders"]) for m in report["by_month"]] == [
-        ("2026-07", 9),
+        ("2026-07", "<5"),
         ("2026-08", "<5"),
         ("2026-09", "<5"),
     ]
@@ -205,6 +207,14 @@ async def test_the_report_takes_no_key_and_no_unknown_parameters(reported_progra
     ).status_code == 200
 
 
+def test_small_counts_examples() -> None:
+    assert suppress_small_counts([120, 37, 0], 157) == ([120, 37, 0], 157)
+    assert suppress_small_counts([120, 3, 40], 163) == ([120, "<5", "<5"], 163)  # 40 hides the 3
+    assert suppress_small_counts([1, 1, 20], 22) == (["<5", "<5", "<5"], 22)  # 1 + 1 alone would tell
+    assert suppress_small_counts([3], 3) == (["<5"], "<5")
+    assert suppress_small_counts([2, 0], 2) == (["<5", 0], "<5")
+
+
 @given(st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=8))
 def test_no_small_count_can_be_read_or_worked_out(cells: list[int]) -> None:
     shown, total = suppress_small_counts(cells, sum(cells))
@@ -215,7 +225,9 @@ def test_no_small_count_can_be_read_or_worked_out(cells: list[int]) -> None:
             assert cell == "<5"
     if total != "<5":
         assert total == sum(cells)
-        # With the total shown, hidden cells are never alone: subtraction gives only their sum.
-        assert len(hidden) != 1
+        # With the total shown, subtraction gives the hidden cells' sum: never a small count, never one cell's.
+        hidden_sum = sum(cells[i] for i in hidden)
+        assert hidden_sum == 0 or hidden_sum >= SMALL
+        assert len(hidden) != 1 or cells[hidden[0]] >= SMALL
     if all(c == 0 for c in cells):
         assert shown == cells and total == 0
