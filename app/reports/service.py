@@ -60,7 +60,9 @@ def suppress_small_counts(cells: Sequence[int], total: int) -> tuple[list[Count]
             total_hidden = True
             break
         enough = [i for i in shown if cells[i] >= shortfall]
-        pick = min(enough, key=lambda i: (cells[i], i)) if enough else max(shown, key=lambda i: (cells[i], -i))
+        pick = (
+            min(enough, key=lambda i: (cells[i], i)) if enough else max(shown, key=lambda i: (cells[i], -i))
+        )
         hidden[pick] = True
     return (
         [SMALL_COUNT if is_hidden else count for count, is_hidden in zip(cells, hidden, strict=True)],

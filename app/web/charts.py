@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-WIDTH = 480
-LABEL_WIDTH = 150
-VALUE_WIDTH = 96
-ROW = 32
-BAR = 20
+# Drawing units. An SVG scales to its box, so these are small enough that text stays readable on a phone.
+BAR_WIDTH = 360
+COLUMNS_WIDTH = 400
+ROW = 48  # a bar row: its label and value on one line, the bar under them
+BAR = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,7 @@ class LegendItem:
 @dataclass(frozen=True, slots=True)
 class Chart:
     id: str
+    kind: str  # bars | columns | funnel: the page styles each kind's size
     title: str
     width: int
     height: int
@@ -80,6 +81,7 @@ class BarItem:
     value: int | None
     """None: not shown (a hidden small count); the row keeps its label and `display`."""
     display: str
+    css: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,25 +91,28 @@ class Series:
     values: list[int]
 
 
-def _fit(text: str, limit: int = 22) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _bar_rows(
+    items: Sequence[BarItem], *, top: int, centred: bool, css: str
+) -> tuple[list[Rect], list[Label], int]:
+    rects, labels = [], []
+    for row, item in enumerate(items):
+        y = row * ROW
+        labels.append(Label(0, y + 17, item.label))
+        labels.append(Label(BAR_WIDTH, y + 17, item.display, "end", "value"))
+        length = BAR_WIDTH * (item.value or 0) / top if top else 0
+        if item.value:
+            x = (BAR_WIDTH - length) / 2 if centred else 0
+            rects.append(
+                Rect(x, y + 24, max(length, 2), BAR, item.css or css, f"{item.label}: {item.display}")
+            )
+    return rects, labels, len(items) * ROW
 
 
 def bar_chart(chart_id: str, title: str, items: Sequence[BarItem], table: Table, *, css: str = "s0") -> Chart:
-    """One horizontal bar per item, longest for the largest value."""
+    """One horizontal bar per item, longest for the largest value; a value of None draws no bar."""
     top = max((item.value or 0 for item in items), default=0)
-    plot = WIDTH - LABEL_WIDTH - VALUE_WIDTH
-    rects, labels = [], []
-    for row, item in enumerate(items):
-        y = row * ROW + 6
-        labels.append(Label(0, y + BAR - 5, _fit(item.label)))
-        length = plot * (item.value or 0) / top if top else 0
-        if item.value:
-            rects.append(Rect(LABEL_WIDTH, y, max(length, 1.5), BAR, css, f"{item.label}: {item.display}"))
-        labels.append(Label(LABEL_WIDTH + length + 6, y + BAR - 5, item.display, css="value"))
-    return Chart(
-        chart_id, title, WIDTH, len(items) * ROW + 8, table, rects, labels, empty=top == 0 and not items
-    )
+    rects, labels, height = _bar_rows(items, top=top, centred=False, css=css)
+    return Chart(chart_id, "bars", title, BAR_WIDTH, height, table, rects, labels, empty=not items)
 
 
 def _nice_step(top: int, steps: int = 4) -> int:
@@ -128,8 +133,8 @@ def stacked_columns(
     table: Table,
 ) -> Chart:
     """One column per period, its series stacked bottom-up in the order given, on a labelled value axis."""
-    height, axis, bottom, top_pad = 260, 84, 28, 10
-    plot_w, plot_h = WIDTH - axis, height - bottom - top_pad
+    width, height, axis, bottom, top_pad = COLUMNS_WIDTH, 260, 84, 28, 10
+    plot_w, plot_h = width - axis, height - bottom - top_pad
     totals = [sum(s.values[i] for s in series) for i in range(len(periods))]
     top = max(totals, default=0)
     step = _nice_step(top) if top > 0 else 1
@@ -137,11 +142,11 @@ def stacked_columns(
     rects, labels, rules = [], [], []
     for tick in range(5):
         y = top_pad + plot_h - plot_h * tick / 4
-        rules.append(Rule(axis, y, WIDTH, y, "grid" if tick else "axis"))
+        rules.append(Rule(axis, y, width, y, "grid" if tick else "axis"))
         labels.append(Label(axis - 6, y + 4, display(step * tick), "end", "tick"))
     slot = plot_w / max(len(periods), 1)
     column = min(slot * 0.7, 56)
-    every = max(1, -(-len(periods) // 8))  # at most 8 period labels, so they never overlap
+    every = max(1, -(-len(periods) // 6))  # at most 6 period labels, so they never overlap
     for i, period in enumerate(periods):
         x = axis + slot * i + (slot - column) / 2
         y = top_pad + plot_h
@@ -156,8 +161,9 @@ def stacked_columns(
             labels.append(Label(x + column / 2, height - 8, period, "middle", "tick"))
     return Chart(
         chart_id,
+        "columns",
         title,
-        WIDTH,
+        width,
         height,
         table,
         rects,
@@ -168,17 +174,8 @@ def stacked_columns(
     )
 
 
-def funnel(chart_id: str, title: str, steps: Sequence[BarItem], table: Table) -> Chart:
+def funnel(chart_id: str, title: str, steps: Sequence[BarItem], table: Table, *, css: str = "s0") -> Chart:
     """Steps as centred bars, each as wide as its share of the first step."""
     first = steps[0].value if steps and steps[0].value else 0
-    plot = WIDTH - LABEL_WIDTH - VALUE_WIDTH
-    rects, labels = [], []
-    for row, step in enumerate(steps):
-        y = row * ROW + 6
-        labels.append(Label(0, y + BAR - 5, _fit(step.label)))
-        length = plot * (step.value or 0) / first if first else 0
-        if step.value:
-            x = LABEL_WIDTH + (plot - length) / 2
-            rects.append(Rect(x, y, max(length, 1.5), BAR, f"s{row % 6}", f"{step.label}: {step.display}"))
-        labels.append(Label(WIDTH, y + BAR - 5, step.display, "end", "value"))
-    return Chart(chart_id, title, WIDTH, len(steps) * ROW + 8, table, rects, labels, empty=first == 0)
+    rects, labels, height = _bar_rows(steps, top=first, centred=True, css=css)
+    return Chart(chart_id, "funnel", title, BAR_WIDTH, height, table, rects, labels, empty=first == 0)

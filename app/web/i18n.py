@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -102,4 +102,5 @@ class Formatter:
         return format_skeleton("yMMM", date(int(year), int(number), 1), locale=self.language)
 
     def timestamp(self, value: datetime) -> str:
-        return format_datetime(value, "medium", tzinfo=value.tzinfo, locale=self.language)
+        """An instant in UTC, e.g. "Nov 29, 2026, 8:52:20 AM UTC"."""
+        return format_datetime(value, "medium", tzinfo=UTC, locale=self.language) + " UTC"
