@@ -108,6 +108,18 @@ async def summary(session: AsyncSession, name: str) -> ReportSummary | None:
     return await session.scalar(select(ReportSummary).where(ReportSummary.name == name))
 
 
+async def summary_version(session: AsyncSession, name: str) -> tuple[str, datetime, datetime] | None:
+    """The stored figures' ETag and times, without their body."""
+    row = (
+        await session.execute(
+            select(ReportSummary.etag, ReportSummary.updated_at, ReportSummary.checked_at).where(
+                ReportSummary.name == name
+            )
+        )
+    ).first()
+    return (row[0], row[1], row[2]) if row else None
+
+
 async def try_lock_refresh(session: AsyncSession, name: str, *, wait: bool) -> bool:
     """One refresher per report at a time, across processes (released when the transaction ends)."""
     key = func.hashtextextended("report:" + name, 0)

@@ -1,15 +1,17 @@
 """The figures behind the public report and the merchant dashboard, and how the public summary is kept current.
 
 The public summary is an aggregate over every order, so it is never computed while a client waits (except the
-very first time): `TransparencyReport` serves the last computed figures from `report_summaries` and, once they
-are older than `G4G_TRANSPARENCY_REFRESH_SECONDS`, recomputes them in the background (one refresher at a time
-across all processes). Figures that did not change keep their ETag and `updated_at`."""
+very first time): `TransparencyReport` serves the last computed figures from `report_summaries` (each process
+keeps a copy, checked against the row at most once a second) and, once they are older than
+`G4G_TRANSPARENCY_REFRESH_SECONDS`, recomputes them in the background (one refresher at a time across all
+processes). Figures that did not change keep their ETag and `updated_at`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ from app.reports.schemas import (
 log = structlog.get_logger("g4g.reports")
 
 TRANSPARENCY = "transparency"
+# How long a process serves its copy of the figures before looking at the shared row again.
+RECHECK_SECONDS = 1.0
 SMALL = 5  # counts below this are shown as "<5"
 MONEY_FIELDS = ("pledged", "final", "billed", "collected", "in_pool", "reversed")
 ORDER_STAGES = ("pledged", "final", "billed", "collected", "reversed")
@@ -286,20 +290,38 @@ class TransparencyReport:
         self._window = window
         self._base_currency = base_currency
         self._background: asyncio.Task[Snapshot | None] | None = None
+        self._held: Snapshot | None = None
+        self._held_since = 0.0
 
     async def current(self) -> Snapshot:
-        """The figures to serve now."""
-        async with self._sessionmaker() as session:
-            row = await repository.summary(session, TRANSPARENCY)
-        if row is None or self.refresh_interval <= timedelta(0):
+        """The figures to serve now: this process's copy, checked against the shared row at most once a second
+        (its body is read again only when its ETag changed)."""
+        if self.refresh_interval <= timedelta(0):
             snapshot = await self.refresh(wait=True)
             assert snapshot is not None
             return snapshot
-        if self._clock.now() - row.checked_at >= self.refresh_interval and (
-            self._background is None or self._background.done()
-        ):
+        held = self._held
+        if held is None or time.monotonic() - self._held_since >= RECHECK_SECONDS:
+            held = await self._shared(held) or await self.refresh(wait=True)
+            assert held is not None
+            self._remember(held)
+        if self._clock.now() - held.checked_at >= self.refresh_interval and not self.refreshing:
             self._background = asyncio.create_task(self._refresh_quietly())
-        return Snapshot(row.body.encode(), row.etag, row.updated_at, row.checked_at)
+        return held
+
+    async def _shared(self, held: Snapshot | None) -> Snapshot | None:
+        async with self._sessionmaker() as session:
+            version = await repository.summary_version(session, TRANSPARENCY)
+            if version is None:
+                return None
+            etag, updated_at, checked_at = version
+            if held is not None and held.etag == etag:
+                return Snapshot(held.body, etag, updated_at, checked_at)
+            row = await repository.summary(session, TRANSPARENCY)
+        return Snapshot(row.body.encode(), row.etag, row.updated_at, row.checked_at) if row else None
+
+    def _remember(self, snapshot: Snapshot) -> None:
+        self._held, self._held_since = snapshot, time.monotonic()
 
     async def _refresh_quietly(self) -> Snapshot | None:
         try:
@@ -317,7 +339,9 @@ class TransparencyReport:
                 return None
             row = await repository.summary(session, TRANSPARENCY)
             if row is not None and row.checked_at > asked_at:
-                return Snapshot(row.body.encode(), row.etag, row.updated_at, row.checked_at)
+                snapshot = Snapshot(row.body.encode(), row.etag, row.updated_at, row.checked_at)
+                self._remember(snapshot)
+                return snapshot
             now = self._clock.now()
             # The figures come from one consistent snapshot of the database, read in a transaction of their own.
             async with self._sessionmaker() as reader:
@@ -330,12 +354,15 @@ class TransparencyReport:
             etag = _etag(figures)
             if row is not None and row.etag == etag:
                 await repository.mark_checked(session, TRANSPARENCY, now)
-                return Snapshot(row.body.encode(), row.etag, row.updated_at, now)
-            body = figures.model_dump_json()
-            await repository.save_summary(
-                session, name=TRANSPARENCY, body=body, etag=etag, updated_at=now, checked_at=now
-            )
-            return Snapshot(body.encode(), etag, now, now)
+                snapshot = Snapshot(row.body.encode(), row.etag, row.updated_at, now)
+            else:
+                body = figures.model_dump_json()
+                await repository.save_summary(
+                    session, name=TRANSPARENCY, body=body, etag=etag, updated_at=now, checked_at=now
+                )
+                snapshot = Snapshot(body.encode(), etag, now, now)
+        self._remember(snapshot)  # committed: what this process serves from now on
+        return snapshot
 
     @property
     def refreshing(self) -> bool:
