@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -231,3 +232,41 @@ def test_no_small_count_can_be_read_or_worked_out(cells: list[int]) -> None:
         assert len(hidden) != 1 or cells[hidden[0]] >= SMALL
     if all(c == 0 for c in cells):
         assert shown == cells and total == 0
+
+
+async def test_every_process_serves_the_same_figures(
+    reported_programme: Programme, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes (two reports on one database): what one computes, the other serves with the same ETag once
+    it looks at the shared row again."""
+    p = reported_programme
+    settings = p.app.state.settings
+
+    def process(refresh: timedelta) -> TransparencyReport:
+        return TransparencyReport(
+            p.app.state.sessionmaker,
+            p.clock,
+            refresh=refresh,
+            window=timedelta(days=settings.return_window_days),
+            base_currency=settings.base_currency,
+        )
+
+    # The second never refreshes by itself here: what it serves can only come from the first, through the row.
+    first, second = process(timedelta(seconds=60)), process(timedelta(hours=1))
+    shop = await p.shop("tea", customer=None)
+    await pay(p, shop, "T-1", "CNY", TEA)
+    computed = await first.current()
+    assert (await second.current()).etag == computed.etag  # read from the row, not computed again
+
+    for n in range(2, 7):
+        await pay(p, shop, f"T-{n}", "CNY", TEA)
+    p.clock.advance(timedelta(seconds=61))
+    await first.current()
+    await first.refreshed()
+    fresh = await first.current()
+    assert fresh.figures().orders == 6
+    assert (await second.current()).etag == computed.etag  # its copy, for up to a second
+    monkeypatch.setattr("app.reports.service.RECHECK_SECONDS", 0.0)
+    caught_up = await second.current()
+    assert caught_up.etag == fresh.etag and caught_up.body == fresh.body
+    assert not second.refreshing
