@@ -168,7 +168,7 @@ async def merchant_sign_out(
     if signed_in is not None:
         if not _same_origin(request) or not service.same_secret(signed_in.csrf_token, csrf_token):
             return render(request, language, "merchant/expired.html", {}, status_code=403, private=True)
-        await service.sign_out(session, signed_in.cookie_token)
+        await service.sign_out(session, signed_in)
     response = RedirectResponse("/merchant", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=_https(request))
     return response

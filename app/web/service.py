@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.auth import TOKEN_PREFIX, hash_token
@@ -29,6 +30,8 @@ from app.reports.service import merchant_figures, raised, value_in_base
 from app.web import repository
 from app.web.charts import BarItem, Chart, Series, Table, bar_chart, funnel, stacked_columns
 from app.web.i18n import Formatter
+
+log = structlog.get_logger("g4g.web")
 
 SESSION_COOKIE = "g4g_session"
 SIGN_IN_CSRF_COOKIE = "g4g_csrf"
@@ -70,10 +73,11 @@ def same_secret(expected: str | None, given: str | None) -> bool:
 async def sign_in(session: AsyncSession, token: str, *, now: datetime, lifetime: timedelta) -> str:
     """Open a dashboard session for the merchant whose API key this is; returns the cookie's token."""
     token = token.strip()
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
-        raise SignInRefused
-    key = await repository.live_merchant_key(session, hash_token(token))
+    key = None
+    if token.startswith(TOKEN_PREFIX) and len(token) <= 200:
+        key = await repository.live_merchant_key(session, hash_token(token))
     if key is None or key.merchant_id is None:
+        log.info("web_sign_in_refused")  # never the key itself
         raise SignInRefused
     await repository.end_expired_sessions(session, now)
     cookie_token = secrets.token_urlsafe(32)
@@ -87,6 +91,7 @@ async def sign_in(session: AsyncSession, token: str, *, now: datetime, lifetime:
             expires_at=now + lifetime,
         ),
     )
+    log.info("web_signed_in", merchant_id=key.merchant_id, key_id=key.id)
     return cookie_token
 
 
@@ -100,8 +105,9 @@ async def signed_in(session: AsyncSession, cookie_token: str | None, *, now: dat
     return SignedIn(merchant, web_session.id, cookie_token, web_session.expires_at)
 
 
-async def sign_out(session: AsyncSession, cookie_token: str) -> None:
-    await repository.end_session(session, hash_token(cookie_token))
+async def sign_out(session: AsyncSession, signed: SignedIn) -> None:
+    await repository.end_session(session, hash_token(signed.cookie_token))
+    log.info("web_signed_out", merchant_id=signed.merchant.id, session_id=signed.session_id)
 
 
 # ---- labels ----
