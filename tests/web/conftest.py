@@ -93,9 +93,12 @@ PHONE = {"width": 390, "height": 844}
 
 
 async def screenshot(page: Page, folder: Path, name: str) -> None:
-    """The page at desktop and phone width, whole length."""
+    """The page at desktop and phone width, whole length. At either width nothing may stick out sideways (wide
+    tables scroll inside their own box), so a phone never has to scroll the whole page left and right."""
     for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
         await page.set_viewport_size(size)  # type: ignore[arg-type]
+        page_width = await page.evaluate("document.documentElement.scrollWidth")
+        assert page_width <= size["width"], f"{name} is {page_width}px wide at {label} width"
         path = folder / f"{name}-{label}.png"
         await page.screenshot(path=str(path), full_page=True)
         _screenshots.append(path)
