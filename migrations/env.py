@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -14,6 +14,10 @@ from app.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+
+# Two replicas starting at once both run `g4g migrate`: the second waits for the first, then finds the schema at
+# head and does nothing (without the lock, both create the same types and one fails on a unique violation).
+MIGRATION_LOCK = 0x6734_676D_6967_7261
 
 
 def _url() -> str:
@@ -31,6 +35,7 @@ def _url() -> str:
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
 
+from app.core.migrations import head_revision
 from tests.conftest import DATA_KEY
-from tests.live import LiveServer, g4g_env, run_g4g
+from tests.live import G4G, LiveServer, g4g_env, run_g4g
+from tests.postgres import TestServer
 
 
 def test_a_bad_setting_stops_the_process_with_one_line_naming_it(tmp_path: Path) -> None:
@@ -89,3 +94,33 @@ def test_without_database_url_an_embedded_postgres_keeps_data_across_restarts(tm
     finally:
         second.stop()
     assert not _postgres_running_on(data_dir)
+
+
+def test_two_migrations_at_once_both_succeed(pg_server: TestServer, tmp_path: Path) -> None:
+    """Two replicas starting together both run `g4g migrate` on an empty database: the second waits for the
+    first and then finds nothing to do."""
+    for trial in range(3):
+        name = f"{pg_server.prefix}_migrate_{trial}"
+        url = asyncio.run(pg_server.create_database(name))
+        try:
+            env = g4g_env(DATABASE_URL=url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path))
+            both = [
+                subprocess.Popen(
+                    [G4G, "migrate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                )
+                for _ in range(2)
+            ]
+            results = [(p.communicate(timeout=120)[1], p.returncode) for p in both]
+            assert [code for _, code in results] == [0, 0], results
+            revision = asyncio.run(_schema_revision(pg_server, name))
+            assert revision == head_revision()
+        finally:
+            asyncio.run(pg_server.drop_database(name))
+
+
+async def _schema_revision(pg_server: TestServer, database: str) -> str | None:
+    connection = await asyncpg.connect(pg_server.dsn_for(database))
+    try:
+        return await connection.fetchval("SELECT version_num FROM alembic_version")  # type: ignore[no-any-return]
+    finally:
+        await connection.close()
