@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -11,6 +12,7 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.api_keys.endpoints import router as api_keys
+from app.core.body_limit import BodyAllowance, BodySizeLimit
 from app.core.clock import Clock, SystemClock
 from app.core.database import Database, make_sessionmaker
 from app.core.errors import install_error_handlers
@@ -21,8 +23,8 @@ from app.core.openapi import install_openapi
 from app.core.secrets import cipher_for
 from app.core.settings import Settings, get_settings
 from app.core.strict_query import reject_unknown_query_parameters
+from app.donations.endpoints import MAX_EVENT_BYTES, webhooks
 from app.donations.endpoints import router as donations
-from app.donations.endpoints import webhooks
 from app.donations.inbox import OrderEventInbox
 from app.health.endpoints import router as health
 from app.ledger.endpoints import router as ledger
@@ -102,8 +104,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     install_error_handlers(app)
     install_openapi(app)
+    app.add_middleware(
+        BodySizeLimit,
+        default=settings.max_body_bytes,
+        allowances=[
+            BodyAllowance("POST", re.compile(r"/v1/webhooks/orders/[^/]+"), MAX_EVENT_BYTES),
+            BodyAllowance("POST", re.compile(r"/v1/schools/[^/]+/students"), settings.max_import_bytes),
+        ],
+    )
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(RequestObservation)
+    app.add_middleware(RequestObservation)  # outermost: every answer, a 413 included, gets a request id
 
     app.include_router(webhooks)  # the hottest path, matched first
     app.include_router(stripe_webhooks)

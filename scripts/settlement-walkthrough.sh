@@ -4,7 +4,8 @@
 #   2) STRIPE_API_KEY=sk_test_local STRIPE_API_BASE=http://127.0.0.1:8420 STRIPE_WEBHOOK_SECRET=whsec_local \
 #      G4G_RETURN_WINDOW_DAYS=0 make run            # window 0: today's orders are final at once
 #   3) bash scripts/settlement-walkthrough.sh
-# It registers a platform and a merchant with a donation rule, gives the merchant a Stripe customer with a card,
+# It registers a platform and a merchant with a donation rule, has the merchant add a card (a SetupIntent the
+# service makes, confirmed the way Stripe.js would confirm it in the merchant's browser),
 # sends one signed order webhook, runs a settlement (billed and charged through Stripe), sets the CNY rate so the
 # collected money enters the pool, and prints the funds and the audit.
 set -e
@@ -18,13 +19,14 @@ MER=$(curl -s -X POST $API/v1/merchants -H "$AUTH" -H 'content-type: application
   -d "{\"platform_id\":\"$PLT\",\"external_id\":\"shop-88\",\"name\":\"Tea House\",\"country\":\"CN\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 curl -s -X PUT $API/v1/merchants/$MER/donation-rule -H "$AUTH" -H 'content-type: application/json' \
   -d '{"rate_bps":150,"fixed_per_unit":[{"amount":2,"currency":"CNY"}]}' > /dev/null
-# A Stripe customer with a card, in localstripe, whose own webhooks also reach us
-CUS=$(curl -s -u sk_test_local: http://127.0.0.1:8420/v1/customers -d name="Tea House" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-PM=$(curl -s -u sk_test_local: http://127.0.0.1:8420/v1/payment_methods/pm_card_visa/attach -d customer=$CUS | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-curl -s -u sk_test_local: http://127.0.0.1:8420/v1/customers/$CUS -d "invoice_settings[default_payment_method]=$PM" > /dev/null
+# localstripe's own webhooks reach us too
 curl -s -X POST http://127.0.0.1:8420/_config/webhooks/g4g -H 'content-type: application/json' \
   -d "{\"url\":\"$API/v1/webhooks/stripe\",\"secret\":\"whsec_local\",\"events\":[\"payment_intent.succeeded\",\"payment_intent.payment_failed\"]}" > /dev/null
-curl -s -X PUT $API/v1/merchants/$MER/billing -H "$AUTH" -H 'content-type: application/json' -d "{\"stripe_customer_id\":\"$CUS\"}"; echo
+# The merchant adds its card: a SetupIntent on the customer the service makes for it, confirmed in Stripe (what
+# Stripe.js does in the browser), then completed.
+SETI=$(curl -s -X POST $API/v1/merchants/$MER/billing/setup-intent -H "$AUTH" | python3 -c 'import json,sys; print(json.load(sys.stdin)["setup_intent_id"])')
+curl -s -u sk_test_local: http://127.0.0.1:8420/v1/setup_intents/$SETI/confirm -d payment_method=pm_card_visa > /dev/null
+curl -s -X POST $API/v1/merchants/$MER/billing/setup-intent/$SETI/complete -H "$AUTH"; echo
 # A signed order webhook, as the platform sends it
 .venv/bin/python - "$API" "$PLT" "$SECRET" <<'PY'
 import json, sys, uuid

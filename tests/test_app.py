@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from sqlalchemy import text
 
@@ -43,3 +45,25 @@ async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert 'g4g_http_requests_total{method="GET",route="/healthz",status="200"}' in response.text
+
+
+def test_every_api_route_reads_json_exactly(app: object) -> None:
+    """A route outside `ExactJsonRoute` would read `999999999999999.99` as the float 1e15 again."""
+    from fastapi.routing import APIRoute
+
+    from app.core.json_body import ExactJsonRoute
+
+    def api_routes(routes: list[Any]) -> list[APIRoute]:
+        found: list[APIRoute] = []
+        for route in routes:
+            if isinstance(route, APIRoute):
+                found.append(route)
+            elif hasattr(route, "original_router"):  # FastAPI keeps an included router whole
+                found += api_routes(route.original_router.routes)
+        return found
+
+    routes = api_routes(app.router.routes)  # type: ignore[attr-defined]
+    assert len(routes) > 20
+    assert all(isinstance(r, ExactJsonRoute) for r in routes), [
+        r.path for r in routes if not isinstance(r, ExactJsonRoute)
+    ]

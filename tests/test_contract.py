@@ -105,9 +105,13 @@ def _meet_rules_the_schema_cannot_state(case: schemathesis.Case, platform_id: st
     the past) are enforced with a 422 the fuzzer would count as "valid data rejected". Bring a generated case
     within them; anything else it sends goes out as generated. (Schemathesis re-checks a modified case.)"""
     label = case.operation.label
+    if case.meta is not None and case.meta.generation.mode.is_negative:
+        return  # invalid on purpose: sent as generated, and must be refused
     if label in ("POST /v1/merchants", "POST /v1/quotes") and isinstance(case.body, dict):
         if case.body.get("platform_id") is None:
             case.body["platform_id"] = platform_id
+    if label == "POST /v1/settlement-runs" and isinstance(case.body, dict):
+        case.body.pop("as_of", None)  # never in the future: the fuzzer can't know "now"
     if label == "GET /v1/orders/{order_id}" and "platform_id" not in (case.query or {}):
         case.query = {**(case.query or {}), "platform_id": platform_id}
     if label == "PUT /v1/merchants/{merchant_id}/donation-rule" and isinstance(case.body, dict):

@@ -9,10 +9,11 @@ from app.core.auth import Authorized, Principal, Role
 from app.core.database import SessionDep
 from app.core.errors import NotFound
 from app.core.idempotency import IdempotencyDep
+from app.core.json_body import ExactJsonRoute
 from app.core.pagination import Page, PageParams, page_of
 from app.core.types import ResourceId
 
-router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"])
+router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"], route_class=ExactJsonRoute)
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreated, operation_id="create_api_key")

@@ -70,6 +70,7 @@ _HTTP_KINDS = {
     404: "not-found",
     405: "method-not-allowed",
     401: "unauthorized",
+    413: "payload-too-large",
     415: "unsupported-media-type",
 }
 

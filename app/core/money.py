@@ -175,6 +175,10 @@ CurrencyCode = Annotated[
 # A quadrillion minor units: far above any real order, far below where JSON clients lose integer precision
 # (2**53 ≈ 9.007e15), so an amount survives a round trip through a JavaScript client unchanged.
 MAX_MINOR_UNITS = 10**15
+# One order line, one order's subtotal, one refund, one order's donation: a trillion minor units (IDR 10 billion,
+# JPY 1 trillion). Bounded tighter than amounts in general so that sums over millions of orders stay far inside
+# a bigint.
+MAX_ORDER_MINOR_UNITS = 10**12
 
 
 class MoneyIn(BaseModel):

@@ -42,6 +42,7 @@ _DESCRIPTIONS = {
     "403": "The key's role may not call this",
     "404": "No such resource, or not the caller's",
     "409": "Conflicts with existing state",
+    "413": "The body is larger than this endpoint accepts",
     "422": "Invalid body or parameters",
     "503": "Not ready",
 }
@@ -78,7 +79,7 @@ def install_openapi(app: FastAPI) -> None:
                 if operation.get("parameters") or operation.get("requestBody"):
                     codes.add("422")
                 if operation.get("requestBody"):
-                    codes.add("400")
+                    codes |= {"400", "413"}
                 if operation.get("security"):
                     codes |= {"401", "403"}
                 if path.startswith("/v1/webhooks/"):

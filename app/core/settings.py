@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     ] = None
     stripe_api_base: Annotated[str | None, Field(validation_alias=AliasChoices("STRIPE_API_BASE"))] = None
     stripe_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 20.0
+    # Request bodies, bounded while they stream (413 beyond): most endpoints, and bulk student imports.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    max_import_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 16 * 1024 * 1024
 
     # Public transparency report: figures are recomputed in the background once they are this old (0: on
     # every read, before answering).

@@ -3,16 +3,14 @@ malformed, becomes a 5xx: anything that isn't a valid signature within tolerance
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from app.core.errors import ProblemError, Unauthorized
-
-
-class MalformedBody(ProblemError):
-    status, kind, title = 400, "malformed-event", "The event body is malformed"
+from app.core.errors import Unauthorized
 
 
 @lru_cache(maxsize=1024)
@@ -20,11 +18,28 @@ def _verifier(secret: str) -> Webhook:
     return Webhook(secret)
 
 
+def _v1_entries(header: str) -> str:
+    """The well-formed `v1,<base64 of 32 bytes>` entries of a signature header. Entries of other versions
+    (`v2`, `v1a,…`) and malformed ones are skipped, not fatal: any one matching entry is enough."""
+    kept = []
+    for entry in header.split(" "):
+        version, _, signature = entry.partition(",")
+        if version != "v1":
+            continue
+        try:
+            if len(base64.b64decode(signature, validate=True)) == 32:
+                kept.append(entry)
+        except (ValueError, binascii.Error):
+            continue
+    return " ".join(kept)
+
+
 def verify_standard_webhook(body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> str:
     """Check `webhook-signature` against each secret (several during a rotation); returns the webhook id.
 
-    The signature may list several space-separated `v1,<base64>` entries; one match with one secret is enough.
-    The timestamp must be within 5 minutes either way (fixed by the package)."""
+    The signature may list several space-separated entries; one `v1` entry matching one secret is enough.
+    The timestamp must be within 5 minutes either way (fixed by the package). A body that isn't UTF-8 can't be
+    JSON and can't be checked (the scheme signs text): it is unauthenticated like any other unverifiable one."""
     wanted = {
         name: headers.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
     }
@@ -32,10 +47,13 @@ def verify_standard_webhook(body: bytes, headers: Mapping[str, str], secrets: Se
         raise Unauthorized("Missing webhook-id, webhook-timestamp or webhook-signature header.")
     if len(wanted["webhook-id"]) > 255:
         raise Unauthorized("webhook-id is too long.")
+    wanted["webhook-signature"] = _v1_entries(wanted["webhook-signature"])
+    if not wanted["webhook-signature"]:
+        raise Unauthorized("No well-formed v1 signature in webhook-signature.")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise MalformedBody("The body is not UTF-8.") from None
+        raise Unauthorized("The body is not UTF-8, so its signature cannot be verified.") from None
     reason = "No matching signature."
     for secret in secrets:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated
 
 import pycountry
@@ -33,10 +34,19 @@ ResourceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")]
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 
 
+_WHOLE_NUMBER_RANGE = 2**63
+
+
 def _exact_whole_number(value: object) -> object:
     """JSON Schema counts 12.0 as the integer 12, so the contract accepts it; 12.5, "12" and true stay errors.
-    Every bound we use is below 2**53, where a JSON number with no fraction is exact."""
-    if isinstance(value, float) and value.is_integer():
+
+    Request bodies arrive with exact numbers (`app.core.json_body`): 12.0 is `Decimal("12.0")`, and
+    999999999999999.99 stays a fraction (refused) instead of rounding to 10**15 as a binary float would."""
+    if isinstance(value, Decimal):
+        if value.is_finite() and value == value.to_integral_value() and abs(value) < _WHOLE_NUMBER_RANGE:
+            return int(value)
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     return value
 

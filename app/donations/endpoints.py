@@ -11,8 +11,9 @@ from pydantic import TypeAdapter
 
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import SessionDep
-from app.core.errors import PROBLEM_MEDIA_TYPE, NotFound, ProblemError, Unauthorized
+from app.core.errors import PROBLEM_MEDIA_TYPE, NotFound, Unauthorized
 from app.core.idempotency import IdempotencyDep
+from app.core.json_body import ExactJsonRoute
 from app.core.pagination import Page, PageParams, page_of
 from app.core.signatures import verify_standard_webhook
 from app.core.types import ResourceId
@@ -31,14 +32,10 @@ from app.donations.schemas import (
 )
 from app.merchants.service import get_visible_merchant
 
-router = APIRouter(prefix="/v1", tags=["donations"])
-webhooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/v1", tags=["donations"], route_class=ExactJsonRoute)
+webhooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=ExactJsonRoute)
 
 MAX_EVENT_BYTES = 256 * 1024
-
-
-class PayloadTooLarge(ProblemError):
-    status, kind, title = 413, "payload-too-large", "The event body is too large"
 
 
 # ---- rules ----
@@ -148,9 +145,7 @@ async def receive_order_event(platform_id: ResourceId, request: Request) -> JSON
     The same webhook id again gets the same answer and changes nothing; the same order, refund or cancellation
     with other content is a 409 and an anomaly for the operator."""
     state = request.app.state
-    body = await request.body()
-    if len(body) > MAX_EVENT_BYTES:
-        raise PayloadTooLarge(f"At most {MAX_EVENT_BYTES} bytes.")
+    body = await request.body()  # at most MAX_EVENT_BYTES: bounded while it streams (app/core/body_limit.py)
     secrets = await state.webhook_secrets.get(platform_id)
     if secrets is None:
         raise NotFound(f"No platform {platform_id}.")
@@ -171,7 +166,7 @@ async def receive_order_event(platform_id: ResourceId, request: Request) -> JSON
 # ---- reads ----
 
 
-@router.get("/orders/{order_id}", response_model=OrderDonationOut, operation_id="get_order_donation")
+@router.get("/orders/{order_id:path}", response_model=OrderDonationOut, operation_id="get_order_donation")
 async def get_order_donation(
     order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")],
     request: Request,

@@ -28,17 +28,18 @@ import asyncpg
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.ids import new_id
-from app.core.money import MAX_MINOR_UNITS
+from app.core.json_body import parse_json
+from app.core.money import MAX_ORDER_MINOR_UNITS
 from app.donations import outcomes, repository
 from app.donations.calculation import Line, base_amount, donation_for, reversed_total
 from app.donations.outcomes import Outcome
-from app.donations.rules import terms_from_stored
+from app.donations.rules import RULE_TERMS
 from app.donations.schemas import OrderCancelled, OrderEvent, OrderPaid, OrderRefunded
 from app.ledger import accounts
 from app.ledger.service import EntryDraft, post, transfer
 
 # Running refund totals stay far inside bigint whatever a platform sends.
-MAX_REFUNDED = 1000 * MAX_MINOR_UNITS
+MAX_REFUNDED = 1000 * MAX_ORDER_MINOR_UNITS
 
 EVENT_ADAPTER: TypeAdapter[OrderPaid | OrderRefunded | OrderCancelled] = TypeAdapter(OrderEvent)
 
@@ -62,19 +63,18 @@ def parse_delivery(platform_id: str, webhook_id: str, body: bytes) -> Delivery:
     """Validate an authentic body. Invalid bodies are still deliveries: they are kept with their 4xx answer."""
     delivery = Delivery(platform_id, webhook_id, body)
     try:
-        delivery.event = EVENT_ADAPTER.validate_json(body)
+        document = parse_json(body)
+    except ValueError as exc:
+        delivery.rejection = outcomes.rejected(f"not JSON: {exc}", status=400, kind="malformed-event")
+        return delivery
+    try:
+        delivery.event = EVENT_ADAPTER.validate_python(document)
     except ValidationError as exc:
         errors = [
             {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()[:20]
         ]
-        malformed = any(e["type"] in ("json_invalid", "json_type") for e in exc.errors())
         first = errors[0] if errors else {"loc": [], "msg": "invalid"}
-        delivery.rejection = outcomes.rejected(
-            f"{'.'.join(first['loc'])}: {first['msg']}",
-            status=400 if malformed else 422,
-            kind="malformed-event" if malformed else "invalid-event",
-            errors=errors,
-        )
+        delivery.rejection = outcomes.rejected(f"{'.'.join(first['loc'])}: {first['msg']}", errors=errors)
     return delivery
 
 
@@ -275,6 +275,9 @@ async def _apply_payments(db: asyncpg.Connection, batch: _Batch, payments: list[
     resolved = await repository.merchants_and_rules(
         db, [(d.platform_id, _paid(d).data.merchant_id, _paid(d).data.placed_at) for d in payments]
     )
+    rule_terms = await RULE_TERMS.terms_for(
+        {row["rule_id"] for row in resolved if row["rule_id"]}, lambda ids: repository.rule_terms(db, ids)
+    )
     candidates: dict[tuple[str, str], tuple[Delivery, repository.NewOrder]] = {}
     followers: list[tuple[Delivery, bytes]] = []
     for d, row in zip(payments, resolved, strict=True):
@@ -289,16 +292,15 @@ async def _apply_payments(db: asyncpg.Connection, batch: _Batch, payments: list[
         if order_key in candidates:
             followers.append((d, content_hash))
             continue
-        terms = (
-            terms_from_stored(row["rate_bps"], row["fixed_per_unit"], row["sku_overrides"])
-            if row["rule_id"]
-            else None
-        )
+        terms = rule_terms[row["rule_id"]] if row["rule_id"] else None
         lines = [Line(sku=i.sku, quantity=i.quantity, amount=i.amount) for i in data.items]
         donation = donation_for(terms, data.currency, lines)
-        if donation > MAX_MINOR_UNITS:  # e.g. a huge fixed amount × quantity: kept, answered, never a 500
+        if (
+            donation > MAX_ORDER_MINOR_UNITS
+        ):  # e.g. a big fixed amount × quantity: kept, answered, never a 500
             batch.settle(
-                d, outcomes.rejected(f"the donation ({donation}) exceeds {MAX_MINOR_UNITS} minor units.")
+                d,
+                outcomes.rejected(f"the donation ({donation}) exceeds {MAX_ORDER_MINOR_UNITS} minor units."),
             )
             continue
         candidates[order_key] = (

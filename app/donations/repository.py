@@ -149,12 +149,11 @@ async def merchants_and_rules(
     return list(
         await db.fetch(
             """
-            SELECT e.i, m.id AS merchant_id, r.id AS rule_id, r.rate_bps,
-                   r.fixed_per_unit::text AS fixed_per_unit, r.sku_overrides::text AS sku_overrides
+            SELECT e.i, m.id AS merchant_id, r.id AS rule_id
             FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS e(p, x, placed_at, i)
             LEFT JOIN merchants m ON m.platform_id = e.p AND m.external_id = e.x
             LEFT JOIN LATERAL (
-                SELECT * FROM donation_rules r
+                SELECT r.id FROM donation_rules r
                 WHERE r.merchant_id = m.id AND r.effective_from <= e.placed_at
                 ORDER BY r.effective_from DESC, r.created_at DESC, r.id DESC LIMIT 1
             ) r ON true
@@ -164,6 +163,35 @@ async def merchants_and_rules(
             [w[1] for w in wanted],
             [w[2] for w in wanted],
         )
+    )
+
+
+async def rule_terms(db: asyncpg.Connection, rule_ids: Sequence[str]) -> list[tuple[str, int, Any, Any]]:
+    """(id, rate_bps, fixed_per_unit JSON, sku_overrides JSON) of rule versions."""
+    records = await db.fetch(
+        """SELECT id, rate_bps, fixed_per_unit::text AS f, sku_overrides::text AS o FROM donation_rules
+           WHERE id = ANY($1::text[])""",
+        list(rule_ids),
+    )
+    return [(r["id"], r["rate_bps"], r["f"], r["o"]) for r in records]
+
+
+async def rule_terms_orm(session: AsyncSession, rule_ids: Sequence[str]) -> list[tuple[str, int, Any, Any]]:
+    """The same as `rule_terms`, through a session (quotes)."""
+    rows = await session.execute(
+        select(
+            DonationRule.id, DonationRule.rate_bps, DonationRule.fixed_per_unit, DonationRule.sku_overrides
+        ).where(DonationRule.id.in_(list(rule_ids)))
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+async def rule_id_in_effect(session: AsyncSession, merchant_id: str, at: datetime) -> str | None:
+    return await session.scalar(
+        select(DonationRule.id)
+        .where(DonationRule.merchant_id == merchant_id, DonationRule.effective_from <= at)
+        .order_by(DonationRule.effective_from.desc(), DonationRule.created_at.desc(), DonationRule.id.desc())
+        .limit(1)
     )
 
 
@@ -324,15 +352,6 @@ async def merchant_by_external_id(
 ) -> Merchant | None:
     return await session.scalar(
         select(Merchant).where(Merchant.platform_id == platform_id, Merchant.external_id == external_id)
-    )
-
-
-async def rule_in_effect(session: AsyncSession, merchant_id: str, at: datetime) -> DonationRule | None:
-    return await session.scalar(
-        select(DonationRule)
-        .where(DonationRule.merchant_id == merchant_id, DonationRule.effective_from <= at)
-        .order_by(DonationRule.effective_from.desc(), DonationRule.created_at.desc(), DonationRule.id.desc())
-        .limit(1)
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from app.core.money import Money
@@ -38,3 +40,35 @@ def stored_from_input(rule: DonationRuleIn) -> tuple[list[dict[str, Any]], list[
     fixed = [m.model_dump() for m in rule.fixed_per_unit]
     overrides = [o.model_dump(exclude_none=True) for o in rule.sku_overrides]
     return fixed, overrides
+
+
+class TermsCache:
+    """Parsed terms by rule version id. A version never changes once stored, so an entry never goes stale; the
+    cache only spares each order and quote the parsing of its merchant's rule (which may hold hundreds of SKU
+    overrides)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._terms: OrderedDict[str, DonationTerms] = OrderedDict()
+
+    async def terms_for(
+        self,
+        rule_ids: Iterable[str],
+        load: Callable[[list[str]], Awaitable[list[tuple[str, int, Any, Any]]]],
+    ) -> dict[str, DonationTerms]:
+        """Terms for each id; `load` fetches (id, rate_bps, fixed_per_unit, sku_overrides) of those not cached."""
+        wanted = set(rule_ids)
+        missing = sorted(wanted - self._terms.keys())
+        if missing:
+            for rule_id, rate_bps, fixed, overrides in await load(missing):
+                self._terms[rule_id] = terms_from_stored(rate_bps, fixed, overrides)
+        found = {}
+        for rule_id in wanted:
+            self._terms.move_to_end(rule_id)
+            found[rule_id] = self._terms[rule_id]
+        while len(self._terms) > self._size:
+            self._terms.popitem(last=False)
+        return found
+
+
+RULE_TERMS = TermsCache()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from app.core.money import MAX_MINOR_UNITS, CurrencyCode, MoneyIn, MoneyOut
+from app.core.money import MAX_ORDER_MINOR_UNITS, CurrencyCode, MoneyOut
 from app.core.types import ExternalId, Instant, ResourceId, WholeNumber
 
 Sku = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -16,15 +16,30 @@ RateBps = Annotated[
 ]
 Quantity = Annotated[int, Field(ge=1, le=1_000_000, strict=True), WholeNumber]
 LineAmount = Annotated[
-    int, Field(ge=0, le=MAX_MINOR_UNITS, strict=True, description="Minor units"), WholeNumber
+    int, Field(ge=0, le=MAX_ORDER_MINOR_UNITS, strict=True, description="Minor units"), WholeNumber
 ]
 RefundAmount = Annotated[
-    int, Field(ge=1, le=MAX_MINOR_UNITS, strict=True, description="Minor units"), WholeNumber
+    int, Field(ge=1, le=MAX_ORDER_MINOR_UNITS, strict=True, description="Minor units"), WholeNumber
 ]
+# Bounds on a rule's size: every quote and order of the merchant applies it.
+MAX_FIXED_AMOUNTS = 10
+MAX_SKU_OVERRIDES = 500
+MAX_FIXED_PER_UNIT = 10**9
+
+
+class FixedAmountIn(BaseModel):
+    """An amount donated per unit sold, on orders in its currency."""
+
+    model_config = ConfigDict(extra="forbid")
+    amount: Annotated[int, Field(ge=0, le=MAX_FIXED_PER_UNIT, strict=True), WholeNumber]
+    currency: CurrencyCode
+
+
+FixedAmounts = Annotated[list[FixedAmountIn], Field(max_length=MAX_FIXED_AMOUNTS)]
 EventRef = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 
 
-def _unique_currencies(amounts: list[MoneyIn], where: str) -> None:
+def _unique_currencies(amounts: list[FixedAmountIn], where: str) -> None:
     currencies = [m.currency for m in amounts]
     if len(set(currencies)) != len(currencies):
         raise ValueError(f"{where}: at most one amount per currency")
@@ -36,7 +51,7 @@ class SkuOverrideIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sku: Sku
     rate_bps: RateBps | None = None
-    fixed_per_unit: Annotated[list[MoneyIn], Field(max_length=50)] | None = None
+    fixed_per_unit: FixedAmounts | None = None
     excluded: bool = False
 
     @model_validator(mode="after")
@@ -52,8 +67,8 @@ class SkuOverrideIn(BaseModel):
 class DonationRuleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rate_bps: RateBps
-    fixed_per_unit: Annotated[list[MoneyIn], Field(max_length=50)] = []
-    sku_overrides: Annotated[list[SkuOverrideIn], Field(max_length=1000)] = []
+    fixed_per_unit: FixedAmounts = []
+    sku_overrides: Annotated[list[SkuOverrideIn], Field(max_length=MAX_SKU_OVERRIDES)] = []
     effective_from: Instant | None = Field(
         default=None, description="When the rule takes effect; default now. Never in the past."
     )
@@ -94,7 +109,16 @@ class LineIn(BaseModel):
     """The line's subtotal after discounts, without tax or shipping, in minor units."""
 
 
-Lines = Annotated[list[LineIn], Field(min_length=1, max_length=500)]
+def _bounded_subtotal(lines: list[LineIn]) -> list[LineIn]:
+    total = sum(line.amount for line in lines)
+    if total > MAX_ORDER_MINOR_UNITS:
+        raise ValueError(
+            f"the lines' amounts add up to {total}, more than {MAX_ORDER_MINOR_UNITS} minor units"
+        )
+    return lines
+
+
+Lines = Annotated[list[LineIn], Field(min_length=1, max_length=500), AfterValidator(_bounded_subtotal)]
 
 
 class QuoteIn(BaseModel):

@@ -11,7 +11,7 @@ from app.core.ids import new_id
 from app.core.money import MoneyOut
 from app.donations import repository
 from app.donations.calculation import Line, donation_for
-from app.donations.rules import stored_from_input, terms_from_stored
+from app.donations.rules import RULE_TERMS, stored_from_input
 from app.donations.schemas import (
     DonationRow,
     DonationRuleIn,
@@ -70,8 +70,7 @@ def rule_out(rule: DonationRule, *, in_effect_id: str | None, now: datetime) -> 
 
 
 async def rule_in_effect_id(session: AsyncSession, merchant_id: str, now: datetime) -> str | None:
-    rule = await repository.rule_in_effect(session, merchant_id, now)
-    return rule.id if rule else None
+    return await repository.rule_id_in_effect(session, merchant_id, now)
 
 
 async def quote(
@@ -87,14 +86,17 @@ async def quote(
     merchant = await repository.merchant_by_external_id(session, platform_id, merchant_external_id)
     if merchant is None:
         raise NotFound(f"No merchant {merchant_external_id!r} on this platform.")
-    rule = await repository.rule_in_effect(session, merchant.id, placed_at)
-    terms = terms_from_stored(rule.rate_bps, rule.fixed_per_unit, rule.sku_overrides) if rule else None
+    rule_id = await repository.rule_id_in_effect(session, merchant.id, placed_at)
+    terms = None
+    if rule_id is not None:
+        found = await RULE_TERMS.terms_for([rule_id], lambda ids: repository.rule_terms_orm(session, ids))
+        terms = found[rule_id]
     lines = [Line(sku=i.sku, quantity=i.quantity, amount=i.amount) for i in items]
     return QuoteOut(
         donation=MoneyOut(amount=donation_for(terms, currency, lines), currency=currency),
         merchant_id=merchant_external_id,
         placed_at=placed_at,
-        rule_id=rule.id if rule else None,
+        rule_id=rule_id,
     )
 
 

@@ -5,9 +5,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.core.errors import problem_response
+from app.core.json_body import ExactJsonRoute
 from app.core.migrations import current_revision
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=ExactJsonRoute)
 
 
 class Health(BaseModel):

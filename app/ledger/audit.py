@@ -114,8 +114,12 @@ async def _balances_match_orders(session: AsyncSession) -> list[dict[str, Any]]:
                FROM ledger_postings WHERE account LIKE 'merchant_%_pledges!_receivable' ESCAPE '!'
                GROUP BY 1, 2),
            domain AS (
-               SELECT merchant_id, currency, sum(donation_amount - reversed_amount) AS balance
-               FROM orders WHERE statement_id IS NULL GROUP BY 1, 2)
+               SELECT merchant_id, currency, sum(balance) AS balance FROM (
+                   SELECT merchant_id, currency, donation_amount - reversed_amount AS balance
+                   FROM orders WHERE statement_id IS NULL
+                   UNION ALL  -- remainders Stripe could not take, waiting for the next statement
+                   SELECT merchant_id, currency, amount FROM statement_carryovers WHERE into_statement_id IS NULL
+               ) pending GROUP BY 1, 2)
            SELECT coalesce(l.merchant_id, d.merchant_id) AS merchant_id, coalesce(l.currency, d.currency) AS currency,
                   coalesce(l.balance, 0) AS ledger, coalesce(d.balance, 0) AS orders
            FROM ledger l FULL JOIN domain d ON l.merchant_id = d.merchant_id AND l.currency = d.currency
@@ -182,6 +186,27 @@ async def _collected_money_is_all_accounted(session: AsyncSession) -> list[dict[
     )
 
 
+async def _carryovers_match_lines(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every remainder carried out of a statement is one carryover of the same amount, and every carryover billed
+    again is a carried-in line of the statement it went into."""
+    return await _rows(
+        session,
+        """WITH lines AS (
+               SELECT statement_id, kind, sum(abs(amount)) AS amount FROM statement_lines
+               WHERE kind IN ('carried_in', 'carried_out') GROUP BY 1, 2),
+           carried AS (
+               SELECT from_statement_id AS statement_id, 'carried_out' AS kind, sum(amount) AS amount
+               FROM statement_carryovers GROUP BY 1
+               UNION ALL
+               SELECT into_statement_id, 'carried_in', sum(amount) FROM statement_carryovers
+               WHERE into_statement_id IS NOT NULL GROUP BY 1)
+           SELECT coalesce(l.statement_id, c.statement_id) AS statement_id, coalesce(l.kind, c.kind) AS kind,
+                  coalesce(l.amount, 0) AS lines, coalesce(c.amount, 0) AS carryovers
+           FROM lines l FULL JOIN carried c ON c.statement_id = l.statement_id AND c.kind = l.kind
+           WHERE coalesce(l.amount, 0) <> coalesce(c.amount, 0)""",
+    )
+
+
 async def _no_half_processed_deliveries(session: AsyncSession) -> list[dict[str, Any]]:
     return await _rows(
         session,
@@ -205,10 +230,15 @@ CHECKS: list[tuple[str, str, Callable[[AsyncSession], Awaitable[list[dict[str, A
     ),
     (
         "balances_match_orders",
-        "each merchant's receivable balance equals its orders' net pledges, never negative",
+        "each merchant's receivable balance equals its unbilled orders' net pledges and carried remainders, >= 0",
         _balances_match_orders,
     ),
     ("statements_sum_lines", "each statement's total is the sum of its lines", _statements_sum_their_lines),
+    (
+        "carryovers_match_lines",
+        "each carried remainder is one carryover out of its statement and, once billed, a line of the next",
+        _carryovers_match_lines,
+    ),
     (
         "settlement_balances",
         "billed receivables equal unpaid statements; credits due equal uncredited reversals",

@@ -4,9 +4,10 @@ from fastapi import APIRouter, Request
 
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import SessionDep
+from app.core.json_body import ExactJsonRoute
 from app.ledger.audit import AuditReport, run_audit
 
-router = APIRouter(prefix="/v1", tags=["ledger"])
+router = APIRouter(prefix="/v1", tags=["ledger"], route_class=ExactJsonRoute)
 
 
 @router.get("/audit", response_model=AuditReport, operation_id="run_audit")

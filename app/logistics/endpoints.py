@@ -6,12 +6,13 @@ from fastapi.responses import JSONResponse
 from app.core.auth import Authorized, Principal, Role, ensure_visible
 from app.core.database import SessionDep
 from app.core.idempotency import IdempotencyDep
+from app.core.json_body import ExactJsonRoute
 from app.core.pagination import Page, PageParams, page_of
 from app.core.types import ResourceId
 from app.logistics import repository, service
 from app.logistics.schemas import LogisticsPartnerCreate, LogisticsPartnerRead
 
-router = APIRouter(prefix="/v1/logistics-partners", tags=["logistics"])
+router = APIRouter(prefix="/v1/logistics-partners", tags=["logistics"], route_class=ExactJsonRoute)
 
 
 @router.post(

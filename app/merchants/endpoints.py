@@ -8,12 +8,13 @@ from fastapi.responses import JSONResponse
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import SessionDep
 from app.core.idempotency import IdempotencyDep
+from app.core.json_body import ExactJsonRoute
 from app.core.pagination import Page, PageParams, page_of
 from app.core.types import ResourceId
 from app.merchants import repository, service
 from app.merchants.schemas import MerchantCreate, MerchantRead
 
-router = APIRouter(prefix="/v1/merchants", tags=["merchants"])
+router = APIRouter(prefix="/v1/merchants", tags=["merchants"], route_class=ExactJsonRoute)
 
 
 @router.post("", status_code=201, response_model=MerchantRead, operation_id="create_merchant")

@@ -17,6 +17,7 @@ from app.models.platform_webhook_secret import PlatformWebhookSecret
 from app.models.report_summary import ReportSummary
 from app.models.settlement_run import SettlementRun
 from app.models.statement import Statement
+from app.models.statement_carryover import StatementCarryover
 from app.models.statement_line import StatementLine
 from app.models.stripe_event import StripeEvent
 from app.models.web_session import WebSession
@@ -41,6 +42,7 @@ __all__ = [
     "ReportSummary",
     "SettlementRun",
     "Statement",
+    "StatementCarryover",
     "StatementLine",
     "StripeEvent",
     "WebSession",

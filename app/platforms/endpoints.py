@@ -8,12 +8,13 @@ from fastapi.responses import JSONResponse
 from app.core.auth import Authorized, Principal, Role, ensure_visible
 from app.core.database import SessionDep
 from app.core.idempotency import IdempotencyDep
+from app.core.json_body import ExactJsonRoute
 from app.core.pagination import Page, PageParams, page_of
 from app.core.types import ResourceId
 from app.platforms import repository, service
 from app.platforms.schemas import PlatformCreate, PlatformRead, PlatformSecretRotated, PlatformWithSecret
 
-router = APIRouter(prefix="/v1/platforms", tags=["platforms"])
+router = APIRouter(prefix="/v1/platforms", tags=["platforms"], route_class=ExactJsonRoute)
 
 
 @router.post("", status_code=201, response_model=PlatformWithSecret, operation_id="create_platform")

@@ -4,21 +4,24 @@ import json
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from app.core.auth import Authorized, Principal, Role
-from app.core.database import SessionDep, driver_connection
-from app.core.errors import NotFound, ProblemError, Unauthorized
+from app.core.database import SessionDep
+from app.core.errors import NotFound, Unauthorized
+from app.core.idempotency import IdempotencyDep
+from app.core.json_body import ExactJsonRoute
 from app.core.money import CurrencyCode, MoneyOut
 from app.core.pagination import Page, PageParams, page_of
 from app.core.types import ResourceId
 from app.merchants.service import get_visible_merchant
-from app.models import FxRate, Order, Statement, StripeEvent
-from app.settlement import repository, service
+from app.models import FxRate, Statement
+from app.settlement import billing, repository, service
 from app.settlement.funds import funds_view
 from app.settlement.schemas import (
+    BankTransferIn,
     BillingProfileIn,
     BillingProfileOut,
     FundsOut,
@@ -26,18 +29,17 @@ from app.settlement.schemas import (
     FxRateOut,
     SettlementRunIn,
     SettlementRunOut,
+    SetupIntentOut,
     StatementLineOut,
     StatementOut,
+    StatementStatus,
     StatementWithLines,
+    StripeBillingIn,
 )
 from app.settlement.stripe_gateway import construct_event
 
-router = APIRouter(prefix="/v1", tags=["settlement"])
-stripe_webhooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-
-
-class StripeNotConfigured(ProblemError):
-    status, kind, title = 503, "stripe-not-configured", "Stripe is not configured on this service"
+router = APIRouter(prefix="/v1", tags=["settlement"], route_class=ExactJsonRoute)
+stripe_webhooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=ExactJsonRoute)
 
 
 def statement_out(statement: Statement) -> StatementOut:
@@ -48,13 +50,30 @@ def statement_out(statement: Statement) -> StatementOut:
         currency=statement.currency,
         as_of=statement.as_of,
         total=MoneyOut(amount=statement.total, currency=statement.currency),
+        billing_method=statement.billing_method,
         status=statement.status,
         payment_attempts=statement.payment_attempts,
         payment_intent_id=statement.payment_intent_id,
         last_payment_error=statement.last_payment_error,
         paid_at=statement.paid_at,
+        paid_via=statement.paid_via,
+        payment_reference=statement.payment_reference,
+        anomaly=statement.anomaly,
         created_at=statement.created_at,
     )
+
+
+# ---- billing profiles ----
+
+
+@router.get(
+    "/merchants/{merchant_id}/billing", response_model=BillingProfileOut, operation_id="get_billing_profile"
+)
+async def get_billing_profile(
+    merchant_id: ResourceId, session: SessionDep, principal: Principal = Authorized(Role.admin, Role.merchant)
+) -> BillingProfileOut:
+    """How the merchant's statements are paid, and the card they are charged to."""
+    return billing.profile_of(await get_visible_merchant(session, principal, merchant_id))
 
 
 @router.put(
@@ -63,13 +82,67 @@ def statement_out(statement: Statement) -> StatementOut:
 async def set_billing_profile(
     merchant_id: ResourceId,
     body: BillingProfileIn,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.admin),
+) -> BillingProfileOut:
+    """Admin only. `bank_transfer`: statements are paid by transfer; `stripe`: link an existing Stripe customer,
+    which Stripe must say belongs to this merchant (metadata `g4g_merchant_id`) and no other merchant uses.
+    Merchants add their card themselves through `…/billing/setup-intent`."""
+    merchant = await get_visible_merchant(session, principal, merchant_id)
+    if isinstance(body, StripeBillingIn):
+        gateway = billing.require_gateway(request.app.state.stripe)
+        merchant = await billing.link_stripe_customer(session, gateway, merchant, body.stripe_customer_id)
+    else:
+        merchant = await billing.use_bank_transfer(session, merchant)
+    return billing.profile_of(merchant)
+
+
+@router.post(
+    "/merchants/{merchant_id}/billing/setup-intent",
+    status_code=201,
+    response_model=SetupIntentOut,
+    operation_id="create_billing_setup_intent",
+    responses={503: {"description": "Stripe is not configured or did not answer"}},
+)
+async def create_billing_setup_intent(
+    merchant_id: ResourceId,
+    request: Request,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    principal: Principal = Authorized(Role.admin, Role.merchant),
+) -> SetupIntentOut | JSONResponse:
+    """Start adding the merchant's card: a Stripe SetupIntent on the customer the service keeps for the merchant.
+    Confirm its `client_secret` with Stripe.js, then call `…/setup-intent/{id}/complete`."""
+    merchant = await get_visible_merchant(session, principal, merchant_id)
+    gateway = billing.require_gateway(request.app.state.stripe)
+
+    async def create() -> SetupIntentOut:
+        return await billing.start_card_setup(session, gateway, merchant)
+
+    return await idempotency.run(principal, create)
+
+
+@router.post(
+    "/merchants/{merchant_id}/billing/setup-intent/{setup_intent_id}/complete",
+    response_model=BillingProfileOut,
+    operation_id="complete_billing_setup_intent",
+    responses={503: {"description": "Stripe is not configured or did not answer"}},
+)
+async def complete_billing_setup_intent(
+    merchant_id: ResourceId,
+    setup_intent_id: Annotated[str, Path(pattern=r"^seti_[A-Za-z0-9]{1,250}$")],
+    request: Request,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin, Role.merchant),
 ) -> BillingProfileOut:
-    """The Stripe customer charged for the merchant's statements (off-session, default payment method)."""
+    """The card the merchant confirmed becomes the one its statements are charged to (as read from Stripe)."""
     merchant = await get_visible_merchant(session, principal, merchant_id)
-    await service.set_billing_profile(session, merchant, body.stripe_customer_id)
-    return BillingProfileOut(merchant_id=merchant.id, stripe_customer_id=merchant.stripe_customer_id)
+    gateway = billing.require_gateway(request.app.state.stripe)
+    return billing.profile_of(await billing.complete_card_setup(session, gateway, merchant, setup_intent_id))
+
+
+# ---- runs and statements ----
 
 
 @router.post(
@@ -78,33 +151,41 @@ async def set_billing_profile(
 async def run_settlement(
     body: SettlementRunIn, request: Request, principal: Principal = Authorized(Role.admin)
 ) -> SettlementRunOut:
-    """Bill final donations on statements (one per merchant and currency), then charge every unpaid statement
-    through Stripe. Re-running never bills an order twice; it charges failed or unanswered statements again."""
+    """Bill final donations on statements (one per merchant and currency), then charge every unpaid Stripe
+    statement. Re-running never bills an order twice; it charges failed or unanswered statements again."""
     state = request.app.state
-    now = state.clock.now()
     settings = state.settings
-    async with state.sessionmaker() as session, session.begin():
-        run, statements, carried = await service.run_settlement(
-            session,
-            as_of=body.as_of or now,
-            now=now,
-            window=timedelta(days=settings.return_window_days),
-            min_invoice=settings.min_invoice,
-        )
-    # Charged after the statements are committed: a charge never happens for a statement that isn't recorded.
-    if state.stripe is not None:
-        await service.charge_due_statements(
-            state.sessionmaker, state.stripe, now=now, base_currency=settings.base_currency
-        )
-    async with state.sessionmaker() as session:
-        fresh = [await session.get(Statement, s.id) for s in statements]
+    run, statements, carried = await service.settle_and_charge(
+        state.sessionmaker,
+        state.stripe,
+        as_of=body.as_of,
+        now=state.clock.now(),
+        window=timedelta(days=settings.return_window_days),
+        min_invoice=settings.min_invoice,
+        base_currency=settings.base_currency,
+    )
     return SettlementRunOut(
         id=run.id,
         as_of=run.as_of,
-        statements=[statement_out(s) for s in fresh if s is not None],
+        statements=[statement_out(s) for s in statements],
         carried_forward=carried,
         created_at=run.created_at,
     )
+
+
+@router.get("/statements", response_model=Page[StatementOut], operation_id="list_statements")
+async def list_statements(
+    session: SessionDep,
+    page: PageParams,
+    status: Annotated[StatementStatus | None, Query()] = None,
+    anomalous: Annotated[bool | None, Query(description="Only statements with an anomaly noted")] = None,
+    principal: Principal = Authorized(Role.admin),
+) -> Page[StatementOut]:
+    """Every statement, oldest first; e.g. `?status=needs_attention` for the operator's queue."""
+    rows = await repository.statements(
+        session, status=status, anomalous=bool(anomalous), after=page.after, limit=page.limit + 1
+    )
+    return page_of([statement_out(s) for s in rows], [s.id for s in rows], page.limit)
 
 
 @router.get(
@@ -134,21 +215,56 @@ async def get_statement(
     if statement is None or (not principal.is_admin and principal.merchant_id != statement.merchant_id):
         raise NotFound(f"No statement {statement_id}.")
     lines = await repository.statement_lines(session, statement.id)
-    external = {
-        o.id: o.external_id
-        for o in await session.scalars(select(Order).where(Order.id.in_([line.order_id for line in lines])))
-    }
     return StatementWithLines(
         **statement_out(statement).model_dump(),
         lines=[
             StatementLineOut(
-                order_id=external[line.order_id],
-                kind=line.kind,
-                amount=MoneyOut(amount=line.amount, currency=statement.currency),
+                order_id=order_id,
+                kind=kind,
+                amount=MoneyOut(amount=amount, currency=statement.currency),
             )
-            for line in lines
+            for order_id, kind, amount in lines
         ],
     )
+
+
+@router.post(
+    "/statements/{statement_id}/payments", response_model=StatementOut, operation_id="record_bank_transfer"
+)
+async def record_bank_transfer(
+    statement_id: ResourceId,
+    body: BankTransferIn,
+    request: Request,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    principal: Principal = Authorized(Role.admin),
+) -> StatementOut | JSONResponse:
+    """A bank transfer paid this statement: it must be the open amount; the statement is then paid exactly as
+    through Stripe. The same transfer again changes nothing; a statement paid by card refuses it."""
+    state = request.app.state
+
+    async def create() -> StatementOut:
+        statement = await service.record_bank_transfer(
+            session,
+            statement_id,
+            reference=body.reference,
+            amount=body.amount.to_money(),
+            now=state.clock.now(),
+            base_currency=state.settings.base_currency,
+        )
+        return statement_out(statement)
+
+    return await idempotency.run(principal, create, status=200)
+
+
+@router.post(
+    "/statements/{statement_id}/reopen", response_model=StatementOut, operation_id="reopen_statement"
+)
+async def reopen_statement(
+    statement_id: ResourceId, session: SessionDep, principal: Principal = Authorized(Role.admin)
+) -> StatementOut:
+    """A statement that needed attention is charged again by the next run, as a new attempt."""
+    return statement_out(await service.reopen(session, statement_id))
 
 
 class StripeWebhookAnswer(BaseModel):
@@ -173,7 +289,7 @@ async def receive_stripe_event(request: Request, session: SessionDep) -> StripeW
     state = request.app.state
     secret = state.settings.stripe_webhook_secret
     if secret is None:
-        raise StripeNotConfigured("Set STRIPE_WEBHOOK_SECRET.")
+        raise billing.StripeNotConfigured("Set STRIPE_WEBHOOK_SECRET.")
     body = await request.body()
     signature = request.headers.get("stripe-signature")
     if not signature:
@@ -186,22 +302,16 @@ async def receive_stripe_event(request: Request, session: SessionDep) -> StripeW
             "Stripe-Signature does not verify (wrong secret, altered body or stale timestamp)."
         ) from None
     event_id = str(payload.get("id", ""))
-    db = await driver_connection(session)
-    inserted = await db.fetchval(
-        """INSERT INTO stripe_events (id, type, payload, outcome) VALUES ($1, $2, $3::jsonb, 'processing')
-           ON CONFLICT (id) DO NOTHING RETURNING id""",
-        event_id,
-        str(payload.get("type", "")),
-        body.decode(),
-    )
-    if inserted is None:
+    if not await repository.claim_stripe_event(session, event_id, str(payload.get("type", "")), body):
         return StripeWebhookAnswer(status="duplicate")
     outcome = await service.apply_stripe_event(
-        session, payload, now=state.clock.now(), base_currency=state.settings.base_currency
+        session,
+        payload,
+        gateway=state.stripe,
+        now=state.clock.now(),
+        base_currency=state.settings.base_currency,
     )
-    event = await session.get(StripeEvent, event_id)
-    assert event is not None
-    event.outcome = outcome
+    await repository.set_stripe_event_outcome(session, event_id, outcome)
     return StripeWebhookAnswer(status="processed", outcome=outcome)
 
 

@@ -36,13 +36,17 @@ async def funds_view(
                     FROM statements GROUP BY currency),
                 u AS (
                     SELECT currency, sum(amount) AS unconverted FROM ledger_postings
-                    WHERE account = :unconverted GROUP BY currency)
-                SELECT coalesce(o.currency, s.currency, u.currency) AS currency,
-                       coalesce(o.pledged, 0) AS pledged, coalesce(o.final, 0) AS final,
+                    WHERE account = :unconverted GROUP BY currency),
+                c AS (  -- remainders Stripe could not take: final, waiting for the next statement
+                    SELECT currency, sum(amount) AS carried FROM statement_carryovers
+                    WHERE into_statement_id IS NULL GROUP BY currency)
+                SELECT coalesce(o.currency, s.currency, u.currency, c.currency) AS currency,
+                       coalesce(o.pledged, 0) AS pledged, coalesce(o.final, 0) + coalesce(c.carried, 0) AS final,
                        coalesce(s.billed, 0) AS billed, coalesce(s.collected, 0) AS collected,
                        coalesce(u.unconverted, 0) AS collected_unconverted, coalesce(o.reversed, 0) AS reversed,
                        coalesce(o.credits_due, 0) AS credits_due
                 FROM o FULL JOIN s ON s.currency = o.currency FULL JOIN u ON u.currency = coalesce(o.currency, s.currency)
+                     FULL JOIN c ON c.currency = coalesce(o.currency, s.currency, u.currency)
                 ORDER BY 1
                 """
             ),

@@ -7,10 +7,10 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
-from app.core.money import MoneyOut
-from app.core.types import Instant
+from app.core.money import MoneyIn, MoneyOut
+from app.core.types import Instant, Name
 
 StripeCustomerId = Annotated[str, StringConstraints(pattern=r"^cus_[A-Za-z0-9]{1,250}$")]
 # Digits with an optional fraction, not all zeros.
@@ -45,14 +45,55 @@ RateString = Annotated[
 ]
 
 
-class BillingProfileIn(BaseModel):
+class StripeBillingIn(BaseModel):
+    """Link an existing Stripe customer (admin only): its metadata must name this merchant
+    (`g4g_merchant_id`), and no other merchant may use it."""
+
     model_config = ConfigDict(extra="forbid")
+    method: Literal["stripe"]
     stripe_customer_id: StripeCustomerId
+
+
+class BankTransferBillingIn(BaseModel):
+    """Statements are paid by bank transfer, recorded by an admin (`POST /v1/statements/{id}/payments`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["bank_transfer"]
+
+
+BillingProfileIn = Annotated[StripeBillingIn | BankTransferBillingIn, Field(discriminator="method")]
+
+
+class PaymentMethodOut(BaseModel):
+    id: str
+    label: str | None
+    """For people, e.g. "visa •••• 4242"."""
 
 
 class BillingProfileOut(BaseModel):
     merchant_id: str
+    method: Literal["stripe", "bank_transfer"] | None
+    """How its statements are paid; null until set up (statements then carry forward)."""
     stripe_customer_id: str | None
+    payment_method: PaymentMethodOut | None
+    """The card statements are charged to, once the merchant has added one."""
+
+
+class SetupIntentOut(BaseModel):
+    """Confirm `client_secret` with Stripe.js (`stripe.confirmCardSetup`), then call `…/complete`."""
+
+    setup_intent_id: str
+    client_secret: str
+    customer_id: str
+    publishable_key: str | None
+
+
+class BankTransferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reference: Name
+    """The transfer's reference as the bank shows it."""
+    amount: MoneyIn
+    """Must equal the statement's open amount."""
 
 
 class SettlementRunIn(BaseModel):
@@ -65,16 +106,27 @@ class CarriedForward(BaseModel):
     merchant_id: str
     currency: str
     total: MoneyOut
-    reason: Literal["below_minimum", "no_billing_profile"]
+    reason: Literal[
+        "below_minimum",
+        "below_stripe_minimum",
+        "no_billing_profile",
+        "exceeds_maximum",
+        "exceeds_stripe_maximum",
+    ]
+    """`below_minimum`: under `G4G_MIN_INVOICE` (or negative); `below_stripe_minimum`: under the smallest charge
+    Stripe takes in the currency; `exceeds_…`: an order's donation alone is more than one statement (or one
+    Stripe charge) may carry; the operator must settle it another way (e.g. bank transfer)."""
 
 
 class StatementLineOut(BaseModel):
     order_id: str
-    kind: Literal["donation", "credit"]
+    kind: Literal["donation", "credit", "carried_in", "carried_out"]
+    """`carried_out`: a remainder Stripe can't take in this currency's units, billed on the next statement as
+    `carried_in`."""
     amount: MoneyOut
 
 
-StatementStatus = Literal["pending_payment", "paid", "payment_failed"]
+StatementStatus = Literal["pending_payment", "paid", "payment_failed", "needs_attention"]
 
 
 class StatementOut(BaseModel):
@@ -84,11 +136,18 @@ class StatementOut(BaseModel):
     currency: str
     as_of: datetime
     total: MoneyOut
+    billing_method: Literal["stripe", "bank_transfer"]
     status: StatementStatus
+    """`needs_attention`: charging again cannot help (see `last_payment_error`); the operator reopens it
+    (`POST /v1/statements/{id}/reopen`) or records a bank transfer."""
     payment_attempts: int
     payment_intent_id: str | None
     last_payment_error: str | None
     paid_at: datetime | None
+    paid_via: Literal["stripe", "bank_transfer"] | None
+    payment_reference: str | None
+    anomaly: str | None
+    """Something about this statement's money the operator must see (e.g. it was paid twice)."""
     created_at: datetime
 
 
@@ -130,8 +189,10 @@ class StageTotals(BaseModel):
 
 
 class NextPackage(BaseModel):
+    package_kind_id: str
     available: MoneyOut
     cost: MoneyOut
+    short_by: MoneyOut
 
 
 class FundsOut(BaseModel):

@@ -9,6 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from app.core.json_body import parse_json
 from app.core.money import (
     KNOWN_CURRENCIES,
     MAX_MINOR_UNITS,
@@ -260,10 +261,27 @@ def test_money_in_refuses_anything_but_an_exact_amount(body: str) -> None:
         MoneyIn.model_validate_json(body)
 
 
-@pytest.mark.parametrize("amount", [12.5, "1999", True, Decimal("12")])
+@pytest.mark.parametrize("amount", [12.5, "1999", True, Decimal("12.5"), Decimal("NaN"), Decimal("1E+30")])
 def test_money_in_refuses_python_values_that_are_not_ints(amount: object) -> None:
     with pytest.raises(ValidationError):
         MoneyIn.model_validate({"amount": amount, "currency": "USD"})
+
+
+@pytest.mark.parametrize(
+    ("text", "amount"),
+    [("12", 12), ("12.0", 12), ("1.2e1", 12), ("1999.000", 1999), ("1e15", 10**15)],
+)
+def test_json_numbers_that_are_whole_are_amounts(text: str, amount: int) -> None:
+    body = f'{{"amount": {text}, "currency": "USD"}}'.encode()
+    assert MoneyIn.model_validate(parse_json(body)).amount == amount
+
+
+@pytest.mark.parametrize("text", ["999999999999999.99", "12.000000000000000001", "1e-400", "NaN", "Infinity"])
+def test_json_numbers_are_never_rounded_into_amounts(text: str) -> None:
+    """A binary float would read 999999999999999.99 as 10**15 and accept it; exact parsing refuses it."""
+    body = f'{{"amount": {text}, "currency": "USD"}}'.encode()
+    with pytest.raises((ValidationError, ValueError)):
+        MoneyIn.model_validate(parse_json(body))
 
 
 def test_currency_code_schema_lists_every_known_currency() -> None:

@@ -22,6 +22,8 @@ from tests.helpers import (
     set_rule,
 )
 
+CURRENCIES = ["CNY", "USD", "EUR", "JPY", "GBP", "IDR", "MYR", "SGD", "THB", "VND", "PHP", "KRW"]
+
 
 async def test_merchant_sets_its_rule_and_reads_the_history(
     client: httpx.AsyncClient, admin: dict[str, str], shop: Shop
@@ -66,10 +68,28 @@ async def test_invalid_rules_are_422_naming_the_field_and_change_nothing(
         ({"rate_bps": 1, "effective_from": "2020-01-01T00:00:00Z"}, "effective_from"),
         ({"rate_bps": 1, "effective_from": "2099-01-01T00:00:00"}, "effective_from"),
         ({}, "rate_bps"),
+        # Bounded: every quote and order of this merchant applies the rule.
+        ({"rate_bps": 1, "fixed_per_unit": [{"amount": 10**9 + 1, "currency": "CNY"}]}, "amount"),
+        (
+            {"rate_bps": 1, "fixed_per_unit": [{"amount": 1, "currency": c} for c in CURRENCIES[:11]]},
+            "fixed_per_unit",
+        ),
+        (
+            {"rate_bps": 1, "sku_overrides": [{"sku": f"S{i}", "rate_bps": 1} for i in range(501)]},
+            "sku_overrides",
+        ),
     ]
     for body, field in cases:
         problem = assert_problem(await client.put(url, json=body, headers=admin), 422, "invalid-request")
         assert field in problem["detail"], (body, problem)
+    # A number a binary float would round to a whole amount is refused, not rounded.
+    exact = b'{"rate_bps": 1, "fixed_per_unit": [{"amount": 999999999.9999999999, "currency": "CNY"}]}'
+    problem = assert_problem(
+        await client.put(url, content=exact, headers=admin | {"content-type": "application/json"}),
+        422,
+        "invalid-request",
+    )
+    assert "amount" in problem["detail"]
     history = (await client.get(f"/v1/merchants/{shop.merchant['id']}/donation-rules", headers=admin)).json()[
         "data"
     ]
@@ -165,3 +185,32 @@ async def test_quote_equals_the_recorded_donation(
     assert (await send_event(client, shop.platform, event)).json() == {"status": "applied"}
     order = (await get_order(client, admin, shop.platform["id"], f"Q-{n}")).json()
     assert order["donation"] == quote.json()["donation"]
+
+
+async def test_the_largest_rule_allowed_keeps_quotes_fast_and_exact(
+    client: httpx.AsyncClient, admin: dict[str, str], shop: Shop
+) -> None:
+    """500 overrides of 10 fixed amounts each: the rule is parsed once per version, so every quote after the
+    first costs what a small rule costs, and gives the same donation the webhook records."""
+    overrides = [
+        {
+            "sku": f"SKU-{i}",
+            "rate_bps": i % 100,
+            "fixed_per_unit": [{"amount": i, "currency": c} for c in CURRENCIES[:10]],
+        }
+        for i in range(500)
+    ]
+    await set_rule(client, admin, shop.merchant["id"], rate_bps=150, sku_overrides=overrides)
+    quote = {
+        "merchant_id": shop.external_id,
+        "currency": "CNY",
+        "items": [{"sku": "SKU-499", "quantity": 2, "amount": 10000}],
+        "platform_id": shop.platform["id"],
+    }
+    first = await client.post("/v1/quotes", json=quote, headers=admin)
+    assert first.status_code == 200, first.text
+    assert first.json()["donation"]["amount"] == 10000 * 99 // 10000 + 2 * 499
+    event = order_paid("BIG-RULE", merchant=shop.external_id, items=quote["items"])
+    assert (await send_event(client, shop.platform, event)).json() == {"status": "applied"}
+    order = await get_order(client, admin, shop.platform["id"], "BIG-RULE")
+    assert order.json()["donation"] == first.json()["donation"]

@@ -127,6 +127,32 @@ BODY_CASES: dict[str, tuple[Callable[[Shop], bytes], int, str]] = {
         "invalid-event",
     ),
     "no items": (lambda shop: _body(shop, items=[]), 422, "invalid-event"),
+    "amount a binary float would round to a whole number": (
+        lambda shop: _body(shop, items=[{"sku": "A", "quantity": 1, "amount": 7777}]).replace(
+            b"7777", b"999999999999999.99"
+        ),
+        422,
+        "invalid-event",
+    ),
+    "line over a trillion minor units": (
+        lambda shop: _body(shop, items=[{"sku": "A", "quantity": 1, "amount": 10**12 + 1}]),
+        422,
+        "invalid-event",
+    ),
+    "order subtotal over a trillion minor units": (
+        lambda shop: _body(
+            shop, items=[{"sku": f"A{i}", "quantity": 1, "amount": 6 * 10**11} for i in range(2)]
+        ),
+        422,
+        "invalid-event",
+    ),
+    "NaN amount": (
+        lambda shop: _body(shop, items=[{"sku": "A", "quantity": 1, "amount": 7777}]).replace(
+            b"7777", b"NaN"
+        ),
+        400,
+        "malformed-event",
+    ),
     "naive placed_at": (lambda shop: _body(shop, placed_at="2026-11-28T10:00:00"), 422, "invalid-event"),
     "unexpected field": (lambda shop: _body(shop, buyer_name="Alice"), 422, "invalid-event"),
     "refund of zero": (
@@ -154,17 +180,49 @@ async def test_authentic_but_invalid_events_are_4xx_and_change_nothing(
     assert (again.status_code, again.json()) == (first.status_code, first.json())
 
 
-async def test_non_utf8_body_is_400(client: httpx.AsyncClient, shop: Shop, app: object) -> None:
+async def test_a_non_utf8_body_is_unauthenticated_like_any_unverifiable_one(
+    client: httpx.AsyncClient, shop: Shop, app: object
+) -> None:
+    """It can't be JSON, and the scheme signs text: whatever its signature header says, it is a 401 (not the 400
+    an authentic-but-malformed event gets) and nothing is kept."""
     before = await _business_state(app)
     body = b'{"type": "order.paid", "x": "\xff\xfe"}'
-    headers = {
-        "webhook-id": "msg_bin",
-        "webhook-timestamp": str(int(datetime.now(UTC).timestamp())),
-        "webhook-signature": "v1,AAAA",
-    }
-    response = await client.post(f"/v1/webhooks/orders/{shop.platform['id']}", content=body, headers=headers)
-    assert_problem(response, 400, "malformed-event")
+    for signature in ("v1,AAAA", "v1," + "A" * 43 + "="):
+        headers = {
+            "webhook-id": "msg_bin",
+            "webhook-timestamp": str(int(datetime.now(UTC).timestamp())),
+            "webhook-signature": signature,
+        }
+        response = await client.post(
+            f"/v1/webhooks/orders/{shop.platform['id']}", content=body, headers=headers
+        )
+        assert_problem(response, 401, "unauthorized")
     assert await _business_state(app) == before
+    assert await _deliveries(app) == 0
+
+
+async def _deliveries(app: object) -> int:
+    async with app.state.engine.connect() as connection:  # type: ignore[attr-defined]
+        return int((await connection.execute(text("SELECT count(*) FROM webhook_deliveries"))).scalar_one())
+
+
+async def test_any_matching_v1_entry_counts_whatever_else_the_header_lists(
+    client: httpx.AsyncClient, shop: Shop
+) -> None:
+    """Standard Webhooks: the header may list several entries, of other versions too; one match is enough."""
+    for n, noise in enumerate(("v2", "v2,abc", "v1a,xyz", "v1,!!!", "v1,AAAA", "garbage")):
+        body = json.dumps(order_paid(f"V-{n}", merchant=shop.external_id)).encode()
+        headers = _signed(shop, body)
+        for signature in (
+            f"{noise} {headers['webhook-signature']}",
+            f"{headers['webhook-signature']} {noise}",
+        ):
+            response = await client.post(
+                f"/v1/webhooks/orders/{shop.platform['id']}",
+                content=body,
+                headers=headers | {"webhook-signature": signature},
+            )
+            assert response.status_code == 200, (noise, response.text)
 
 
 async def test_several_signatures_and_both_secrets_during_a_rotation(
@@ -223,7 +281,7 @@ async def test_a_donation_too_large_to_hold_is_refused_not_a_500(
     from tests.helpers import set_rule
 
     await set_rule(
-        client, admin, shop.merchant["id"], rate_bps=0, fixed_per_unit=[{"amount": 10**15, "currency": "CNY"}]
+        client, admin, shop.merchant["id"], rate_bps=0, fixed_per_unit=[{"amount": 10**9, "currency": "CNY"}]
     )
     before = await _business_state(app)
     items = [{"sku": "A", "quantity": 1_000_000, "amount": 1}]
@@ -232,3 +290,28 @@ async def test_a_donation_too_large_to_hold_is_refused_not_a_500(
     )
     assert_problem(response, 422, "invalid-event")
     assert await _business_state(app) == before
+
+
+async def test_whole_numbers_written_with_a_fraction_are_amounts(
+    client: httpx.AsyncClient, shop: Shop
+) -> None:
+    """JSON Schema's integer: 12800.0 is 12800 (an exact reading, not a float's)."""
+    body = _body(shop, order_id="FLOAT-1", items=[{"sku": "TEA-01", "quantity": 2, "amount": 7777}])
+    response = await client.post(
+        f"/v1/webhooks/orders/{shop.platform['id']}",
+        content=body.replace(b"7777", b"12800.000"),
+        headers=_signed(shop, body.replace(b"7777", b"12800.000")),
+    )
+    assert response.json() == {"status": "applied"}
+
+
+async def test_order_ids_with_slashes_can_be_read_back(
+    client: httpx.AsyncClient, admin: dict[str, str], shop: Shop
+) -> None:
+    event = order_paid("TM/2026/1001", merchant=shop.external_id)
+    assert (await send_event(client, shop.platform, event)).json() == {"status": "applied"}
+    for path in ("/v1/orders/TM/2026/1001", "/v1/orders/TM%2F2026%2F1001"):
+        read = await client.get(path, params={"platform_id": shop.platform["id"]}, headers=admin)
+        assert read.status_code == 200, read.text
+        assert read.json()["order_id"] == "TM/2026/1001" and read.json()["donation"]["amount"] == 196
+    assert (await get_order(client, admin, shop.platform["id"], "TM/2026")).status_code == 404

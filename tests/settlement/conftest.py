@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from tests.helpers import create_merchant, create_platform, create_token_directl
 from tests.stripe_server import LocalStripe, close_stripe_client, stripe_client
 
 STRIPE_WEBHOOK_SECRET = "whsec_settlement_tests"
+# Past the default return window: what was placed before it is final.
+WINDOW = timedelta(days=30, seconds=1)
 
 
 @pytest.fixture(scope="session")
@@ -53,12 +55,7 @@ class Programme:
             fixed_per_unit=[{"amount": 2, "currency": "CNY"}],
         )
         if customer is not None:
-            response = await self.client.put(
-                f"/v1/merchants/{merchant['id']}/billing",
-                json={"stripe_customer_id": customer},
-                headers=self.admin,
-            )
-            assert response.status_code == 200, response.text
+            await link_customer(self.client, self.admin, self.stripe, merchant["id"], customer)
         return merchant
 
     async def settle(self, **body: Any) -> dict[str, Any]:
@@ -83,6 +80,24 @@ class Programme:
         )
 
 
+async def link_customer(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    stripe_client: stripe.StripeClient,
+    merchant_id: str,
+    customer_id: str,
+) -> None:
+    """What an operator does to bill a merchant through an existing customer: the customer's metadata names the
+    merchant (in Stripe), then an admin links it."""
+    await stripe_client.v1.customers.update_async(customer_id, {"metadata": {"g4g_merchant_id": merchant_id}})
+    response = await client.put(
+        f"/v1/merchants/{merchant_id}/billing",
+        json={"method": "stripe", "stripe_customer_id": customer_id},
+        headers=admin,
+    )
+    assert response.status_code == 200, response.text
+
+
 def stripe_signature(body: bytes, secret: str, *, at: int | None = None) -> str:
     timestamp = at if at is not None else int(time.time())
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
@@ -90,7 +105,14 @@ def stripe_signature(body: bytes, secret: str, *, at: int | None = None) -> str:
 
 
 def payment_intent_event(
-    event_id: str, kind: str, statement_id: str, *, attempt: int = 1, amount: int = 0
+    event_id: str,
+    kind: str,
+    statement_id: str,
+    *,
+    attempt: int = 1,
+    amount: int = 0,
+    currency: str = "cny",
+    intent_id: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": event_id,
@@ -99,8 +121,9 @@ def payment_intent_event(
         "created": int(time.time()),
         "data": {
             "object": {
-                "id": f"pi_{event_id}",
+                "id": intent_id or f"pi_{event_id}",
                 "object": "payment_intent",
+                "currency": currency,
                 "status": "succeeded" if kind.endswith("succeeded") else "requires_payment_method",
                 "amount": amount,
                 "metadata": {"statement_id": statement_id, "attempt": str(attempt)},

@@ -12,7 +12,13 @@ import pytest
 from sqlalchemy import text
 
 from tests.helpers import assert_problem, audit_ok, get_order, order_paid, order_refunded, send_event
-from tests.settlement.conftest import STRIPE_WEBHOOK_SECRET, Programme, open_programme, payment_intent_event
+from tests.settlement.conftest import (
+    STRIPE_WEBHOOK_SECRET,
+    Programme,
+    link_customer,
+    open_programme,
+    payment_intent_event,
+)
 from tests.stripe_server import (
     LocalStripe,
     WebhookReceiver,
@@ -102,7 +108,13 @@ async def test_stripe_webhooks_are_verified_applied_once_and_agree_with_the_char
     funds_before = await programme.funds()
 
     # The webhook for the same payment arrives after Stripe's own answer: nothing more happens.
-    succeeded = payment_intent_event("evt_1", "payment_intent.succeeded", statement["id"], amount=196)
+    succeeded = payment_intent_event(
+        "evt_1",
+        "payment_intent.succeeded",
+        statement["id"],
+        amount=196,
+        intent_id=statement["payment_intent_id"],
+    )
     answer = await programme.stripe_event(succeeded)
     assert answer.status_code == 200 and answer.json() == {
         "status": "processed",
@@ -176,11 +188,7 @@ async def test_declined_cards_fail_the_statement_and_a_later_run_charges_again(p
     )  # … but it was charged again
 
     good = await create_chargeable_customer(programme.stripe)
-    await programme.client.put(
-        f"/v1/merchants/{shop['id']}/billing",
-        json={"stripe_customer_id": good.customer_id},
-        headers=programme.admin,
-    )
+    await link_customer(programme.client, programme.admin, programme.stripe, shop["id"], good.customer_id)
     await programme.settle()
     paid = (await programme.client.get(f"/v1/statements/{statement['id']}", headers=programme.admin)).json()
     assert (paid["status"], paid["payment_attempts"], paid["total"]["amount"]) == ("paid", 3, 196)
@@ -434,6 +442,11 @@ async def test_a_payment_recorded_elsewhere_meanwhile_is_not_recorded_again(
                 text("UPDATE statements SET status = 'paid' WHERE id = :id"), {"id": statement["id"]}
             )
         assert not await record_payment(
-            session, statement["id"], payment_intent_id="pi_x", now=programme.clock.now(), base_currency="USD"
+            session,
+            statement["id"],
+            via="stripe",
+            payment_intent_id="pi_x",
+            now=programme.clock.now(),
+            base_currency="USD",
         )
     await audit_ok(programme.client, programme.admin)

@@ -36,7 +36,7 @@ from tests.helpers import (
 )
 from tests.machine import ServiceLoop
 from tests.postgres import TestServer
-from tests.settlement.conftest import STRIPE_WEBHOOK_SECRET
+from tests.settlement.conftest import STRIPE_WEBHOOK_SECRET, link_customer
 from tests.stripe_server import (
     LocalStripe,
     close_stripe_client,
@@ -98,12 +98,7 @@ class SettlementLifecycle(RuleBasedStateMachine):
             self.merchants[name] = merchant
 
     async def _billing(self, merchant_id: str, customer: str) -> None:
-        response = await self.w.client.put(
-            f"/v1/merchants/{merchant_id}/billing",
-            json={"stripe_customer_id": customer},
-            headers=self.w.admin,
-        )
-        assert response.status_code == 200, response.text
+        await link_customer(self.w.client, self.w.admin, self.w.stripe, merchant_id, customer)
 
     def _send(self, event: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(event).encode()
