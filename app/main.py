@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 api_key=settings.stripe_api_key.get_secret_value(),
                 api_base=settings.stripe_api_base,
                 timeout=settings.stripe_timeout_seconds,
+                publishable_key=settings.stripe_publishable_key,
             )
             if settings.stripe_api_key is not None
             else None

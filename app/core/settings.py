@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         SecretStr | None, Field(validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET"))
     ] = None
     stripe_api_base: Annotated[str | None, Field(validation_alias=AliasChoices("STRIPE_API_BASE"))] = None
+    # Handed to Stripe.js on the billing page (with a SetupIntent) so a merchant can add its card.
+    stripe_publishable_key: Annotated[
+        str | None,
+        Field(validation_alias=AliasChoices("STRIPE_PUBLISHABLE_KEY"), pattern=r"^pk_[A-Za-z0-9_]+$"),
+    ] = None
     stripe_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 20.0
     # Request bodies, bounded while they stream (413 beyond): most endpoints, and bulk student imports.
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024

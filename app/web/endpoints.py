@@ -7,13 +7,22 @@ from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
+from app.core.auth import Forbidden
 from app.core.database import SessionDep
+from app.core.errors import Unauthorized
 from app.web import service
 from app.web.i18n import LANGUAGE_COOKIE, LANGUAGES, Formatter, choose_language
-from app.web.service import CSRF_FIELD, SESSION_COOKIE, SIGN_IN_CSRF_COOKIE, SignedIn, SignInRefused
+from app.web.service import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    SIGN_IN_CSRF_COOKIE,
+    SignedIn,
+    SignInRefused,
+)
 from app.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -191,3 +200,53 @@ async def merchant_donations_csv(request: Request, language: Language, signed_in
             "Cache-Control": "no-store",
         },
     )
+
+
+# ---- the billing page: the merchant adds its card with Stripe.js ----
+
+
+@router.get("/merchant/billing", response_class=HTMLResponse)
+async def merchant_billing(request: Request, language: Language, signed_in: Merchant) -> Response:
+    if signed_in is None:
+        return RedirectResponse("/merchant", status_code=303)
+    state = request.app.state
+    page = service.billing_page(signed_in.merchant, state.stripe, Formatter(language))
+    context: dict[str, Any] = {
+        "page": page,
+        "csrf_token": signed_in.csrf_token,
+        "csrf_field": CSRF_FIELD,
+        "stripe_js_url": state.settings.stripe_js_url,
+    }
+    # Only this page may load Stripe.js, and only when it offers a card form.
+    stripe_js = state.settings.stripe_js_url if page.publishable_key else None
+    return render(request, language, "merchant/billing.html", context, private=True, stripe_js_url=stripe_js)
+
+
+def _script_caller(request: Request, signed_in: SignedIn | None) -> SignedIn:
+    """The billing page's script: the signed-in merchant, its CSRF token in `X-CSRF-Token`, from this origin."""
+    if signed_in is None:
+        raise Unauthorized("Sign in first.")
+    if not _same_origin(request) or not service.same_secret(
+        signed_in.csrf_token, request.headers.get(CSRF_HEADER)
+    ):
+        raise Forbidden("Missing or wrong CSRF token.")
+    return signed_in
+
+
+@router.post("/merchant/billing/setup-intent")
+async def merchant_card_setup(request: Request, session: SessionDep, signed_in: Merchant) -> dict[str, str]:
+    merchant = _script_caller(request, signed_in).merchant
+    setup = await service.start_card_setup(session, request.app.state.stripe, merchant)
+    return {"setup_intent_id": setup.setup_intent_id, "client_secret": setup.client_secret}
+
+
+@router.post("/merchant/billing/setup-intent/{setup_intent_id}/complete")
+async def merchant_card_setup_complete(
+    setup_intent_id: Annotated[str, Path(pattern=r"^seti_[A-Za-z0-9]{1,250}$")],
+    request: Request,
+    session: SessionDep,
+    signed_in: Merchant,
+) -> dict[str, str | None]:
+    merchant = _script_caller(request, signed_in).merchant
+    profile = await service.complete_card_setup(session, request.app.state.stripe, merchant, setup_intent_id)
+    return {"card": profile.payment_method.label if profile.payment_method else None}

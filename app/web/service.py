@@ -27,6 +27,9 @@ from app.donations.schemas import DonationRuleOut
 from app.models import Merchant, WebSession
 from app.reports.schemas import StageMoney, TransparencyOut
 from app.reports.service import merchant_figures, raised, value_in_base
+from app.settlement import billing
+from app.settlement.schemas import BillingProfileOut, SetupIntentOut
+from app.settlement.stripe_gateway import StripeGateway
 from app.web import repository
 from app.web.charts import BarItem, Chart, Series, Table, bar_chart, funnel, stacked_columns
 from app.web.i18n import Formatter
@@ -36,6 +39,7 @@ log = structlog.get_logger("g4g.web")
 SESSION_COOKIE = "g4g_session"
 SIGN_IN_CSRF_COOKIE = "g4g_csrf"
 CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"  # the same token, sent by the billing page's script
 
 
 # ---- sessions and CSRF ----
@@ -365,6 +369,7 @@ async def dashboard(
         "pending_payment": fmt.gettext("Awaiting payment"),
         "paid": fmt.gettext("Paid"),
         "payment_failed": fmt.gettext("Payment failed"),
+        "needs_attention": fmt.gettext("Needs attention"),
     }
     statements = Table(
         fmt.gettext("Your statements"),
@@ -467,3 +472,45 @@ async def donations_csv(
                 )
             yield out.getvalue()
             after = rows[-1][0].id
+
+
+# ---- the billing page ----
+
+
+@dataclass(frozen=True, slots=True)
+class BillingPage:
+    merchant: Merchant
+    method: str
+    card: str | None
+    publishable_key: str | None
+    """None: this service takes no cards (Stripe not configured), so the page offers none."""
+
+
+def billing_page(merchant: Merchant, gateway: StripeGateway | None, fmt: Formatter) -> BillingPage:
+    profile = billing.profile_of(merchant)
+    methods = {
+        "stripe": fmt.gettext("Your statements are charged to your card through Stripe."),
+        "bank_transfer": fmt.gettext("You pay your statements by bank transfer."),
+        None: fmt.gettext("No way to pay is set up yet: your statements wait until one is."),
+    }
+    return BillingPage(
+        merchant=merchant,
+        method=methods[profile.method],
+        card=profile.payment_method.label if profile.payment_method else None,
+        publishable_key=gateway.publishable_key if gateway is not None else None,
+    )
+
+
+async def start_card_setup(
+    session: AsyncSession, gateway: StripeGateway | None, merchant: Merchant
+) -> SetupIntentOut:
+    """A SetupIntent for the signed-in merchant's own Stripe customer (see `settlement.billing`)."""
+    return await billing.start_card_setup(session, billing.require_gateway(gateway), merchant)
+
+
+async def complete_card_setup(
+    session: AsyncSession, gateway: StripeGateway | None, merchant: Merchant, setup_intent_id: str
+) -> BillingProfileOut:
+    """The card confirmed in the browser becomes the one the merchant's statements are charged to."""
+    gateway = billing.require_gateway(gateway)
+    return billing.profile_of(await billing.complete_card_setup(session, gateway, merchant, setup_intent_id))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import pytest_asyncio
+from playwright.async_api import expect
 
 from tests.conftest import DATA_KEY
 from tests.helpers import order_paid, signed_headers
@@ -49,15 +50,15 @@ async def _seed(site: Site) -> None:
     books (USD, card on file): 5 orders, billed, charged, in the pool;
     pens (CNY, no billing profile): 5 final orders, not billed;
     tea again: one order placed next month, still pledged."""
-    async with open_stripe_client(site.stripe_url) as stripe:
-        tea_customer = (await create_chargeable_customer(stripe)).customer_id
-        books_customer = (await create_chargeable_customer(stripe)).customer_id
-    async with httpx.AsyncClient(base_url=site.url, headers=site.admin, timeout=30) as http:
+    async with (
+        open_stripe_client(site.stripe_url) as stripe,
+        httpx.AsyncClient(base_url=site.url, headers=site.admin, timeout=30) as http,
+    ):
         platform = (await http.post("/v1/platforms", json={"name": "Tmall"})).json()
-        for slug, name, country, customer in (
-            ("tea", "Tea House", "CN", tea_customer),
-            ("books", "Book Nook", "US", books_customer),
-            ("pens", "Pen Pals", "CN", None),
+        for slug, name, country, card_on_file in (
+            ("tea", "Tea House", "CN", True),
+            ("books", "Book Nook", "US", True),
+            ("pens", "Pen Pals", "CN", False),
         ):
             body = {"external_id": slug, "name": name, "country": country, "platform_id": platform["id"]}
             merchant = (await http.post("/v1/merchants", json=body)).json()
@@ -65,11 +66,18 @@ async def _seed(site: Site) -> None:
             assert (
                 await http.put(f"/v1/merchants/{merchant['id']}/donation-rule", json=rule)
             ).status_code == 200
-            if customer:
-                billing = await http.put(
-                    f"/v1/merchants/{merchant['id']}/billing", json={"stripe_customer_id": customer}
+            if (
+                card_on_file
+            ):  # an existing Stripe customer whose metadata names the merchant, linked by the operator
+                customer = (await create_chargeable_customer(stripe)).customer_id
+                await stripe.v1.customers.update_async(
+                    customer, {"metadata": {"g4g_merchant_id": merchant["id"]}}
                 )
-                assert billing.status_code == 200
+                billing = await http.put(
+                    f"/v1/merchants/{merchant['id']}/billing",
+                    json={"method": "stripe", "stripe_customer_id": customer},
+                )
+                assert billing.status_code == 200, billing.text
             key = await http.post(
                 "/v1/api-keys", json={"role": "merchant", "name": slug, "merchant_id": merchant["id"]}
             )
@@ -119,6 +127,8 @@ async def site(
             G4G_TRANSPARENCY_REFRESH_SECONDS="0",
             STRIPE_API_KEY="sk_test_g4g",
             STRIPE_API_BASE=stripe.url,
+            STRIPE_PUBLISHABLE_KEY="pk_test_g4g",
+            # The billing page loads localstripe's stand-in for Stripe.js instead of Stripe's.
             G4G_STRIPE_JS_URL=f"{stripe.url}/js.stripe.com/v3/",
         )
         token = run_g4g(
@@ -316,3 +326,49 @@ async def test_a_merchant_signs_in_sees_its_own_data_exports_csv_and_signs_out(
         assert "TEA-1001" not in await stolen.content()
     finally:
         await replay.close()
+
+
+async def test_a_merchant_adds_its_card_and_its_statements_are_charged_to_it(
+    site: Site, context: BrowserContext, screenshot_dir: Path
+) -> None:
+    """Pens had no way to pay, so its final donations waited. It adds a card through Stripe.js (localstripe's
+    stand-in here); the next settlement run charges that card."""
+    watched = await Watched.open(context)
+    page = watched.page
+    await page.goto(site.url + "/merchant")
+    await page.get_by_label("Merchant API key").fill(site.keys["pens"])
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("link", name="Billing").click()
+    await page.wait_for_url(site.url + "/merchant/billing")
+    assert await page.locator("#card-on-file").inner_text() == "No card added yet."
+    policy = (await page.request.get(site.url + "/merchant/billing")).headers["content-security-policy"]
+    assert f"script-src 'self' {site.stripe_url};" in policy
+    await screenshot(page, screenshot_dir, "merchant-billing")
+
+    for placeholder, value in (
+        ("number", "4242424242424242"),
+        ("exp_month", "12"),
+        ("exp_year", "34"),
+        ("cvc", "123"),
+        ("postal_code", "10110"),
+    ):
+        await page.locator("#card-element").get_by_placeholder(placeholder, exact=True).fill(value)
+    await page.get_by_role("button", name="Save card").click()
+    # (expect polls the DOM; a predicate string would be eval'd in the page, which its CSP rightly forbids)
+    await expect(page.locator("#card-on-file")).to_contain_text("4242", timeout=15_000)
+    assert (await page.locator("#card-on-file").inner_text()).startswith("Card on file: ")
+    await screenshot(page, screenshot_dir, "merchant-billing-card-saved")
+    await watched.assert_clean()
+
+    async with httpx.AsyncClient(base_url=site.url, headers=site.admin) as http:
+        profile = (await http.get(f"/v1/merchants/{site.merchants['pens']['id']}/billing")).json()
+        assert profile["method"] == "stripe" and "4242" in profile["payment_method"]["label"]
+        run = (await http.post("/v1/settlement-runs", json={})).json()
+    [statement] = run["statements"]
+    assert (statement["merchant_id"], statement["total"], statement["status"]) == (
+        site.merchants["pens"]["id"],
+        {"amount": 980, "currency": "CNY"},
+        "paid",
+    )
+    await page.goto(site.url + "/merchant")
+    assert await page.locator("#statements tbody td").nth(2).inner_text() == "Paid"
