@@ -5,10 +5,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
+from app.core.json_body import ExactJsonRoute
 from app.reports.schemas import TransparencyOut
 from app.reports.service import Snapshot, TransparencyReport
 
-router = APIRouter(prefix="/v1", tags=["reports"])
+router = APIRouter(prefix="/v1", tags=["reports"], route_class=ExactJsonRoute)
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

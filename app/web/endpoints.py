@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from app.core.auth import Forbidden
 from app.core.database import SessionDep
 from app.core.errors import Unauthorized
+from app.core.json_body import ExactJsonRoute
 from app.web import service
 from app.web.i18n import LANGUAGE_COOKIE, LANGUAGES, Formatter, choose_language
 from app.web.service import (
@@ -25,7 +26,7 @@ from app.web.service import (
 )
 from app.web.templating import render
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=ExactJsonRoute)
 
 _LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_.-]*$")
 
