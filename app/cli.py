@@ -1,4 +1,6 @@
-"""`g4g`: serve the API, migrate the schema, create API keys, write the OpenAPI document."""
+"""`g4g`: serve the API, run background jobs, migrate the schema, create API keys, audit, write the OpenAPI
+document. Exit codes: see `app/core/preflight.py` (0 ok, 1 the command failed, 2 bad setting, 3 database
+unreachable, 4 schema not current, 5 data key can't read this database)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,13 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from app.core.settings import Settings, get_settings
 
@@ -30,13 +36,34 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
+def _preflight(check: Coroutine[Any, Any, None]) -> int:
+    """Run a start-up check; on failure print its one line and return its exit code (else 0)."""
+    from app.core.preflight import PreflightError
+
+    try:
+        asyncio.run(check)
+    except PreflightError as exc:
+        sys.stderr.write(f"g4g: {exc}\n")
+        return exc.exit_code
+    return 0
+
+
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     import uvicorn
 
     from app.core.logging import configure_logging
+    from app.core.preflight import check_ready_to_serve
 
     configure_logging(settings.log_level)
     keep_alive, url = _database_url(settings)
+    if code := _preflight(check_ready_to_serve(url, settings)):
+        return code
+    metrics_dir = None
+    if settings.workers > 1:
+        # Each server process counts in files here; /metrics adds them up. Fresh per start: stale counts of dead
+        # processes would otherwise add up forever.
+        metrics_dir = tempfile.mkdtemp(prefix="g4g-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # Worker processes reach the same database, the embedded one included, through DATABASE_URL.
     os.environ["DATABASE_URL"] = url
     get_settings.cache_clear()
@@ -54,6 +81,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         proxy_headers=True,
         server_header=False,
     )
+    if metrics_dir is not None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     del keep_alive  # the embedded server (if any) stops once this process lets go of it
     return 0
 
@@ -80,6 +109,20 @@ async def _create_api_key(settings: Settings, args: argparse.Namespace) -> str:
     finally:
         await engine.dispose()
     return token
+
+
+def _worker(settings: Settings) -> int:
+    from app.core.database import Database
+    from app.core.logging import configure_logging
+    from app.core.preflight import check_ready_to_serve
+    from app.worker import run_worker_process
+
+    configure_logging(settings.log_level)
+    database = Database(settings)
+    if code := _preflight(check_ready_to_serve(database.url, settings)):
+        return code
+    asyncio.run(run_worker_process(settings, database))
+    return 0
 
 
 async def _audit(settings: Settings) -> bool:
@@ -124,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     scope.add_argument("--platform-id")
     scope.add_argument("--merchant-id")
     scope.add_argument("--logistics-partner-id")
-    commands.add_parser("audit", help="recompute the ledger's invariants; exit 1 if any is broken")
+    commands.add_parser("worker", help="run background jobs until SIGTERM (which lets running jobs finish)")
+    commands.add_parser(
+        "audit",
+        help="recompute the ledger's invariants; exit 1 if any is broken, 3 if the database can't be reached, "
+        "4 if its schema isn't current",
+    )
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", type=Path, default=Path("openapi/openapi.json"))
     args = parser.parse_args(argv)
@@ -132,8 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
+    if args.command == "worker":
+        return _worker(settings)
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command in ("create-api-key", "audit"):
+        from app.core.preflight import check_database
+
+        _, url = _database_url(settings)
+        if code := _preflight(check_database(url)):
+            return code
     if args.command == "create-api-key":
         from app.core.errors import ProblemError
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import re
 from collections.abc import AsyncIterator
@@ -16,6 +18,7 @@ from app.core.body_limit import BodyAllowance, BodySizeLimit
 from app.core.clock import Clock, SystemClock
 from app.core.database import Database, make_sessionmaker
 from app.core.errors import install_error_handlers
+from app.core.json_body import ExactJsonRoute
 from app.core.logging import configure_logging
 from app.core.migrations import head_revision
 from app.core.observability import RequestObservation, metrics
@@ -26,6 +29,7 @@ from app.core.strict_query import reject_unknown_query_parameters
 from app.donations.endpoints import MAX_EVENT_BYTES, webhooks
 from app.donations.endpoints import router as donations
 from app.donations.inbox import OrderEventInbox
+from app.events.endpoints import router as webhook_endpoints
 from app.health.endpoints import router as health
 from app.ledger.endpoints import router as ledger
 from app.logistics.endpoints import router as logistics_partners
@@ -69,19 +73,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             window=timedelta(days=settings.return_window_days),
             base_currency=settings.base_currency,
         )
-        app.state.stripe = (
-            StripeGateway(
-                api_key=settings.stripe_api_key.get_secret_value(),
-                api_base=settings.stripe_api_base,
-                timeout=settings.stripe_timeout_seconds,
-                publishable_key=settings.stripe_publishable_key,
-            )
-            if settings.stripe_api_key is not None
-            else None
-        )
+        app.state.stripe = StripeGateway.from_settings(settings)
+        worker_task = start_embedded_worker(app) if settings.embedded_worker else None
         try:
             yield
         finally:
+            if worker_task is not None:
+                app.state.worker.stop()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+                await app.state.worker.context.http.aclose()
             await app.state.order_inbox.stop()
             await app.state.transparency.close()
             if app.state.stripe is not None:
@@ -119,7 +120,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(webhooks)  # the hottest path, matched first
     app.include_router(stripe_webhooks)
     app.include_router(health)
-    app.add_route("/metrics", metrics, include_in_schema=False)
+    app.router.add_api_route(
+        "/metrics", metrics, include_in_schema=False, route_class_override=ExactJsonRoute
+    )
     app.include_router(api_keys)
     app.include_router(platforms)
     app.include_router(merchants)
@@ -127,10 +130,32 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(donations)
     app.include_router(ledger)
     app.include_router(settlement)
+    app.include_router(webhook_endpoints)
     app.include_router(reports)
     app.include_router(web_pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def start_embedded_worker(app: FastAPI) -> asyncio.Task[None]:
+    """Background jobs in the server process (G4G_EMBEDDED_WORKER, on by default), so `make run` needs nothing
+    else; production turns it off and runs `g4g worker` processes."""
+    from app.core.jobs import JobContext
+    from app.worker import http_client, make_worker
+
+    state = app.state
+    state.worker = make_worker(
+        JobContext(
+            settings=state.settings,
+            clock=state.clock,
+            engine=state.engine,
+            sessionmaker=state.sessionmaker,
+            cipher=state.cipher,
+            http=http_client(state.settings),
+            stripe=state.stripe,
+        )
+    )
+    return asyncio.create_task(state.worker.run(), name="embedded-worker")
 
 
 def app_factory() -> FastAPI:

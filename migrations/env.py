@@ -32,8 +32,22 @@ def _url() -> str:
     return database.url
 
 
+def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """The job queue's tables (pgqueuer's own schema, created from its SQL by a migration) are not our models:
+    autogenerate leaves them alone."""
+    if type_ == "table" and name is not None and name.startswith("pgqueuer"):
+        return False
+    table = getattr(obj, "table", None)
+    return not (table is not None and str(getattr(table, "name", "")).startswith("pgqueuer"))
+
+
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        include_object=_include_object,
+    )
     with context.begin_transaction():
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()

@@ -50,6 +50,8 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
         "data_dir": tmp_path / "g4g",
         "environment": "test",
         "db_pool_size": 25,
+        # Tests run jobs when they mean to (tests/jobs.py), not in the background.
+        "embedded_worker": False,
     }
     values.update(overrides)
     return Settings.model_validate(values)

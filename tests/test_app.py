@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from tests.helpers import assert_problem
+from tests.conftest import Shop
+from tests.helpers import assert_problem, order_paid, send_event
 
 
 async def test_framework_errors_are_problem_json(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
@@ -67,3 +68,21 @@ def test_every_api_route_reads_json_exactly(app: object) -> None:
     assert all(isinstance(r, ExactJsonRoute) for r in routes), [
         r.path for r in routes if not isinstance(r, ExactJsonRoute)
     ]
+
+
+def _sample(text: str, prefix: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+async def test_metrics_count_order_webhook_outcomes(client: httpx.AsyncClient, shop: Shop) -> None:
+    applied = 'g4g_order_webhooks_total{outcome="applied"}'
+    duplicate = 'g4g_order_webhooks_total{outcome="duplicate"}'
+    before = (await client.get("/metrics")).text
+    event = order_paid("TM-77", merchant=shop.external_id)
+    await send_event(client, shop.platform, event, webhook_id="msg_metrics_1")
+    await send_event(client, shop.platform, event, webhook_id="msg_metrics_1")  # a redelivery
+    after = (await client.get("/metrics")).text
+    assert _sample(after, applied) == _sample(before, applied) + 1
+    assert _sample(after, duplicate) == _sample(before, duplicate) + 1
+    assert 'g4g_statements{status="pending_payment"} 0.0' in after

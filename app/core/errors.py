@@ -5,7 +5,6 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,8 +13,6 @@ from starlette.routing import Match
 
 PROBLEM_BASE = "https://goodsforgood.org/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-
-log = structlog.get_logger("g4g.errors")
 
 
 class ProblemError(Exception):
@@ -133,13 +130,9 @@ def _summarise(errors: list[dict[str, Any]]) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled_error", exc_info=exc, path=request.url.path)
-    return problem_response(500, "internal-error", "Internal server error")
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _problem_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    # Unexpected exceptions (bugs) are answered by `app.core.observability.RequestObservation`, which knows the
+    # request id: an `Exception` handler here would run outside it and lose the id.

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
+import asyncpg
 from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -110,3 +111,17 @@ def _idempotency(
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(_idempotency)]
+
+
+async def delete_expired_records(db: asyncpg.Connection, *, now: datetime, limit: int) -> int:
+    """Forget up to `limit` answers whose retention passed (they are already ignored); returns how many."""
+    deleted = await db.fetchval(
+        """WITH gone AS (
+               DELETE FROM idempotency_records WHERE (tenant, key) IN (
+                   SELECT tenant, key FROM idempotency_records WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)
+               RETURNING 1)
+           SELECT count(*) FROM gone""",
+        now,
+        limit,
+    )
+    return int(deleted or 0)

@@ -11,6 +11,15 @@ from cryptography.fernet import Fernet, MultiFernet
 from app.core.settings import Settings
 
 
+def key_file(settings: Settings) -> Path:
+    return (settings.data_dir / "data.key").resolve()
+
+
+def key_source(settings: Settings) -> str:
+    """Where the data key comes from, for messages: the variable, or the key file's full path."""
+    return "G4G_DATA_KEY" if settings.data_key is not None else f"the key file {key_file(settings)}"
+
+
 def _key_file_keys(data_dir: Path) -> list[str]:
     path = data_dir / "data.key"
     if not path.exists():

@@ -41,10 +41,9 @@ class Settings(BaseSettings):
         SecretStr | None, Field(validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET"))
     ] = None
     stripe_api_base: Annotated[str | None, Field(validation_alias=AliasChoices("STRIPE_API_BASE"))] = None
-    # Handed to Stripe.js on the billing page (with a SetupIntent) so a merchant can add its card.
+    # Handed to Stripe.js (the merchant's billing page) with each SetupIntent; not a secret.
     stripe_publishable_key: Annotated[
-        str | None,
-        Field(validation_alias=AliasChoices("STRIPE_PUBLISHABLE_KEY"), pattern=r"^pk_[A-Za-z0-9_]+$"),
+        str | None, Field(validation_alias=AliasChoices("STRIPE_PUBLISHABLE_KEY"))
     ] = None
     stripe_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 20.0
     # Request bodies, bounded while they stream (413 beyond): most endpoints, and bulk student imports.
@@ -57,6 +56,23 @@ class Settings(BaseSettings):
     # Web pages: how long a merchant's dashboard session lasts, and the Stripe.js the billing page loads.
     web_session_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 8
     stripe_js_url: str = "https://js.stripe.com/v3/"
+
+    # Background jobs. `g4g serve` runs a worker in each server process unless this is false (then run
+    # `g4g worker` processes beside it, as production does).
+    embedded_worker: bool = True
+    worker_concurrency: Annotated[int, Field(ge=1, le=200)] = 10
+    # A job whose worker stopped sending heartbeats for this long (killed, frozen) is run again by another.
+    job_heartbeat_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    # Settlement on a schedule (cron syntax, in UTC, e.g. "0 3 * * *"); unset: only when an operator asks.
+    settlement_schedule: str | None = None
+    # Retention: order-webhook inbox rows are kept longer than platforms retry (Standard Webhooks senders retry for
+    # about 75 hours), so a late redelivery is still recognised; sent events' delivery records.
+    inbox_retention_days: Annotated[int, Field(ge=4, le=3650)] = 30
+    event_delivery_retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    # Events out: per-call timeout, and whether endpoints may resolve to private, loopback or link-local addresses
+    # (unset: refused in production, allowed elsewhere).
+    events_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+    events_allow_private_urls: bool | None = None
 
     # Key(s) that encrypt secrets at rest, held outside the database: comma-separated Fernet keys, newest
     # first. Unset: a key file under `data_dir` is created and used (fine for a laptop, not for production).
@@ -95,6 +111,23 @@ class Settings(BaseSettings):
         if not is_known_currency(value):
             raise ValueError("must be an ISO 4217 currency code with a minor unit, e.g. USD")
         return value
+
+    @field_validator("settlement_schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(value.strip()):
+            raise ValueError('must be a cron expression, e.g. "0 3 * * *" (03:00 UTC daily)')
+        return value.strip()
+
+    @property
+    def private_urls_allowed(self) -> bool:
+        if self.events_allow_private_urls is not None:
+            return self.events_allow_private_urls
+        return self.environment != "production"
 
     @field_validator("stripe_api_base")
     @classmethod

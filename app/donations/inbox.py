@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.clock import Clock
+from app.core.observability import ORDER_WEBHOOKS
 from app.donations import ingest
 from app.donations.outcomes import Outcome
 
@@ -91,6 +92,7 @@ class OrderEventInbox:
                 batch[0].answer.set_exception(exc)
             return
         for waiting, answer in zip(batch, answers, strict=True):
+            ORDER_WEBHOOKS.labels("duplicate" if answer.redelivered else answer.status).inc()
             if not waiting.answer.done():
                 waiting.answer.set_result(answer)
 

@@ -35,6 +35,7 @@ from app.donations.calculation import Line, base_amount, donation_for, reversed_
 from app.donations.outcomes import Outcome
 from app.donations.rules import RULE_TERMS
 from app.donations.schemas import OrderCancelled, OrderEvent, OrderPaid, OrderRefunded
+from app.events.outbox import EventDraft, emit_many
 from app.ledger import accounts
 from app.ledger.service import EntryDraft, post, transfer
 
@@ -169,7 +170,7 @@ async def receive(db: asyncpg.Connection, deliveries: Sequence[Delivery], *, now
     ]
     if redelivered:
         for key, (status, http_status, body) in (await repository.stored_answers(db, redelivered)).items():
-            results[key] = Outcome(status, http_status, body)
+            results[key] = Outcome(status, http_status, body, redelivered=True)
     results.update(await apply(db, new, now=now))
     return [results[(d.platform_id, d.webhook_id)] for d in deliveries]
 
@@ -218,6 +219,7 @@ class _Batch:
     outcomes: dict[tuple[str, str], Outcome] = field(default_factory=dict)
     entries: list[EntryDraft] = field(default_factory=list)
     anomalies: list[tuple[str, str, str, str, str | None, str]] = field(default_factory=list)
+    events: list[EventDraft] = field(default_factory=list)
 
     def settle(self, d: Delivery, outcome: Outcome) -> None:
         self.outcomes[(d.platform_id, d.webhook_id)] = outcome
@@ -250,6 +252,7 @@ async def apply(
 
     await post(db, batch.entries)
     await repository.insert_anomalies(db, batch.anomalies)
+    await emit_many(db, batch.events)
     await repository.settle_deliveries(
         db,
         [
@@ -330,6 +333,22 @@ async def _apply_payments(db: asyncpg.Connection, batch: _Batch, payments: list[
         key = natural_key(_paid(d))
         if order_key in inserted:
             batch.settle(d, outcomes.applied(key))
+            batch.events.append(
+                EventDraft(
+                    "donation.recorded",
+                    {
+                        "order_id": order.external_id,
+                        "platform_id": order.platform_id,
+                        "merchant_id": order.merchant_id,
+                        "merchant_external_id": _paid(d).data.merchant_id,
+                        "donation": {"amount": order.donation_amount, "currency": order.currency},
+                        "placed_at": order.placed_at.isoformat(),
+                    },
+                    batch.now,
+                    merchant_id=order.merchant_id,
+                    platform_id=order.platform_id,
+                )
+            )
             if order.donation_amount > 0:
                 batch.entries.append(
                     transfer(
@@ -445,6 +464,28 @@ async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[D
                 )
             )
         if delta > 0:
+            batch.events.append(
+                EventDraft(
+                    "donation.reversed",
+                    {
+                        "order_id": event.data.order_id,
+                        "platform_id": d.platform_id,
+                        "merchant_id": order.merchant_id,
+                        "merchant_external_id": order.merchant_external_id,
+                        "cause": "refund" if isinstance(event, OrderRefunded) else "cancellation",
+                        "refund_id": event.data.refund_id if isinstance(event, OrderRefunded) else None,
+                        "reversed": {"amount": delta, "currency": order.currency},
+                        "reversed_total": {"amount": order.reversed_amount, "currency": order.currency},
+                        "net": {
+                            "amount": order.donation_amount - order.reversed_amount,
+                            "currency": order.currency,
+                        },
+                    },
+                    batch.now,
+                    merchant_id=order.merchant_id,
+                    platform_id=d.platform_id,
+                )
+            )
             # Before billing, the pledge shrinks; after, the merchant is owed a credit on its next statement.
             owed_by = accounts.credits_due if order.billed else accounts.pledges_receivable
             batch.entries.append(

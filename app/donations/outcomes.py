@@ -17,6 +17,7 @@ class Outcome:
     natural_key: str | None = None
     waiting_for: str | None = None
     anomaly: str | None = field(default=None, compare=False)  # a note for the operator's anomaly list
+    redelivered: bool = field(default=False, compare=False)  # the stored answer to a webhook id seen before
 
     @property
     def is_problem(self) -> bool:

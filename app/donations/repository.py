@@ -414,3 +414,20 @@ async def anomalies(session: AsyncSession, *, after: str | None, limit: int) -> 
     if after is not None:
         query = query.where(WebhookAnomaly.id > after)
     return list(await session.scalars(query))
+
+
+async def delete_settled_deliveries(db: asyncpg.Connection, *, received_before: datetime, limit: int) -> int:
+    """Forget up to `limit` inbox rows received before the cutoff and settled (parked ones wait on, whatever
+    their age); returns how many."""
+    deleted = await db.fetchval(
+        """WITH gone AS (
+               DELETE FROM webhook_deliveries WHERE (platform_id, webhook_id) IN (
+                   SELECT platform_id, webhook_id FROM webhook_deliveries
+                   WHERE received_at < $1 AND status NOT IN ('parked', 'processing')
+                   ORDER BY received_at LIMIT $2)
+               RETURNING 1)
+           SELECT count(*) FROM gone""",
+        received_before,
+        limit,
+    )
+    return int(deleted or 0)

@@ -2,7 +2,11 @@
 
 from app.models.api_key import ApiKey
 from app.models.base import Base
+from app.models.data_key_canary import DataKeyCanary
 from app.models.donation_rule import DonationRule
+from app.models.event import Event
+from app.models.event_delivery import EventDelivery
+from app.models.event_delivery_attempt import EventDeliveryAttempt
 from app.models.fx_conversion import FxConversion
 from app.models.fx_rate import FxRate
 from app.models.idempotency_record import IdempotencyRecord
@@ -23,11 +27,17 @@ from app.models.stripe_event import StripeEvent
 from app.models.web_session import WebSession
 from app.models.webhook_anomaly import WebhookAnomaly
 from app.models.webhook_delivery import WebhookDelivery
+from app.models.webhook_endpoint import WebhookEndpoint
+from app.models.webhook_endpoint_secret import WebhookEndpointSecret
 
 __all__ = [
     "ApiKey",
     "Base",
+    "DataKeyCanary",
     "DonationRule",
+    "Event",
+    "EventDelivery",
+    "EventDeliveryAttempt",
     "FxConversion",
     "FxRate",
     "IdempotencyRecord",
@@ -48,4 +58,6 @@ __all__ = [
     "WebSession",
     "WebhookAnomaly",
     "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEndpointSecret",
 ]

@@ -36,6 +36,12 @@ class WebhookDelivery(Base):
             "waiting_for",
             postgresql_where=text("status = 'parked'"),
         ),
+        # The retention sweep deletes settled deliveries oldest first, in batches.
+        Index(
+            "ix_webhook_deliveries_settled_received",
+            "received_at",
+            postgresql_where=text("status NOT IN ('parked', 'processing')"),
+        ),
     )
 
     platform_id: Mapped[str] = mapped_column(ForeignKey("platforms.id"), primary_key=True)

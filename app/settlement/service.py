@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -23,6 +23,7 @@ from app.core.database import driver_connection
 from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.core.ids import new_id
 from app.core.money import Money, MoneyOut, currency_exponent, round_half_even
+from app.events.outbox import emit
 from app.ledger import accounts
 from app.ledger.service import EntryDraft, Posting, post, transfer
 from app.models import FxConversion, FxRate, Merchant, SettlementRun, Statement
@@ -283,6 +284,20 @@ async def record_payment(
     statement.payment_intent_id = payment_intent_id or statement.payment_intent_id
     statement.last_payment_error = None
     await session.flush()
+    await emit(
+        await driver_connection(session),
+        "statement.paid",
+        {
+            "statement_id": statement.id,
+            "merchant_id": statement.merchant_id,
+            "total": {"amount": statement.total, "currency": statement.currency},
+            "paid_at": now.isoformat(),
+            "paid_via": via,
+            "payment_intent_id": statement.payment_intent_id,
+        },
+        occurred_at=now,
+        merchant_id=statement.merchant_id,
+    )
     await post(
         await driver_connection(session),
         [
@@ -326,6 +341,19 @@ async def record_failure(
     statement.last_payment_error = error[:500]
     statement.payment_intent_id = payment_intent_id or statement.payment_intent_id
     await session.flush()
+    await emit(
+        await driver_connection(session),
+        "statement.payment_failed",
+        {
+            "statement_id": statement.id,
+            "merchant_id": statement.merchant_id,
+            "total": {"amount": statement.total, "currency": statement.currency},
+            "attempt": statement.payment_attempts,
+            "error": statement.last_payment_error,
+        },
+        occurred_at=datetime.now(UTC),
+        merchant_id=statement.merchant_id,
+    )
     return True
 
 

@@ -11,6 +11,8 @@ from typing import Any, Literal
 import stripe
 import structlog
 
+from app.core.settings import Settings
+
 log = structlog.get_logger("g4g.stripe")
 
 # Pinned: the shape of the objects we read (PaymentIntent status, metadata, last_payment_error) is stable in it.
@@ -120,6 +122,18 @@ class StripeGateway:
             http_client=HTTPXClient(timeout=timeout),
             max_network_retries=2,
             stripe_version=STRIPE_API_VERSION,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StripeGateway | None:
+        """The gateway the settings describe; None when no Stripe key is set (statements are then not charged)."""
+        if settings.stripe_api_key is None:
+            return None
+        return cls(
+            api_key=settings.stripe_api_key.get_secret_value(),
+            api_base=settings.stripe_api_base,
+            timeout=settings.stripe_timeout_seconds,
+            publishable_key=settings.stripe_publishable_key,
         )
 
     # ---- customers and their cards ----

@@ -1,7 +1,7 @@
 """reports summaries and web sessions
 
 Revision ID: 05b9a9c014ea
-Revises: 192fbee778c3
+Revises: 621fc18802bd
 Create Date: 2026-11-29 08:39:09.062343
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "05b9a9c014ea"
-down_revision: str | None = "192fbee778c3"
+down_revision: str | None = "621fc18802bd"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,320 @@
+"""Every events-out query. Emitting and sending run set-based statements on the raw asyncpg connection; the
+endpoint API uses SQLAlchemy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import EventDelivery, EventDeliveryAttempt, WebhookEndpoint, WebhookEndpointSecret
+
+# ---- emitting (raw asyncpg, one statement per batch) ----
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    id: str
+    type: str
+    occurred_at: datetime
+    data_json: str
+    platform_id: str | None
+    merchant_id: str | None
+
+
+async def insert_events_for_subscribers(db: asyncpg.Connection, events: Sequence[NewEvent]) -> list[str]:
+    """One statement: a delivery for every enabled endpoint subscribed to each event (its platform's, its
+    merchant's, the programme's), and the events that have at least one. Returns the new deliveries' ids."""
+    rows = await db.fetch(
+        """
+        WITH e AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
+                AS e(id, type, occurred_at, data, platform_id, merchant_id)
+        ), d AS (
+            INSERT INTO event_deliveries (id, event_id, endpoint_id, status, attempts, schedule, next_attempt_at)
+            SELECT 'dlv_' || substr(e.id, 5) || substr(w.id, 5), e.id, w.id, 'pending', 0, 1, e.occurred_at
+            FROM e JOIN webhook_endpoints w
+              ON w.disabled_at IS NULL AND e.type = ANY (w.events)
+             AND (w.platform_id = e.platform_id OR w.merchant_id = e.merchant_id
+                  OR (w.platform_id IS NULL AND w.merchant_id IS NULL))
+            RETURNING id, event_id
+        ), kept AS (
+            INSERT INTO events (id, type, occurred_at, data, platform_id, merchant_id)
+            SELECT e.id, e.type, e.occurred_at, e.data::jsonb, e.platform_id, e.merchant_id
+            FROM e WHERE e.id IN (SELECT event_id FROM d)
+        )
+        SELECT id FROM d ORDER BY id
+        """,
+        [e.id for e in events],
+        [e.type for e in events],
+        [e.occurred_at for e in events],
+        [e.data_json for e in events],
+        [e.platform_id for e in events],
+        [e.merchant_id for e in events],
+    )
+    return [r["id"] for r in rows]
+
+
+# ---- sending ----
+
+
+async def claim_delivery(
+    db: asyncpg.Connection, delivery_id: str, schedule: int, *, now: datetime, lease: timedelta
+) -> asyncpg.Record | None:
+    """Lease a pending delivery for one attempt, if the job's schedule is still the current one and nobody else
+    holds it. Returns what sending needs."""
+    return await db.fetchrow(
+        """
+        WITH claimed AS (
+            UPDATE event_deliveries SET lease_until = $3::timestamptz + $4::interval
+            WHERE id = $1 AND schedule = $2 AND status = 'pending' AND (lease_until IS NULL OR lease_until < $3)
+            RETURNING id, event_id, endpoint_id, attempts
+        )
+        SELECT c.id, c.attempts, c.endpoint_id, w.url, w.disabled_at, w.disabled_reason,
+               e.type, e.occurred_at, e.data::text AS data
+        FROM claimed c JOIN webhook_endpoints w ON w.id = c.endpoint_id JOIN events e ON e.id = c.event_id
+        """,
+        delivery_id,
+        schedule,
+        now,
+        lease,
+    )
+
+
+async def valid_secrets(db: asyncpg.Connection, endpoint_id: str, *, now: datetime) -> list[str]:
+    """Encrypted secrets an endpoint's messages are signed with now, newest first."""
+    rows = await db.fetch(
+        """SELECT secret_encrypted FROM webhook_endpoint_secrets
+           WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY id DESC""",
+        endpoint_id,
+        now,
+    )
+    return [r["secret_encrypted"] for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    id: str
+    delivery_id: str
+    schedule: int
+    attempted_at: datetime
+    trigger: str
+    succeeded: bool
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+    response_body: str | None
+
+
+async def record_attempt(
+    db: asyncpg.Connection,
+    attempt: AttemptRecord,
+    *,
+    next_attempt_at: datetime | None,
+    final_status: str | None,
+) -> bool:
+    """Record the attempt; move the delivery on if its schedule is still the one this attempt belonged to.
+    Returns whether it was (a replay asked meanwhile leaves the delivery to the replay)."""
+    await db.execute(
+        """INSERT INTO event_delivery_attempts (id, delivery_id, attempted_at, trigger, succeeded, status_code,
+                                               duration_ms, error, response_body, next_attempt_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        attempt.id,
+        attempt.delivery_id,
+        attempt.attempted_at,
+        attempt.trigger,
+        attempt.succeeded,
+        attempt.status_code,
+        attempt.duration_ms,
+        attempt.error,
+        attempt.response_body,
+        next_attempt_at,
+    )
+    status = "delivered" if attempt.succeeded else (final_status or "pending")
+    moved = await db.fetchval(
+        """UPDATE event_deliveries
+           SET attempts = attempts + 1, last_attempt_at = $3, lease_until = NULL, status = $4::text,
+               next_attempt_at = $5, schedule = schedule + CASE WHEN $4::text = 'pending' THEN 1 ELSE 0 END,
+               delivered_at = CASE WHEN $4::text = 'delivered' THEN $3 ELSE delivered_at END
+           WHERE id = $1 AND schedule = $2
+           RETURNING id""",
+        attempt.delivery_id,
+        attempt.schedule,
+        attempt.attempted_at,
+        status,
+        next_attempt_at,
+    )
+    return moved is not None
+
+
+async def endpoint_succeeded(db: asyncpg.Connection, endpoint_id: str) -> None:
+    await db.execute(
+        "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+        endpoint_id,
+    )
+
+
+async def endpoint_failed(
+    db: asyncpg.Connection, endpoint_id: str, *, now: datetime, disable_after: timedelta, reason: str
+) -> bool:
+    """Note a failure; disable the endpoint if it has failed without a success for `disable_after`.
+    Returns whether this disabled it."""
+    disabled = await db.fetchval(
+        """UPDATE webhook_endpoints
+           SET failing_since = COALESCE(failing_since, $2),
+               disabled_at = CASE WHEN disabled_at IS NULL AND $2 - COALESCE(failing_since, $2) >= $3
+                                  THEN $2 ELSE disabled_at END,
+               disabled_reason = CASE WHEN disabled_at IS NULL AND $2 - COALESCE(failing_since, $2) >= $3
+                                      THEN $4::text ELSE disabled_reason END,
+               updated_at = now()
+           WHERE id = $1
+           RETURNING disabled_at = $2""",
+        endpoint_id,
+        now,
+        disable_after,
+        reason,
+    )
+    return bool(disabled)
+
+
+async def due_deliveries(db: asyncpg.Connection, *, now: datetime, limit: int) -> list[asyncpg.Record]:
+    """Pending deliveries whose next attempt is due and that nobody is sending right now."""
+    return list(
+        await db.fetch(
+            """SELECT id, schedule FROM event_deliveries
+               WHERE status = 'pending' AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1)
+               ORDER BY next_attempt_at LIMIT $2""",
+            now,
+            limit,
+        )
+    )
+
+
+async def delete_settled_deliveries_before(db: asyncpg.Connection, boundary_id: str, *, limit: int) -> int:
+    """Delivered or failed deliveries (with their attempts) whose id sorts before `boundary_id` (ids are
+    time-ordered), at most `limit`; then events left without deliveries. Returns how many deliveries went."""
+    deleted = await db.fetchval(
+        """WITH gone AS (
+               DELETE FROM event_deliveries WHERE id IN (
+                   SELECT id FROM event_deliveries
+                   WHERE id < $1 AND status IN ('delivered', 'failed') ORDER BY id LIMIT $2)
+               RETURNING id, event_id
+           ), orphans AS (
+               -- (the statement sees the deliveries it deletes, hence "other than those")
+               DELETE FROM events e WHERE e.id IN (SELECT event_id FROM gone)
+                 AND NOT EXISTS (SELECT 1 FROM event_deliveries d
+                                 WHERE d.event_id = e.id AND d.id NOT IN (SELECT id FROM gone))
+           )
+           SELECT count(*) FROM gone""",
+        boundary_id,
+        limit,
+    )
+    return int(deleted or 0)
+
+
+# ---- the endpoint API (SQLAlchemy) ----
+
+
+async def get_endpoint(
+    session: AsyncSession, endpoint_id: str, *, lock: bool = False
+) -> WebhookEndpoint | None:
+    query = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    endpoint: WebhookEndpoint | None = await session.scalar(query)
+    return endpoint
+
+
+async def list_endpoints(
+    session: AsyncSession, *, platform_id: str | None, merchant_id: str | None, after: str | None, limit: int
+) -> list[WebhookEndpoint]:
+    query = select(WebhookEndpoint).order_by(WebhookEndpoint.id).limit(limit)
+    if platform_id is not None:
+        query = query.where(WebhookEndpoint.platform_id == platform_id)
+    if merchant_id is not None:
+        query = query.where(WebhookEndpoint.merchant_id == merchant_id)
+    if after is not None:
+        query = query.where(WebhookEndpoint.id > after)
+    return list(await session.scalars(query))
+
+
+async def delete_endpoint(session: AsyncSession, endpoint_id: str) -> None:
+    await session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id))
+
+
+async def expire_current_secrets(session: AsyncSession, endpoint_id: str, *, at: datetime) -> None:
+    await session.execute(
+        update(WebhookEndpointSecret)
+        .where(
+            WebhookEndpointSecret.endpoint_id == endpoint_id,
+            or_(WebhookEndpointSecret.expires_at.is_(None), WebhookEndpointSecret.expires_at > at),
+        )
+        .values(expires_at=at)
+    )
+
+
+async def list_deliveries(
+    session: AsyncSession, endpoint_id: str, *, before: str | None, limit: int
+) -> list[tuple[EventDelivery, str]]:
+    """An endpoint's deliveries, newest first, with their event's type."""
+    from app.models import Event
+
+    query = (
+        select(EventDelivery, Event.type)
+        .join(Event, Event.id == EventDelivery.event_id)
+        .where(EventDelivery.endpoint_id == endpoint_id)
+        .order_by(EventDelivery.id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(EventDelivery.id < before)
+    return [(row[0], row[1]) for row in (await session.execute(query)).all()]
+
+
+async def attempts_of(
+    session: AsyncSession, delivery_ids: Sequence[str], *, per_delivery: int
+) -> dict[str, list[EventDeliveryAttempt]]:
+    """The latest `per_delivery` attempts of each delivery, newest first."""
+    if not delivery_ids:
+        return {}
+    ranked = (
+        select(
+            EventDeliveryAttempt,
+            func.row_number()
+            .over(partition_by=EventDeliveryAttempt.delivery_id, order_by=EventDeliveryAttempt.id.desc())
+            .label("rank"),
+        )
+        .where(EventDeliveryAttempt.delivery_id.in_(delivery_ids))
+        .subquery()
+    )
+    from sqlalchemy.orm import aliased
+
+    attempt = aliased(EventDeliveryAttempt, ranked)
+    rows = await session.scalars(
+        select(attempt).where(ranked.c.rank <= per_delivery).order_by(attempt.delivery_id, attempt.id.desc())
+    )
+    found: dict[str, list[EventDeliveryAttempt]] = {}
+    for row in rows:
+        found.setdefault(row.delivery_id, []).append(row)
+    return found
+
+
+async def get_delivery(session: AsyncSession, endpoint_id: str, delivery_id: str) -> EventDelivery | None:
+    delivery: EventDelivery | None = await session.scalar(
+        select(EventDelivery)
+        .where(EventDelivery.id == delivery_id, EventDelivery.endpoint_id == endpoint_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return delivery
+
+
+async def event_type_of(session: AsyncSession, event_id: str) -> str:
+    from app.models import Event
+
+    found: str | None = await session.scalar(select(Event.type).where(Event.id == event_id))
+    return found or ""

@@ -1,0 +1,111 @@
+"""Every background task and schedule, in one screen (as `app/main.py` is for routes), and the `g4g worker`
+process that runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import structlog
+
+from app.core.clock import Clock, SystemClock
+from app.core.database import Database, make_sessionmaker
+from app.core.idempotency import delete_expired_records
+from app.core.jobs import JobContext, Periodic, Task, Worker
+from app.core.secrets import cipher_for
+from app.core.settings import Settings
+from app.donations import tasks as donations
+from app.events import tasks as events
+from app.settlement import tasks as settlement
+
+log = structlog.get_logger("g4g.worker")
+
+SWEEP_BATCH = 1000
+
+
+async def sweep_idempotency_records(ctx: JobContext, _: bytes) -> None:
+    """Answers past `G4G_IDEMPOTENCY_TTL_HOURS` are already ignored; delete them, a batch per transaction."""
+    while True:
+        async with ctx.engine.connect() as connection:
+            db: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+            async with db.transaction():
+                deleted = await delete_expired_records(db, now=ctx.clock.now(), limit=SWEEP_BATCH)
+        if deleted < SWEEP_BATCH:
+            return
+
+
+TASKS: list[Task] = [
+    *events.TASKS,
+    *settlement.TASKS,
+    *donations.TASKS,
+    Task("core.sweep_idempotency_records", sweep_idempotency_records, concurrency=1),
+]
+
+
+def periodic_tasks(settings: Settings) -> list[Periodic]:
+    return [
+        *events.PERIODIC,
+        *settlement.periodic(settings),
+        *donations.PERIODIC,
+        Periodic("core.sweep_idempotency_records", "11 * * * *"),
+    ]
+
+
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    """For events out: a timeout on every phase of every call, no redirects (a redirect could lead anywhere)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            settings.events_timeout_seconds, connect=min(5.0, settings.events_timeout_seconds)
+        ),
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )
+
+
+def make_worker(context: JobContext) -> Worker:
+    return Worker(context, TASKS, periodic_tasks(context.settings))
+
+
+@contextlib.asynccontextmanager
+async def standalone_context(
+    settings: Settings, url: str, *, clock: Clock | None = None
+) -> AsyncIterator[JobContext]:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from app.settlement.stripe_gateway import StripeGateway
+
+    engine = create_async_engine(
+        url, pool_size=settings.worker_concurrency + 2, connect_args={"server_settings": {"timezone": "UTC"}}
+    )
+    http = http_client(settings)
+    stripe: Any = StripeGateway.from_settings(settings)
+    try:
+        yield JobContext(
+            settings=settings,
+            clock=clock or SystemClock(),
+            engine=engine,
+            sessionmaker=make_sessionmaker(engine),
+            cipher=cipher_for(settings),
+            http=http,
+            stripe=stripe,
+        )
+    finally:
+        await http.aclose()
+        if stripe is not None:
+            await stripe.close()
+        await engine.dispose()
+
+
+async def run_worker_process(settings: Settings, database: Database) -> None:
+    """`g4g worker`: run jobs until SIGTERM or SIGINT, then let the running ones finish."""
+    async with standalone_context(settings, database.url) as context:
+        worker = make_worker(context)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.stop)
+        await worker.run()
