@@ -323,6 +323,15 @@ class TransparencyReport:
     def _remember(self, snapshot: Snapshot) -> None:
         self._held, self._held_since = snapshot, time.monotonic()
 
+    async def refresh_if_due(self) -> Snapshot | None:
+        """Recompute the figures if they are missing or as old as the refresh interval (a scheduled job's way in);
+        None if they are fresh, or another process is recomputing them now."""
+        async with self._sessionmaker() as session:
+            version = await repository.summary_version(session, TRANSPARENCY)
+        if version is not None and self._clock.now() - version[2] < self.refresh_interval:
+            return None
+        return await self.refresh(wait=False)
+
     async def _refresh_quietly(self) -> Snapshot | None:
         try:
             return await self.refresh(wait=False)

@@ -12,9 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.core.jobs import Periodic
 from app.reports import repository
+from app.reports.schemas import TransparencyOut
 from app.reports.service import SMALL, TransparencyReport, suppress_small_counts
+from app.worker import periodic_tasks
 from tests.helpers import order_paid, order_refunded, send_event
+from tests.jobs import run_task
 from tests.settlement.conftest import Programme
 from tests.stripe_server import create_chargeable_customer
 
@@ -270,3 +274,29 @@ async def test_every_process_serves_the_same_figures(
     caught_up = await second.current()
     assert caught_up.etag == fresh.etag and caught_up.body == fresh.body
     assert not second.refreshing
+
+
+async def test_a_worker_keeps_the_figures_current_while_nobody_reads_them(
+    reported_programme: Programme,
+) -> None:
+    """The scheduled job recomputes the stored figures once they are due, so the next read finds them fresh."""
+    p = reported_programme
+    p.app.state.settings = p.app.state.settings.model_copy(update={"transparency_refresh_seconds": 60})
+    assert Periodic("reports.refresh_transparency", "* * * * *") in periodic_tasks(p.app.state.settings)
+    await run_task(p.app, "reports.refresh_transparency")  # nothing stored yet: computed
+    async with p.app.state.sessionmaker() as session:
+        first = await repository.summary(session, "transparency")
+    assert first is not None and TransparencyOut.model_validate_json(first.body).orders == 0
+
+    shop = await p.shop("tea", customer=None)
+    for n in range(1, 7):
+        await pay(p, shop, f"T-{n}", "CNY", TEA)
+    await run_task(p.app, "reports.refresh_transparency")  # not due yet: untouched
+    async with p.app.state.sessionmaker() as session:
+        assert (await repository.summary(session, "transparency")).etag == first.etag  # type: ignore[union-attr]
+
+    p.clock.advance(timedelta(seconds=60))
+    await run_task(p.app, "reports.refresh_transparency")
+    async with p.app.state.sessionmaker() as session:
+        stored = await repository.summary(session, "transparency")
+    assert stored is not None and TransparencyOut.model_validate_json(stored.body).orders == 6
