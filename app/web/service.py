@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.auth import TOKEN_PREFIX, hash_token
 from app.core.ids import new_id
+from app.core.money import round_half_even
 from app.donations import repository as donations_repository
 from app.donations import service as donations
 from app.donations.schemas import DonationRuleOut
@@ -206,7 +208,9 @@ def public_page(figures: TransparencyOut, fmt: Formatter) -> PublicPage:
     ]
 
     def share(amount: int) -> str:
-        return fmt.percent_bps(amount * 10_000 // raised_total) if raised_total else "–"
+        return (
+            fmt.percent_bps(round_half_even(Fraction(amount * 10_000, raised_total))) if raised_total else "–"
+        )
 
     to_pool = funnel(
         "to-the-pool",
