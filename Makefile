@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test openapi migration bench localstripe clean
+.PHONY: run test openapi migration translations bench localstripe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ openapi: $(STAMP)
 ## New migration from the models: make migration m="add statements"
 migration: $(STAMP)
 	$(BIN)/alembic revision --autogenerate -m "$(m)"
+
+## Re-extract the pages' strings into messages.pot and merge them into each language's .po (then translate).
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F app/web/translations/babel.cfg -o app/web/translations/messages.pot \
+	  --no-location --sort-output --width 110 --project "Goods for Good" .
+	$(BIN)/pybabel update -i app/web/translations/messages.pot -d app/web/translations -D messages \
+	  --width 110 --ignore-obsolete
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -8,8 +8,10 @@ import gc
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app.api_keys.endpoints import router as api_keys
 from app.core.body_limit import BodyAllowance, BodySizeLimit
@@ -35,9 +37,14 @@ from app.merchants.endpoints import router as merchants
 from app.packages.endpoints import router as packages
 from app.platforms.endpoints import router as platforms
 from app.platforms.service import WebhookSecretCache
+from app.reports.endpoints import router as reports
+from app.reports.service import TransparencyReport
 from app.settlement.endpoints import router as settlement
 from app.settlement.endpoints import stripe_webhooks
 from app.settlement.stripe_gateway import StripeGateway
+from app.web.endpoints import router as web_pages
+from app.web.security import SecurityHeaders
+from app.web.templating import STATIC
 
 API_VERSION = "0.1.0"
 
@@ -60,6 +67,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             concurrency=settings.ingest_concurrency,
         )
         app.state.order_inbox.start()
+        app.state.transparency = TransparencyReport(
+            app.state.sessionmaker,
+            app.state.clock,
+            refresh=timedelta(seconds=settings.transparency_refresh_seconds),
+            window=timedelta(days=settings.return_window_days),
+            base_currency=settings.base_currency,
+        )
         app.state.stripe = StripeGateway.from_settings(settings)
         worker_task = start_embedded_worker(app) if settings.embedded_worker else None
         try:
@@ -71,6 +85,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                     await worker_task
                 await app.state.worker.context.http.aclose()
             await app.state.order_inbox.stop()
+            await app.state.transparency.close()
             if app.state.stripe is not None:
                 await app.state.stripe.close()
             await engine.dispose()
@@ -101,6 +116,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             BodyAllowance("POST", re.compile(r"/v1/schools/[^/]+/students"), settings.max_import_bytes),
         ],
     )
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestObservation)  # outermost: every answer, a 413 included, gets a request id
 
     app.include_router(webhooks)  # the hottest path, matched first
@@ -118,6 +134,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(settlement)
     app.include_router(webhook_endpoints)
     app.include_router(packages)
+    app.include_router(reports)
+    app.include_router(web_pages)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 

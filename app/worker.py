@@ -21,6 +21,7 @@ from app.core.secrets import cipher_for
 from app.core.settings import Settings
 from app.donations import tasks as donations
 from app.events import tasks as events
+from app.reports import tasks as reports
 from app.settlement import tasks as settlement
 
 log = structlog.get_logger("g4g.worker")
@@ -43,6 +44,7 @@ TASKS: list[Task] = [
     *events.TASKS,
     *settlement.TASKS,
     *donations.TASKS,
+    *reports.TASKS,
     Task("core.sweep_idempotency_records", sweep_idempotency_records, concurrency=1),
 ]
 
@@ -52,6 +54,7 @@ def periodic_tasks(settings: Settings) -> list[Periodic]:
         *events.PERIODIC,
         *settlement.periodic(settings),
         *donations.PERIODIC,
+        *reports.periodic(settings),
         Periodic("core.sweep_idempotency_records", "11 * * * *"),
     ]
 

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     max_import_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 16 * 1024 * 1024
 
+    # Public transparency report: figures are recomputed in the background once they are this old (0: on
+    # every read, before answering).
+    transparency_refresh_seconds: Annotated[int, Field(ge=0, le=24 * 3600)] = 60
+    # Web pages: how long a merchant's dashboard session lasts, and the Stripe.js the billing page loads.
+    web_session_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 8
+    stripe_js_url: str = "https://js.stripe.com/v3/"
+
     # Background jobs. `g4g serve` runs a worker in each server process unless this is false (then run
     # `g4g worker` processes beside it, as production does).
     embedded_worker: bool = True
@@ -142,6 +149,13 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value or None
+
+    @field_validator("stripe_js_url")
+    @classmethod
+    def _script_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("must be an https URL (http only on 127.0.0.1 or localhost, for tests)")
+        return value
 
     @model_validator(mode="after")
     def _production_keeps_keys_outside(self) -> Settings:

@@ -28,7 +28,8 @@ def _declared_query_names(route: APIRoute) -> frozenset[str]:
 
 async def reject_unknown_query_parameters(request: Request) -> None:
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or not request.query_params:
+    # Web pages (outside the API contract) take any query string: links and browsers add their own.
+    if not isinstance(route, APIRoute) or not route.include_in_schema or not request.query_params:
         return
     unknown = sorted(set(request.query_params.keys()) - _declared_query_names(route))
     if unknown:

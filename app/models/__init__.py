@@ -20,6 +20,7 @@ from app.models.package_kind import PackageKind
 from app.models.package_kind_version import PackageKindVersion
 from app.models.platform import Platform
 from app.models.platform_webhook_secret import PlatformWebhookSecret
+from app.models.report_summary import ReportSummary
 from app.models.school import School
 from app.models.settlement_run import SettlementRun
 from app.models.statement import Statement
@@ -27,6 +28,7 @@ from app.models.statement_carryover import StatementCarryover
 from app.models.statement_line import StatementLine
 from app.models.stripe_event import StripeEvent
 from app.models.student import Student
+from app.models.web_session import WebSession
 from app.models.webhook_anomaly import WebhookAnomaly
 from app.models.webhook_delivery import WebhookDelivery
 from app.models.webhook_endpoint import WebhookEndpoint
@@ -53,6 +55,7 @@ __all__ = [
     "PackageKindVersion",
     "Platform",
     "PlatformWebhookSecret",
+    "ReportSummary",
     "School",
     "SettlementRun",
     "Statement",
@@ -60,6 +63,7 @@ __all__ = [
     "StatementLine",
     "StripeEvent",
     "Student",
+    "WebSession",
     "WebhookAnomaly",
     "WebhookDelivery",
     "WebhookEndpoint",

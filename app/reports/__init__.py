@@ -1,0 +1,1 @@
+"""Reports: the figures the programme shows the public and its merchants."""

@@ -1,0 +1,155 @@
+"""Every reports query. The figures are aggregates over whole tables, so they are computed in the background
+(`service.TransparencyReport`) and read back from `report_summaries`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.ledger import accounts
+from app.models import ReportSummary
+
+
+@dataclass(frozen=True, slots=True)
+class StageCell:
+    """Orders placed in one month, in one currency, whose donations are at one stage."""
+
+    month: str
+    currency: str
+    stage: str  # pledged | final | billed | collected | in_pool | reversed
+    orders: int
+    net: int
+    reversed: int
+
+
+# The stage of an order's donation. It is `donations.service.stage_of` in SQL (so a whole table is summed in one
+# pass), plus `in_pool`: collected and already converted into the pool. tests/reports checks the two agree.
+_STAGE = """
+    CASE WHEN s.status = 'paid' AND c.statement_id IS NOT NULL THEN 'in_pool'
+         WHEN s.status = 'paid' THEN 'collected'
+         WHEN s.status IS NOT NULL THEN 'billed'
+         WHEN o.donation_amount > 0 AND o.reversed_amount = o.donation_amount THEN 'reversed'
+         WHEN o.placed_at <= :final_before THEN 'final'
+         ELSE 'pledged' END
+"""
+
+
+async def stage_cells(
+    session: AsyncSession, *, final_before: datetime, merchant_id: str | None = None
+) -> list[StageCell]:
+    """Orders, net donations and reversals by month placed, currency and stage (all merchants, or one)."""
+    where = "WHERE o.merchant_id = :merchant_id" if merchant_id is not None else ""
+    rows = await session.execute(
+        text(
+            f"""
+            SELECT to_char(o.placed_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month, o.currency, {_STAGE} AS stage,
+                   count(*) AS orders, sum(o.donation_amount - o.reversed_amount) AS net,
+                   sum(o.reversed_amount) AS reversed
+            FROM orders o
+            LEFT JOIN statements s ON s.id = o.statement_id
+            LEFT JOIN fx_conversions c ON c.statement_id = o.statement_id
+            {where}
+            GROUP BY 1, 2, 3
+            ORDER BY 1, 2, 3
+            """  # noqa: S608 - fixed fragments only; every value is a bound parameter
+        ),
+        {"final_before": final_before, "merchant_id": merchant_id},
+    )
+    return [StageCell(r.month, r.currency, r.stage, int(r.orders), int(r.net), int(r.reversed)) for r in rows]
+
+
+async def merchants_with_orders(session: AsyncSession) -> int:
+    count = await session.scalar(
+        text(
+            "SELECT count(*) FROM merchants m WHERE EXISTS (SELECT 1 FROM orders o WHERE o.merchant_id = m.id)"
+        )
+    )
+    return int(count or 0)
+
+
+async def pool_received(session: AsyncSession, base_currency: str) -> int:
+    """Everything ever converted into the pool, in the base currency."""
+    total = await session.scalar(
+        text("SELECT coalesce(sum(base_amount), 0) FROM fx_conversions WHERE base_currency = :base"),
+        {"base": base_currency},
+    )
+    return int(total or 0)
+
+
+async def pool_balance(session: AsyncSession, base_currency: str) -> int:
+    total = await session.scalar(
+        text(
+            "SELECT coalesce(sum(amount), 0) FROM ledger_postings WHERE account = :pool AND currency = :base"
+        ),
+        {"pool": accounts.POOL, "base": base_currency},
+    )
+    return int(total or 0)
+
+
+async def latest_rates(session: AsyncSession, base_currency: str) -> dict[str, Decimal]:
+    rows = await session.execute(
+        text(
+            """
+            SELECT DISTINCT ON (currency) currency, rate FROM fx_rates WHERE base_currency = :base
+            ORDER BY currency, created_at DESC, id DESC
+            """
+        ),
+        {"base": base_currency},
+    )
+    return {r.currency: Decimal(r.rate) for r in rows}
+
+
+async def summary(session: AsyncSession, name: str) -> ReportSummary | None:
+    return await session.scalar(select(ReportSummary).where(ReportSummary.name == name))
+
+
+async def summary_version(session: AsyncSession, name: str) -> tuple[str, datetime, datetime] | None:
+    """The stored figures' ETag and times, without their body."""
+    row = (
+        await session.execute(
+            select(ReportSummary.etag, ReportSummary.updated_at, ReportSummary.checked_at).where(
+                ReportSummary.name == name
+            )
+        )
+    ).first()
+    return (row[0], row[1], row[2]) if row else None
+
+
+async def try_lock_refresh(session: AsyncSession, name: str, *, wait: bool) -> bool:
+    """One refresher per report at a time, across processes (released when the transaction ends)."""
+    key = func.hashtextextended("report:" + name, 0)
+    if wait:
+        await session.execute(select(func.pg_advisory_xact_lock(key)))
+        return True
+    return bool(await session.scalar(select(func.pg_try_advisory_xact_lock(key))))
+
+
+async def save_summary(
+    session: AsyncSession, *, name: str, body: str, etag: str, updated_at: datetime, checked_at: datetime
+) -> None:
+    statement = insert(ReportSummary).values(
+        name=name, body=body, etag=etag, updated_at=updated_at, checked_at=checked_at
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[ReportSummary.name],
+            set_={
+                "body": statement.excluded.body,
+                "etag": statement.excluded.etag,
+                "updated_at": statement.excluded.updated_at,
+                "checked_at": statement.excluded.checked_at,
+            },
+        )
+    )
+
+
+async def mark_checked(session: AsyncSession, name: str, checked_at: datetime) -> None:
+    row = await summary(session, name)
+    if row is not None:
+        row.checked_at = checked_at
+        await session.flush()

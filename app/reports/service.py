@@ -1,0 +1,389 @@
+"""The figures behind the public report and the merchant dashboard, and how the public summary is kept current.
+
+The public summary is an aggregate over every order, so it is never computed while a client waits (except the
+very first time): `TransparencyReport` serves the last computed figures from `report_summaries` (each process
+keeps a copy, checked against the row at most once a second) and, once they are older than
+`G4G_TRANSPARENCY_REFRESH_SECONDS`, recomputes them in the background (one refresher at a time across all
+processes). Figures that did not change keep their ETag and `updated_at`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.clock import Clock
+from app.core.money import MoneyOut, currency_exponent, round_half_even
+from app.reports import repository
+from app.reports.repository import StageCell
+from app.reports.schemas import (
+    SMALL_COUNT,
+    Count,
+    MonthFigures,
+    RateUsed,
+    StageCount,
+    StageMoney,
+    TransparencyOut,
+)
+
+log = structlog.get_logger("g4g.reports")
+
+TRANSPARENCY = "transparency"
+# How long a process serves its copy of the figures before looking at the shared row again.
+RECHECK_SECONDS = 1.0
+SMALL = 5  # counts below this are shown as "<5"
+MONEY_FIELDS = ("pledged", "final", "billed", "collected", "in_pool", "reversed")
+ORDER_STAGES = ("pledged", "final", "billed", "collected", "reversed")
+
+
+# ---- small counts ----
+
+
+def suppress_small_counts(cells: Sequence[int], total: int) -> tuple[list[Count], Count]:
+    """Show a table of counts and its total so that no count from 1 to 4 can be read or worked out.
+
+    Counts from 1 to 4 become "<5" (an empty cell stays 0). With the total shown, the hidden cells' sum can be
+    worked out by subtraction, so while it is below five more cells are hidden (the smallest that lifts it to
+    five, else the largest) — or, with none left, the total. A total from 1 to 4 is hidden as well."""
+    hidden = [0 < count < SMALL for count in cells]
+    total_hidden = 0 < total < SMALL
+    while not total_hidden and 0 < sum(c for c, h in zip(cells, hidden, strict=True) if h) < SMALL:
+        shortfall = SMALL - sum(c for c, h in zip(cells, hidden, strict=True) if h)
+        shown = [i for i, is_hidden in enumerate(hidden) if not is_hidden]
+        if not shown:
+            total_hidden = True
+            break
+        enough = [i for i in shown if cells[i] >= shortfall]
+        pick = (
+            min(enough, key=lambda i: (cells[i], i)) if enough else max(shown, key=lambda i: (cells[i], -i))
+        )
+        hidden[pick] = True
+    return (
+        [SMALL_COUNT if is_hidden else count for count, is_hidden in zip(cells, hidden, strict=True)],
+        SMALL_COUNT if total_hidden else total,
+    )
+
+
+def small_count(count: int) -> Count:
+    return SMALL_COUNT if 0 < count < SMALL else count
+
+
+# ---- money by stage ----
+
+
+@dataclass
+class StageSums:
+    """Running sums per stage in one currency (minor units) and orders per stage."""
+
+    currency: str
+    money: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MONEY_FIELDS, 0))
+    orders: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ORDER_STAGES, 0))
+
+    def add(self, cell: StageCell) -> None:
+        stage = "collected" if cell.stage == "in_pool" else cell.stage
+        self.money[stage] += cell.net
+        if cell.stage == "in_pool":
+            self.money["in_pool"] += cell.net
+        self.money["reversed"] += cell.reversed
+        self.orders[stage] += cell.orders
+
+    def out(self) -> StageMoney:
+        return StageMoney(currency=self.currency, **self.money)
+
+
+def fold_by_currency(cells: Iterable[StageCell]) -> dict[str, StageSums]:
+    sums: dict[str, StageSums] = {}
+    for cell in cells:
+        sums.setdefault(cell.currency, StageSums(cell.currency)).add(cell)
+    return dict(sorted(sums.items()))
+
+
+def fold_by_month(cells: Iterable[StageCell]) -> dict[str, dict[str, StageSums]]:
+    months: dict[str, list[StageCell]] = defaultdict(list)
+    for cell in cells:
+        months[cell.month].append(cell)
+    return {month: fold_by_currency(months[month]) for month in sorted(months)}
+
+
+def value_in_base(
+    amounts: Mapping[str, int], rates: Mapping[str, Decimal], base_currency: str
+) -> tuple[int, set[str]]:
+    """The sum of amounts in several currencies, valued in the base currency at `rates`: exact until one
+    half-even rounding at the end. Currencies without a rate are left out and returned."""
+    exact = Fraction(0)
+    missing: set[str] = set()
+    base_exponent = currency_exponent(base_currency)
+    for currency, amount in amounts.items():
+        if currency == base_currency:
+            exact += amount
+        elif currency in rates:
+            shift = base_exponent - currency_exponent(currency)
+            exact += Fraction(amount) * Fraction(rates[currency]) * Fraction(10) ** shift
+        elif amount:
+            missing.add(currency)
+    return round_half_even(exact), missing
+
+
+def stages_in_base(
+    sums: Mapping[str, StageSums], rates: Mapping[str, Decimal], base_currency: str
+) -> tuple[StageMoney, set[str]]:
+    valued: dict[str, int] = {}
+    missing: set[str] = set()
+    for name in MONEY_FIELDS:
+        valued[name], left_out = value_in_base(
+            {currency: s.money[name] for currency, s in sums.items()}, rates, base_currency
+        )
+        missing |= left_out
+    return StageMoney(currency=base_currency, **valued), missing
+
+
+def raised(stages: StageMoney) -> int:
+    """Money raised: final, billed and collected. Pledged money is not raised until its return window passed."""
+    return stages.final + stages.billed + stages.collected
+
+
+def build_transparency(
+    cells: Sequence[StageCell],
+    *,
+    merchants: int,
+    pool_received: int,
+    pool_balance: int,
+    rates: Mapping[str, Decimal],
+    base_currency: str,
+    updated_at: datetime,
+) -> TransparencyOut:
+    """The public figures from the stage cells (pure: no database)."""
+    by_currency = fold_by_currency(cells)
+    in_base, missing = stages_in_base(by_currency, rates, base_currency)
+    total_orders = sum(c.orders for c in cells)
+    stage_orders = [sum(s.orders[stage] for s in by_currency.values()) for stage in ORDER_STAGES]
+    shown_stage_orders, shown_total = suppress_small_counts(stage_orders, total_orders)
+
+    months = fold_by_month(cells)
+    month_orders = [sum(c.orders for c in cells if c.month == month) for month in months]
+    shown_month_orders, _ = suppress_small_counts(month_orders, total_orders)
+    by_month = []
+    for (month, sums), orders in zip(months.items(), shown_month_orders, strict=True):
+        month_in_base, month_missing = stages_in_base(sums, rates, base_currency)
+        missing |= month_missing
+        by_month.append(
+            MonthFigures(
+                month=month,
+                orders=orders,
+                money=[s.out() for s in sums.values()],
+                in_base_currency=month_in_base,
+            )
+        )
+    raised_base = raised(in_base)
+    share = round_half_even(Fraction(in_base.in_pool * 10_000, raised_base)) if raised_base > 0 else None
+    return TransparencyOut(
+        updated_at=updated_at,
+        base_currency=base_currency,
+        merchants_taking_part=small_count(merchants),
+        orders=shown_total,
+        orders_by_stage=[
+            StageCount(stage=stage, orders=count)
+            for stage, count in zip(ORDER_STAGES, shown_stage_orders, strict=True)
+        ],
+        raised=MoneyOut(amount=raised_base, currency=base_currency),
+        pledged=MoneyOut(amount=in_base.pledged, currency=base_currency),
+        reached_pool=MoneyOut(amount=pool_received, currency=base_currency),
+        pool_balance=MoneyOut(amount=pool_balance, currency=base_currency),
+        reached_pool_share_bps=share,
+        money_by_stage=[s.out() for s in by_currency.values()],
+        money_by_stage_in_base_currency=in_base,
+        not_valued=sorted(missing),
+        rates=[
+            RateUsed(currency=c, rate=format(r.normalize(), "f"))
+            for c, r in sorted(rates.items())
+            if c in by_currency
+        ],
+        by_month=by_month,
+    )
+
+
+async def compute_transparency(
+    session: AsyncSession, *, now: datetime, window: timedelta, base_currency: str
+) -> TransparencyOut:
+    return build_transparency(
+        await repository.stage_cells(session, final_before=now - window),
+        merchants=await repository.merchants_with_orders(session),
+        pool_received=await repository.pool_received(session, base_currency),
+        pool_balance=await repository.pool_balance(session, base_currency),
+        rates=await repository.latest_rates(session, base_currency),
+        base_currency=base_currency,
+        updated_at=now,
+    )
+
+
+# ---- one merchant's figures (its own data: nothing is hidden from it) ----
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantFigures:
+    orders: int
+    by_currency: list[StageMoney]
+    by_month: list[tuple[str, list[StageMoney]]]
+    orders_by_month: list[tuple[str, int]]
+
+
+async def merchant_figures(
+    session: AsyncSession, merchant_id: str, *, now: datetime, window: timedelta
+) -> MerchantFigures:
+    """A merchant's donations by stage and currency, overall and by the month its orders were placed."""
+    cells = await repository.stage_cells(session, final_before=now - window, merchant_id=merchant_id)
+    months = fold_by_month(cells)
+    return MerchantFigures(
+        orders=sum(c.orders for c in cells),
+        by_currency=[s.out() for s in fold_by_currency(cells).values()],
+        by_month=[(month, [s.out() for s in sums.values()]) for month, sums in months.items()],
+        orders_by_month=[(month, sum(c.orders for c in cells if c.month == month)) for month in months],
+    )
+
+
+# ---- keeping the public summary current ----
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    body: bytes
+    etag: str
+    updated_at: datetime
+    checked_at: datetime
+
+    def figures(self) -> TransparencyOut:
+        return TransparencyOut.model_validate_json(self.body)
+
+
+def _etag(figures: TransparencyOut) -> str:
+    digest = hashlib.sha256(figures.model_dump_json(exclude={"updated_at"}).encode()).hexdigest()
+    return f'"{digest[:32]}"'
+
+
+class TransparencyReport:
+    """Serves the public figures from `report_summaries`, recomputing them once they are older than `refresh`
+    (in the background while the older figures are served; before answering when there are none yet, or when
+    `refresh` is zero)."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        refresh: timedelta,
+        window: timedelta,
+        base_currency: str,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._clock = clock
+        self.refresh_interval = refresh
+        self._window = window
+        self._base_currency = base_currency
+        self._background: asyncio.Task[Snapshot | None] | None = None
+        self._held: Snapshot | None = None
+        self._held_since = 0.0
+
+    async def current(self) -> Snapshot:
+        """The figures to serve now: this process's copy, checked against the shared row at most once a second
+        (its body is read again only when its ETag changed)."""
+        if self.refresh_interval <= timedelta(0):
+            snapshot = await self.refresh(wait=True)
+            assert snapshot is not None
+            return snapshot
+        held = self._held
+        if held is None or time.monotonic() - self._held_since >= RECHECK_SECONDS:
+            held = await self._shared(held) or await self.refresh(wait=True)
+            assert held is not None
+            self._remember(held)
+        if self._clock.now() - held.checked_at >= self.refresh_interval and not self.refreshing:
+            self._background = asyncio.create_task(self._refresh_quietly())
+        return held
+
+    async def _shared(self, held: Snapshot | None) -> Snapshot | None:
+        async with self._sessionmaker() as session:
+            version = await repository.summary_version(session, TRANSPARENCY)
+            if version is None:
+                return None
+            etag, updated_at, checked_at = version
+            if held is not None and held.etag == etag:
+                return Snapshot(held.body, etag, updated_at, checked_at)
+            row = await repository.summary(session, TRANSPARENCY)
+        return Snapshot(row.body.encode(), row.etag, row.updated_at, row.checked_at) if row else None
+
+    def _remember(self, snapshot: Snapshot) -> None:
+        self._held, self._held_since = snapshot, time.monotonic()
+
+    async def refresh_if_due(self) -> Snapshot | None:
+        """Recompute the figures if they are missing or as old as the refresh interval (a scheduled job's way in);
+        None if they are fresh, or another process is recomputing them now."""
+        async with self._sessionmaker() as session:
+            version = await repository.summary_version(session, TRANSPARENCY)
+        if version is not None and self._clock.now() - version[2] < self.refresh_interval:
+            return None
+        return await self.refresh(wait=False)
+
+    async def _refresh_quietly(self) -> Snapshot | None:
+        try:
+            return await self.refresh(wait=False)
+        except Exception as exc:  # the older figures keep being served; the next read tries again
+            log.error("transparency_refresh_failed", exc_info=exc)
+            return None
+
+    async def refresh(self, *, wait: bool) -> Snapshot | None:
+        """Recompute and store the figures. With `wait`, queue behind a refresh under way in any process (and
+        reuse its result if it started after this call); without, leave it to that refresh (None)."""
+        asked_at = self._clock.now()
+        async with self._sessionmaker() as session, session.begin():
+            if not await repository.try_lock_refresh(session, TRANSPARENCY, wait=wait):
+                return None
+            row = await repository.summary(session, TRANSPARENCY)
+            if row is not None and row.checked_at > asked_at:
+                snapshot = Snapshot(row.body.encode(), row.etag, row.updated_at, row.checked_at)
+                self._remember(snapshot)
+                return snapshot
+            now = self._clock.now()
+            # The figures come from one consistent snapshot of the database, read in a transaction of their own.
+            async with self._sessionmaker() as reader:
+                await reader.connection(
+                    execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+                )
+                figures = await compute_transparency(
+                    reader, now=now, window=self._window, base_currency=self._base_currency
+                )
+            etag = _etag(figures)
+            if row is not None and row.etag == etag:
+                await repository.mark_checked(session, TRANSPARENCY, now)
+                snapshot = Snapshot(row.body.encode(), row.etag, row.updated_at, now)
+            else:
+                body = figures.model_dump_json()
+                await repository.save_summary(
+                    session, name=TRANSPARENCY, body=body, etag=etag, updated_at=now, checked_at=now
+                )
+                snapshot = Snapshot(body.encode(), etag, now, now)
+        self._remember(snapshot)  # committed: what this process serves from now on
+        return snapshot
+
+    @property
+    def refreshing(self) -> bool:
+        return self._background is not None and not self._background.done()
+
+    async def refreshed(self) -> None:
+        """Wait for a background refresh under way, if any."""
+        if self._background is not None:
+            await self._background
+
+    async def close(self) -> None:
+        if self._background is not None and not self._background.done():
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background

@@ -1,0 +1,253 @@
+"""The pages. HTTP only: what they show comes from `service.py`, how they look from `templates/`."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from app.core.auth import Forbidden
+from app.core.database import SessionDep
+from app.core.errors import Unauthorized
+from app.core.json_body import ExactJsonRoute
+from app.web import service
+from app.web.i18n import LANGUAGE_COOKIE, LANGUAGES, Formatter, choose_language
+from app.web.service import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    SIGN_IN_CSRF_COOKIE,
+    SignedIn,
+    SignInRefused,
+)
+from app.web.templating import render
+
+router = APIRouter(include_in_schema=False, route_class=ExactJsonRoute)
+
+_LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_.-]*$")
+
+
+def language_of(request: Request) -> str:
+    return choose_language(request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language"))
+
+
+Language = Annotated[str, Depends(language_of)]
+
+
+def _https(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def _same_origin(request: Request) -> bool:
+    """A form posted from another site is refused even before its CSRF token is looked at."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin is None:
+        return True  # some browsers send neither on same-origin posts; the CSRF token still decides
+    parts = urlsplit(origin)
+    return f"{parts.scheme}://{parts.netloc}" == f"{request.url.scheme}://{request.url.netloc}"
+
+
+# ---- the public page ----
+
+
+@router.get("/", response_class=HTMLResponse)
+async def public_page(request: Request, language: Language) -> HTMLResponse:
+    snapshot = await request.app.state.transparency.current()
+    page = service.public_page(snapshot.figures(), Formatter(language))
+    return render(request, language, "public.html", {"page": page})
+
+
+@router.get("/language/{code}")
+async def choose_page_language(
+    code: str, request: Request, next_page: Annotated[str, Query(alias="next", max_length=200)] = "/"
+) -> Response:
+    """The language switch: remember the choice for a year and go back to the page (a local path only)."""
+    target = next_page if _LOCAL_PATH.match(next_page) and not next_page.startswith("//") else "/"
+    response = RedirectResponse(target, status_code=303)
+    if code in LANGUAGES:
+        response.set_cookie(
+            LANGUAGE_COOKIE,
+            code,
+            max_age=365 * 24 * 3600,
+            samesite="lax",
+            secure=_https(request),
+            httponly=True,
+        )
+    return response
+
+
+# ---- the merchant's pages ----
+
+
+async def current_merchant(request: Request, session: SessionDep) -> SignedIn | None:
+    return await service.signed_in(
+        session, request.cookies.get(SESSION_COOKIE), now=request.app.state.clock.now()
+    )
+
+
+Merchant = Annotated[SignedIn | None, Depends(current_merchant)]
+
+
+def _sign_in_page(
+    request: Request, language: str, *, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    token = request.cookies.get(SIGN_IN_CSRF_COOKIE) or service.new_sign_in_csrf()
+    response = render(
+        request,
+        language,
+        "merchant/sign_in.html",
+        {"csrf_token": token, "csrf_field": CSRF_FIELD, "error": error},
+        status_code=status_code,
+        private=True,
+    )
+    response.set_cookie(
+        SIGN_IN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="lax", secure=_https(request)
+    )
+    return response
+
+
+@router.get("/merchant", response_class=HTMLResponse)
+async def merchant_home(
+    request: Request, session: SessionDep, language: Language, signed_in: Merchant
+) -> HTMLResponse:
+    if signed_in is None:
+        return _sign_in_page(request, language)
+    settings = request.app.state.settings
+    board = await service.dashboard(
+        session,
+        signed_in.merchant,
+        now=request.app.state.clock.now(),
+        window=timedelta(days=settings.return_window_days),
+        fmt=Formatter(language),
+    )
+    context: dict[str, Any] = {"board": board, "csrf_token": signed_in.csrf_token, "csrf_field": CSRF_FIELD}
+    return render(request, language, "merchant/dashboard.html", context, private=True)
+
+
+@router.post("/merchant/sign-in", response_class=HTMLResponse)
+async def merchant_sign_in(
+    request: Request,
+    session: SessionDep,
+    language: Language,
+    api_key: Annotated[str, Form(max_length=500)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    fmt = Formatter(language)
+    if not _same_origin(request) or not service.same_secret(
+        request.cookies.get(SIGN_IN_CSRF_COOKIE), csrf_token
+    ):
+        message = fmt.gettext("This form has expired. Please try again.")
+        return _sign_in_page(request, language, error=message, status_code=403)
+    settings = request.app.state.settings
+    try:
+        cookie_token = await service.sign_in(
+            session,
+            api_key,
+            now=request.app.state.clock.now(),
+            lifetime=timedelta(hours=settings.web_session_hours),
+        )
+    except SignInRefused:
+        message = fmt.gettext("That is not a valid merchant API key. Check the key and try again.")
+        return _sign_in_page(request, language, error=message, status_code=401)
+    response = RedirectResponse("/merchant", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie_token,
+        max_age=settings.web_session_hours * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=_https(request),
+        path="/",
+    )
+    response.delete_cookie(SIGN_IN_CSRF_COOKIE)
+    return response
+
+
+@router.post("/merchant/sign-out")
+async def merchant_sign_out(
+    request: Request,
+    session: SessionDep,
+    language: Language,
+    signed_in: Merchant,
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    if signed_in is not None:
+        if not _same_origin(request) or not service.same_secret(signed_in.csrf_token, csrf_token):
+            return render(request, language, "merchant/expired.html", {}, status_code=403, private=True)
+        await service.sign_out(session, signed_in)
+    response = RedirectResponse("/merchant", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=_https(request))
+    return response
+
+
+@router.get("/merchant/donations.csv")
+async def merchant_donations_csv(request: Request, language: Language, signed_in: Merchant) -> Response:
+    if signed_in is None:
+        return RedirectResponse("/merchant", status_code=303)
+    state = request.app.state
+    final_before = state.clock.now() - timedelta(days=state.settings.return_window_days)
+    lines = service.donations_csv(
+        state.sessionmaker, signed_in.merchant.id, final_before=final_before, fmt=Formatter(language)
+    )
+    return StreamingResponse(
+        lines,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="donations-{signed_in.merchant.id}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+# ---- the billing page: the merchant adds its card with Stripe.js ----
+
+
+@router.get("/merchant/billing", response_class=HTMLResponse)
+async def merchant_billing(request: Request, language: Language, signed_in: Merchant) -> Response:
+    if signed_in is None:
+        return RedirectResponse("/merchant", status_code=303)
+    state = request.app.state
+    page = service.billing_page(signed_in.merchant, state.stripe, Formatter(language))
+    context: dict[str, Any] = {
+        "page": page,
+        "csrf_token": signed_in.csrf_token,
+        "csrf_field": CSRF_FIELD,
+        "stripe_js_url": state.settings.stripe_js_url,
+    }
+    # Only this page may load Stripe.js, and only when it offers a card form.
+    stripe_js = state.settings.stripe_js_url if page.publishable_key else None
+    return render(request, language, "merchant/billing.html", context, private=True, stripe_js_url=stripe_js)
+
+
+def _script_caller(request: Request, signed_in: SignedIn | None) -> SignedIn:
+    """The billing page's script: the signed-in merchant, its CSRF token in `X-CSRF-Token`, from this origin."""
+    if signed_in is None:
+        raise Unauthorized("Sign in first.")
+    if not _same_origin(request) or not service.same_secret(
+        signed_in.csrf_token, request.headers.get(CSRF_HEADER)
+    ):
+        raise Forbidden("Missing or wrong CSRF token.")
+    return signed_in
+
+
+@router.post("/merchant/billing/setup-intent")
+async def merchant_card_setup(request: Request, session: SessionDep, signed_in: Merchant) -> dict[str, str]:
+    merchant = _script_caller(request, signed_in).merchant
+    setup = await service.start_card_setup(session, request.app.state.stripe, merchant)
+    return {"setup_intent_id": setup.setup_intent_id, "client_secret": setup.client_secret}
+
+
+@router.post("/merchant/billing/setup-intent/{setup_intent_id}/complete")
+async def merchant_card_setup_complete(
+    setup_intent_id: Annotated[str, Path(pattern=r"^seti_[A-Za-z0-9]{1,250}$")],
+    request: Request,
+    session: SessionDep,
+    signed_in: Merchant,
+) -> dict[str, str | None]:
+    merchant = _script_caller(request, signed_in).merchant
+    profile = await service.complete_card_setup(session, request.app.state.stripe, merchant, setup_intent_id)
+    return {"card": profile.payment_method.label if profile.payment_method else None}

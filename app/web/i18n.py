@@ -1,0 +1,106 @@
+"""Languages of the pages: gettext catalogues (`translations/<lang>/LC_MESSAGES/messages.po`, compiled in memory
+at start, so a fresh checkout needs no build step), the choice from a cookie or `Accept-Language`, and
+locale-aware numbers, money and dates (Babel's CLDR data)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+
+from babel import Locale
+from babel.dates import format_datetime, format_skeleton
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_currency, format_decimal, format_percent
+from babel.support import NullTranslations, Translations
+
+from app.core.money import currency_exponent
+
+TRANSLATIONS = Path(__file__).resolve().parent / "translations"
+LANGUAGES = ("en", "id")  # English is the source language; the others have a catalogue
+DEFAULT_LANGUAGE = "en"
+LANGUAGE_NAMES = {"en": "English", "id": "Bahasa Indonesia"}
+LANGUAGE_COOKIE = "g4g_lang"
+
+
+@cache
+def translations(language: str) -> NullTranslations:
+    """The language's catalogue, compiled from its `.po` file on first use."""
+    if language == DEFAULT_LANGUAGE:
+        return NullTranslations()
+    with (TRANSLATIONS / language / "LC_MESSAGES" / "messages.po").open("rb") as po:
+        catalog = read_po(po, locale=language)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return Translations(compiled)
+
+
+def _accepted(header: str) -> list[str]:
+    """Language tags from an `Accept-Language` header, most wanted first (q=0 means not wanted)."""
+    weighted: list[tuple[float, int, str]] = []
+    for index, part in enumerate(header.split(",")[:20]):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        if tag and quality > 0:
+            weighted.append((-quality, index, tag.strip()))
+    return [tag for _, _, tag in sorted(weighted)]
+
+
+def choose_language(cookie: str | None, accept_language: str | None) -> str:
+    """The visitor's own choice (the switch's cookie) first, then what the browser asks for, then English."""
+    if cookie in LANGUAGES:
+        return cookie
+    if accept_language:
+        try:
+            tags = [t for t in _accepted(accept_language) if t != "*"]
+            chosen = Locale.negotiate(tags, list(LANGUAGES), sep="-")
+        except (ValueError, TypeError):
+            chosen = None
+        if chosen is not None and str(chosen) in LANGUAGES:
+            return str(chosen)
+    return DEFAULT_LANGUAGE
+
+
+@dataclass(frozen=True, slots=True)
+class Formatter:
+    """Numbers, money and dates written the way a reader of `language` expects."""
+
+    language: str
+
+    def gettext(self, message: str) -> str:
+        return translations(self.language).gettext(message)
+
+    def count(self, value: int | str) -> str:
+        return value if isinstance(value, str) else format_decimal(value, locale=self.language)
+
+    def money(self, amount: int, currency: str) -> str:
+        """Minor units as an amount in the currency (exact: Decimal from the integer, never a float)."""
+        major = Decimal(amount).scaleb(-currency_exponent(currency))
+        return format_currency(major, currency, locale=self.language)
+
+    def major_units(self, amount: int, currency: str) -> str:
+        """Minor units as a plain decimal number, e.g. 196 CNY → "1.96" (for CSV files)."""
+        exponent = currency_exponent(currency)
+        return f"{Decimal(amount).scaleb(-exponent):.{exponent}f}"
+
+    def percent_bps(self, bps: int) -> str:
+        return format_percent(Decimal(bps).scaleb(-4), "#,##0.#%", locale=self.language)
+
+    def month(self, month: str) -> str:
+        """`2026-11` → "Nov 2026"."""
+        year, number = month.split("-")
+        return format_skeleton("yMMM", date(int(year), int(number), 1), locale=self.language)
+
+    def timestamp(self, value: datetime) -> str:
+        """An instant in UTC, e.g. "Nov 29, 2026, 8:52:20 AM UTC"."""
+        return format_datetime(value, "medium", tzinfo=UTC, locale=self.language) + " UTC"

@@ -1,0 +1,374 @@
+"""What a person sees in a real browser (Debian's Chromium, driven by Playwright) on a real `g4g serve`, seeded
+through the API: the public page's figures and charts, the language switch, a merchant's dashboard, its CSV and
+signing out; no page breaks its Content-Security-Policy. Screenshots of every page land in the run's temp dir."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from playwright.async_api import expect
+
+from tests.conftest import DATA_KEY
+from tests.helpers import order_paid, signed_headers
+from tests.live import LiveServer, g4g_env, run_g4g
+from tests.postgres import TestServer
+from tests.stripe_server import LocalStripe, create_chargeable_customer, open_stripe_client
+from tests.web.conftest import screenshot
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, BrowserContext, Page
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+TEA = [{"sku": "TEA-01", "quantity": 2, "amount": 12800}]  # 196 fen each
+BOOK = [{"sku": "BOOK", "quantity": 1, "amount": 10000}]  # 150 cents each
+
+
+@dataclass
+class Site:
+    url: str
+    admin: dict[str, str]
+    stripe_url: str
+    merchants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+async def _seed(site: Site) -> None:
+    """Three merchants on one platform; a return window of zero days makes orders final at once.
+
+    tea (CNY, card on file): 6 orders, billed, charged and converted into the pool at 0.14;
+    books (USD, card on file): 5 orders, billed, charged, in the pool;
+    pens (CNY, no billing profile): 5 final orders, not billed;
+    tea again: one order placed next month, still pledged."""
+    async with (
+        open_stripe_client(site.stripe_url) as stripe,
+        httpx.AsyncClient(base_url=site.url, headers=site.admin, timeout=30) as http,
+    ):
+        platform = (await http.post("/v1/platforms", json={"name": "Tmall"})).json()
+        for slug, name, country, card_on_file in (
+            ("tea", "Tea House", "CN", True),
+            ("books", "Book Nook", "US", True),
+            ("pens", "Pen Pals", "CN", False),
+        ):
+            body = {"external_id": slug, "name": name, "country": country, "platform_id": platform["id"]}
+            merchant = (await http.post("/v1/merchants", json=body)).json()
+            rule = {"rate_bps": 150, "fixed_per_unit": [{"amount": 2, "currency": "CNY"}]}
+            assert (
+                await http.put(f"/v1/merchants/{merchant['id']}/donation-rule", json=rule)
+            ).status_code == 200
+            if (
+                card_on_file
+            ):  # an existing Stripe customer whose metadata names the merchant, linked by the operator
+                customer = (await create_chargeable_customer(stripe)).customer_id
+                await stripe.v1.customers.update_async(
+                    customer, {"metadata": {"g4g_merchant_id": merchant["id"]}}
+                )
+                billing = await http.put(
+                    f"/v1/merchants/{merchant['id']}/billing",
+                    json={"method": "stripe", "stripe_customer_id": customer},
+                )
+                assert billing.status_code == 200, billing.text
+            key = await http.post(
+                "/v1/api-keys", json={"role": "merchant", "name": slug, "merchant_id": merchant["id"]}
+            )
+            site.merchants[slug] = merchant
+            site.keys[slug] = key.json()["token"]
+
+        async def pay(
+            order_id: str, merchant: str, currency: str, items: Any, placed_at: datetime | None = None
+        ) -> None:
+            event = order_paid(
+                order_id, merchant=merchant, currency=currency, items=items, placed_at=placed_at
+            )
+            body = json.dumps(event).encode()
+            answer = await http.post(
+                f"/v1/webhooks/orders/{platform['id']}",
+                content=body,
+                headers=signed_headers(platform["webhook_secret"], body),
+            )
+            assert answer.json() == {"status": "applied"}, answer.text
+
+        for n in range(1001, 1007):
+            await pay(f"TEA-{n}", "tea", "CNY", TEA)
+        for n in range(2001, 2006):
+            await pay(f"BOOK-{n}", "books", "USD", BOOK)
+        for n in range(3001, 3006):
+            await pay(f"PEN-{n}", "pens", "CNY", TEA)
+        run = (await http.post("/v1/settlement-runs", json={})).json()
+        statements = sorted((s["total"]["amount"], s["status"]) for s in run["statements"])
+        assert statements == [(750, "paid"), (1176, "paid")]
+        assert (await http.put("/v1/fx-rates/CNY", json={"rate": "0.14"})).status_code == 200
+        await pay("TEA-1007", "tea", "CNY", TEA, placed_at=datetime.now(UTC) + timedelta(days=32))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def site(
+    pg_server: TestServer, tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> AsyncIterator[Site]:
+    name = f"{pg_server.prefix}_browser"
+    database = await pg_server.create_database(name, template=pg_server.template)
+    tmp = tmp_path_factory.mktemp("browser")
+    with LocalStripe() as stripe:
+        env = g4g_env(
+            DATABASE_URL=database,
+            G4G_DATA_KEY=DATA_KEY,
+            G4G_DATA_DIR=str(tmp),
+            G4G_RETURN_WINDOW_DAYS="0",
+            G4G_TRANSPARENCY_REFRESH_SECONDS="0",
+            STRIPE_API_KEY="sk_test_g4g",
+            STRIPE_API_BASE=stripe.url,
+            STRIPE_PUBLISHABLE_KEY="pk_test_g4g",
+            # The billing page loads localstripe's stand-in for Stripe.js instead of Stripe's.
+            G4G_STRIPE_JS_URL=f"{stripe.url}/js.stripe.com/v3/",
+        )
+        token = run_g4g(
+            "create-api-key", "--role", "admin", "--name", "browser tests", env=env
+        ).stdout.strip()
+        server = LiveServer(env, tmp / "serve.log")
+        try:
+            site = Site(server.url, {"Authorization": f"Bearer {token}"}, stripe.url)
+            await _seed(site)
+            yield site
+        finally:
+            server.stop()
+            await pg_server.drop_database(name)
+
+
+class Watched:
+    """A page whose console errors and CSP violations are collected, so a test can require there were none."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        page.on("console", lambda m: self.problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.problems.append(str(e)))
+
+    @classmethod
+    async def open(cls, context: BrowserContext) -> Watched:
+        page = await context.new_page()
+        # Init scripts run through the DevTools protocol, outside the page's CSP.
+        await page.add_init_script(
+            """document.addEventListener('securitypolicyviolation', e => {
+                 window.__violations = window.__violations || [];
+                 window.__violations.push(e.violatedDirective + ' ' + e.blockedURI);
+               });"""
+        )
+        return cls(page)
+
+    async def assert_clean(self) -> None:
+        """No CSP violation, no script error, no resource that failed to load (the sign-in form's answer to a
+        wrong key is a 401 on purpose, and Chromium logs it)."""
+        violations = await self.page.evaluate("window.__violations || []")
+        problems = [p for p in self.problems if "status of 401" not in p]
+        assert violations == [] and problems == [], (violations, problems)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    context = await browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="en-US", accept_downloads=True
+    )
+    try:
+        yield context
+    finally:
+        await context.close()
+
+
+async def cell(page: Page, table_id: str, row: str, column: int) -> str:
+    """The text of a cell: the row whose header is `row`, the `column`-th data cell in it (1-based)."""
+    rows = page.locator(f"#{table_id} tbody tr, #{table_id} tfoot tr")
+    header = rows.filter(has=page.locator("th", has_text=row))
+    return await header.first.locator("td").nth(column - 1).inner_text()
+
+
+async def test_the_public_page_shows_the_programme(
+    site: Site, context: BrowserContext, screenshot_dir: Path
+) -> None:
+    watched = await Watched.open(context)
+    page = watched.page
+    response = await page.goto(site.url + "/")
+    assert response is not None and response.status == 200
+    policy = response.headers["content-security-policy"]
+    assert (
+        "default-src 'self'" in policy
+        and "frame-ancestors 'none'" in policy
+        and "'unsafe-inline'" not in policy
+    )
+
+    assert await page.locator("h1").inner_text() == "Where the money goes"
+    # 915 cents reached the pool (1176 fen at 0.14 = 164.64, plus $7.50, rounded once); raised adds the pens'
+    # final 980 fen (137.2): 1052 cents. The order placed next month is pledged, not raised.
+    assert await page.locator("#total-raised dd").inner_text() == "$10.52"
+    assert await page.locator("#total-pool dd").inner_text() == "$9.15"
+    assert await page.locator("#total-share dd").inner_text() == "87%"
+    assert await page.locator("#total-merchants dd").inner_text() == "<5"
+    assert await page.locator("#total-orders dd").inner_text() == "17"
+
+    # Money by stage over time: two months drawn, the table beside them with the same figures.
+    over_time = page.locator("#money-over-time")
+    titles = await over_time.locator("svg rect title").all_text_contents()
+    assert any(t.endswith("In the pool: $9.15") for t in titles), titles
+    assert any(t.endswith("Final: $1.37") for t in titles), titles
+    months = page.locator("#money-over-time-table tbody tr")
+    assert await months.count() == 2
+    assert await months.first.locator("td").nth(4).inner_text() == "$9.15"  # in the pool
+    assert await months.first.locator("td").nth(1).inner_text() == "$1.37"  # final: the pens' orders
+    assert await months.nth(1).locator("td").nth(0).inner_text() == "$0.27"  # pledged next month
+
+    # Orders by stage: small counts hidden, in the chart and its table alike.
+    assert await cell(page, "orders-by-stage-table", "Collected", 1) == "11"
+    assert await cell(page, "orders-by-stage-table", "Pledged", 1) == "<5"
+    assert await cell(page, "orders-by-stage-table", "Final", 1) == "<5"  # else pledged = 17 − 11 − 5
+    assert await cell(page, "orders-by-stage-table", "Total", 1) == "17"
+    assert await page.locator("#orders-by-stage svg rect title").all_text_contents() == ["Collected: 11"]
+
+    assert await cell(page, "money-by-currency", "CNY", 4) == "CN¥11.76"  # collected
+    assert await cell(page, "money-by-currency", "USD", 5) == "$7.50"  # in the pool
+    in_pool = page.locator("#to-the-pool-table tbody tr").nth(3)
+    assert await in_pool.locator("td").all_inner_texts() == ["$9.15", "87%"]
+
+    await watched.assert_clean()
+    await screenshot(page, screenshot_dir, "public-en")
+
+
+async def test_the_language_switch_changes_the_page_and_is_remembered(
+    site: Site, context: BrowserContext, screenshot_dir: Path
+) -> None:
+    watched = await Watched.open(context)
+    page = watched.page
+    await page.goto(site.url + "/")
+    await page.get_by_role("link", name="Bahasa Indonesia").click()
+    await page.wait_for_load_state()
+    assert await page.locator("h1").inner_text() == "Ke mana uangnya mengalir"
+    assert await page.locator("html").get_attribute("lang") == "id"
+    assert await page.locator("#total-raised dt").inner_text() == "Dana terkumpul"
+    assert await page.locator("#total-raised dd").inner_text() == "US$10,52"
+    assert await page.get_by_role("link", name="Transparansi").is_visible()
+    await page.goto(site.url + "/merchant")  # remembered on the next page
+    assert await page.get_by_role("button", name="Masuk").is_visible()
+    await page.goto(site.url + "/")
+    await screenshot(page, screenshot_dir, "public-id")
+    await page.get_by_role("link", name="English").click()
+    await page.wait_for_load_state()
+    assert await page.locator("h1").inner_text() == "Where the money goes"
+    await watched.assert_clean()
+
+
+async def test_a_merchant_signs_in_sees_its_own_data_exports_csv_and_signs_out(
+    site: Site, browser: Browser, context: BrowserContext, screenshot_dir: Path, tmp_path: Path
+) -> None:
+    watched = await Watched.open(context)
+    page = watched.page
+    await page.goto(site.url + "/merchant")
+    await screenshot(page, screenshot_dir, "merchant-sign-in")
+
+    await page.get_by_label("Merchant API key").fill("g4g_this-is-not-a-key")
+    await page.get_by_role("button", name="Sign in").click()
+    alert = await page.get_by_role("alert").inner_text()
+    assert alert == "That is not a valid merchant API key. Check the key and try again."
+    assert "Traceback" not in await page.content()
+
+    await page.get_by_label("Merchant API key").fill(site.keys["tea"])
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(site.url + "/merchant")
+    assert await page.locator("h1").inner_text() == "Tea House"
+    text = await page.locator("main").inner_text()
+    assert "TEA-1001" in text and "TEA-1007" in text
+    assert "BOOK-2001" not in text and "PEN-3001" not in text and "Book Nook" not in text
+    rule = await page.locator("#current-rule").inner_text()
+    assert rule == "1.5% of each sale, CN¥0.02 per unit on CNY orders."
+    assert await cell(page, "money-by-stage", "CNY", 1) == "CN¥1.96"  # pledged: next month's order
+    assert await cell(page, "money-by-stage", "CNY", 5) == "CN¥11.76"  # in the pool
+    assert await page.locator("#statements tbody tr").count() == 1
+    assert await page.locator("#statements tbody td").nth(1).inner_text() == "CN¥11.76"
+    session_cookie = next(c for c in await context.cookies() if c["name"] == "g4g_session")
+    assert session_cookie["httpOnly"] and session_cookie["sameSite"] == "Lax"
+    await screenshot(page, screenshot_dir, "merchant-dashboard")
+
+    async with page.expect_download() as download_info:
+        await page.get_by_role("link", name="Download donations (CSV)").click()
+    saved = tmp_path / "donations.csv"
+    await (await download_info.value).save_as(saved)
+    rows = list(csv.DictReader(io.StringIO(saved.read_text())))
+    async with httpx.AsyncClient() as http:
+        api = (
+            await http.get(
+                f"{site.url}/v1/merchants/{site.merchants['tea']['id']}/donations",
+                headers={"Authorization": f"Bearer {site.keys['tea']}"},
+            )
+        ).json()["data"]
+    assert [r["order_id"] for r in rows] == [a["order_id"] for a in api]
+    assert [r["stage"] for r in rows] == [a["stage"] for a in api]
+    assert sum(int(r["net_minor_units"]) for r in rows) == sum(a["net"]["amount"] for a in api) == 7 * 196
+
+    await watched.assert_clean()
+    await page.get_by_role("button", name="Sign out").click()
+    await page.wait_for_url(site.url + "/merchant")
+    assert await page.get_by_role("button", name="Sign in").is_visible()
+
+    # The cookie of the ended session opens nothing any more.
+    replay = await browser.new_context()
+    try:
+        await replay.add_cookies([session_cookie])  # type: ignore[list-item]
+        stolen = await replay.new_page()
+        await stolen.goto(site.url + "/merchant")
+        assert await stolen.get_by_role("button", name="Sign in").is_visible()
+        assert "TEA-1001" not in await stolen.content()
+    finally:
+        await replay.close()
+
+
+async def test_a_merchant_adds_its_card_and_its_statements_are_charged_to_it(
+    site: Site, context: BrowserContext, screenshot_dir: Path
+) -> None:
+    """Pens had no way to pay, so its final donations waited. It adds a card through Stripe.js (localstripe's
+    stand-in here); the next settlement run charges that card."""
+    watched = await Watched.open(context)
+    page = watched.page
+    await page.goto(site.url + "/merchant")
+    await page.get_by_label("Merchant API key").fill(site.keys["pens"])
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("link", name="Billing").click()
+    await page.wait_for_url(site.url + "/merchant/billing")
+    assert await page.locator("#card-on-file").inner_text() == "No card added yet."
+    policy = (await page.request.get(site.url + "/merchant/billing")).headers["content-security-policy"]
+    assert f"script-src 'self' {site.stripe_url};" in policy
+    await screenshot(page, screenshot_dir, "merchant-billing")
+
+    for placeholder, value in (
+        ("number", "4242424242424242"),
+        ("exp_month", "12"),
+        ("exp_year", "34"),
+        ("cvc", "123"),
+        ("postal_code", "10110"),
+    ):
+        await page.locator("#card-element").get_by_placeholder(placeholder, exact=True).fill(value)
+    await page.get_by_role("button", name="Save card").click()
+    # (expect polls the DOM; a predicate string would be eval'd in the page, which its CSP rightly forbids)
+    await expect(page.locator("#card-on-file")).to_contain_text("4242", timeout=15_000)
+    assert (await page.locator("#card-on-file").inner_text()).startswith("Card on file: ")
+    await screenshot(page, screenshot_dir, "merchant-billing-card-saved")
+    await watched.assert_clean()
+
+    async with httpx.AsyncClient(base_url=site.url, headers=site.admin) as http:
+        profile = (await http.get(f"/v1/merchants/{site.merchants['pens']['id']}/billing")).json()
+        assert profile["method"] == "stripe" and "4242" in profile["payment_method"]["label"]
+        run = (await http.post("/v1/settlement-runs", json={})).json()
+    [statement] = run["statements"]
+    assert (statement["merchant_id"], statement["total"], statement["status"]) == (
+        site.merchants["pens"]["id"],
+        {"amount": 980, "currency": "CNY"},
+        "paid",
+    )
+    await page.goto(site.url + "/merchant")
+    assert await page.locator("#statements tbody td").nth(2).inner_text() == "Paid"
