@@ -193,14 +193,17 @@ class WebhookAnswer(BaseModel):
 
 
 class TrailItem(BaseModel):
-    """A Love Package this order's donation helped fund (filled once packages exist)."""
+    """A Love Package this order's donation helped fund: how much of it, where it went, how far it got. Never a
+    student."""
 
     package_id: str
     share: MoneyOut
-    country: str
+    """This order's money in the package (base currency)."""
+    country: str | None
     region: str | None
     grade: str | None
     delivery_status: str
+    """The package's status: allocated, shipped, delivered, accepted, damaged, missing, in_stock, cancelled."""
 
 
 Stage = Literal["pledged", "final", "billed", "collected", "reversed"]

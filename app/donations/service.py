@@ -21,8 +21,10 @@ from app.donations.schemas import (
     QuoteOut,
     SkuOverrideOut,
     Stage,
+    TrailItem,
 )
 from app.models import DonationRule, Merchant, Order
+from app.packages.allocation_repository import order_trail
 
 
 async def set_rule(
@@ -137,4 +139,17 @@ async def order_donation(
         raise NotFound(f"No order {order_external_id!r} has been applied for this platform.")
     order, merchant, statement_status = found
     row = donation_row(order, statement_status, final_before=final_before)
-    return OrderDonationOut(**row.model_dump(), merchant_id=merchant.external_id, trail=[])
+    trail = [
+        TrailItem(
+            package_id=package_id,
+            share=MoneyOut(amount=int(share), currency=currency),
+            country=country,
+            region=region,
+            grade=grade,
+            delivery_status=status,
+        )
+        for package_id, share, currency, country, region, grade, status in await order_trail(
+            session, order.id
+        )
+    ]
+    return OrderDonationOut(**row.model_dump(), merchant_id=merchant.external_id, trail=trail)

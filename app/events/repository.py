@@ -318,3 +318,30 @@ async def event_type_of(session: AsyncSession, event_id: str) -> str:
 
     found: str | None = await session.scalar(select(Event.type).where(Event.id == event_id))
     return found or ""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribers:
+    """Who listens for an event type: the programme (admin endpoints), and which merchants and platforms."""
+
+    programme: bool
+    merchant_ids: frozenset[str]
+    platform_ids: frozenset[str]
+
+    @property
+    def anyone(self) -> bool:
+        return self.programme or bool(self.merchant_ids) or bool(self.platform_ids)
+
+
+async def subscribers(db: asyncpg.Connection, event_type: str) -> Subscribers:
+    """For events that would be many (one per package of a run): build only those someone will receive."""
+    rows = await db.fetch(
+        """SELECT DISTINCT merchant_id, platform_id FROM webhook_endpoints
+           WHERE disabled_at IS NULL AND $1 = ANY(events)""",
+        event_type,
+    )
+    return Subscribers(
+        programme=any(r["merchant_id"] is None and r["platform_id"] is None for r in rows),
+        merchant_ids=frozenset(r["merchant_id"] for r in rows if r["merchant_id"]),
+        platform_ids=frozenset(r["platform_id"] for r in rows if r["platform_id"]),
+    )

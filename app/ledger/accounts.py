@@ -25,6 +25,13 @@ COLLECTED_UNCONVERTED = "programme:collected_unconverted"
 FX_EXCHANGE = "programme:fx_exchange"
 # The pooled fund, in the base currency, that buys Love Packages. Debit balance, never negative.
 POOL = "programme:pool"
+# Money in Love Packages, by where the boxes are (all debit balances, base currency). Their sum is what has been
+# allocated: assigned to a student and on its way (planned shipment to out for delivery), delivered (accepted by
+# the school), written off (damaged or missing), or in stock (came back; waits for a student of a later run).
+PACKAGES_ASSIGNED = "programme:packages:assigned"
+PACKAGES_DELIVERED = "programme:packages:delivered"
+PACKAGES_WRITTEN_OFF = "programme:packages:written_off"
+PACKAGES_IN_STOCK = "programme:packages:in_stock"
 
 
 def billed_receivable(merchant_id: str) -> str:

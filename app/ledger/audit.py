@@ -163,26 +163,94 @@ async def _settlement_balances(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def _collected_money_is_all_accounted(session: AsyncSession) -> list[dict[str, Any]]:
-    """Per currency, what paid statements brought in is either waiting unconverted or was converted; the pool
-    holds exactly what conversions put in, and is never negative."""
+    """Per currency, what paid statements brought in is either waiting unconverted or was converted."""
     return await _rows(
         session,
         """WITH paid AS (SELECT currency, sum(total) AS amount FROM statements WHERE status = 'paid' GROUP BY 1),
                 unconverted AS (SELECT currency, sum(amount) AS amount FROM ledger_postings
                                 WHERE account = 'programme:collected_unconverted' GROUP BY 1),
-                converted AS (SELECT currency, sum(amount) AS amount FROM fx_conversions GROUP BY 1),
-                pool AS (SELECT currency, sum(amount) AS amount FROM ledger_postings
-                         WHERE account = 'programme:pool' GROUP BY 1),
-                pooled AS (SELECT base_currency AS currency, sum(base_amount) AS amount FROM fx_conversions GROUP BY 1)
+                converted AS (SELECT currency, sum(amount) AS amount FROM fx_conversions GROUP BY 1)
            SELECT coalesce(p.currency, u.currency, c.currency) AS currency, coalesce(p.amount, 0) AS paid,
-                  coalesce(u.amount, 0) AS unconverted, coalesce(c.amount, 0) AS converted, NULL AS pool
+                  coalesce(u.amount, 0) AS unconverted, coalesce(c.amount, 0) AS converted
            FROM paid p FULL JOIN unconverted u ON u.currency = p.currency
                 FULL JOIN converted c ON c.currency = coalesce(p.currency, u.currency)
-           WHERE coalesce(p.amount, 0) <> coalesce(u.amount, 0) + coalesce(c.amount, 0)
-           UNION ALL
-           SELECT coalesce(pl.currency, pd.currency), NULL, NULL, coalesce(pd.amount, 0), coalesce(pl.amount, 0)
-           FROM pool pl FULL JOIN pooled pd ON pd.currency = pl.currency
-           WHERE coalesce(pl.amount, 0) <> coalesce(pd.amount, 0) OR coalesce(pl.amount, 0) < 0""",
+           WHERE coalesce(p.amount, 0) <> coalesce(u.amount, 0) + coalesce(c.amount, 0)""",
+    )
+
+
+async def _conversions_became_sources(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every statement's converted money entered the pool queue exactly, attributed to its orders."""
+    return await _rows(
+        session,
+        """SELECT c.statement_id, c.base_amount, coalesce(s.amount, 0) AS sources
+           FROM fx_conversions c
+           LEFT JOIN (SELECT statement_id, sum(amount) AS amount FROM funding_sources WHERE kind = 'collected'
+                      GROUP BY 1) s ON s.statement_id = c.statement_id
+           WHERE c.base_amount <> coalesce(s.amount, 0)
+             AND EXISTS (SELECT 1 FROM statement_lines l WHERE l.statement_id = c.statement_id AND l.amount > 0)""",
+    )
+
+
+async def _pool_is_the_unspent_queue(session: AsyncSession) -> list[dict[str, Any]]:
+    """The pool's balance, from entries alone, is the queue's money not yet in a package; never negative. (Its
+    currency is the base currency: a posting to the pool in any other currency shows up here too.)"""
+    return await _rows(
+        session,
+        """WITH ledger AS (SELECT currency, sum(amount) AS balance FROM ledger_postings
+                           WHERE account = 'programme:pool' GROUP BY 1),
+                queue AS (SELECT currency, sum(amount) AS amount FROM funding_sources GROUP BY 1),
+                spent AS (SELECT s.currency, sum(f.amount) AS amount FROM package_funding f
+                          JOIN funding_sources s ON s.id = f.source_id GROUP BY 1)
+           SELECT coalesce(l.currency, q.currency) AS currency, coalesce(l.balance, 0) AS ledger,
+                  coalesce(q.amount, 0) - coalesce(s.amount, 0) AS unspent
+           FROM ledger l FULL JOIN queue q ON q.currency = l.currency
+                LEFT JOIN spent s ON s.currency = coalesce(l.currency, q.currency)
+           WHERE coalesce(l.balance, 0) <> coalesce(q.amount, 0) - coalesce(s.amount, 0) OR coalesce(l.balance, 0) < 0""",
+    )
+
+
+async def _packages_funded_exactly(session: AsyncSession) -> list[dict[str, Any]]:
+    return await _rows(
+        session,
+        """SELECT k.id AS package_id, k.cost, coalesce(f.amount, 0) AS funded
+           FROM love_packages k LEFT JOIN (SELECT package_id, sum(amount) AS amount FROM package_funding GROUP BY 1) f
+             ON f.package_id = k.id
+           WHERE k.cost <> coalesce(f.amount, 0)""",
+    )
+
+
+async def _no_money_spent_twice(session: AsyncSession) -> list[dict[str, Any]]:
+    """No funding source (an order's money) pays for more than it holds, and what has been spent is exactly the
+    front of the queue."""
+    return await _rows(
+        session,
+        """WITH used AS (SELECT source_id, sum(amount) AS amount FROM package_funding GROUP BY 1),
+                total AS (SELECT coalesce(sum(amount), 0) AS spent FROM package_funding)
+           SELECT s.id AS source_id, s.order_id, s.amount, coalesce(u.amount, 0) AS spent
+           FROM funding_sources s LEFT JOIN used u ON u.source_id = s.id, total
+           WHERE coalesce(u.amount, 0) > s.amount
+              OR (s.end_offset <= total.spent AND coalesce(u.amount, 0) <> s.amount)
+              OR (s.start_offset >= total.spent AND coalesce(u.amount, 0) > 0)""",
+    )
+
+
+async def _package_money_matches_boxes(session: AsyncSession) -> list[dict[str, Any]]:
+    """Each package account holds exactly the cost of the packages in its stage: assigned (allocated, shipped,
+    delivered but not yet confirmed), delivered (accepted), written off (damaged, missing), in stock."""
+    return await _rows(
+        session,
+        """WITH ledger AS (SELECT account, sum(amount) AS balance FROM ledger_postings
+                           WHERE account LIKE 'programme:packages:%' GROUP BY 1),
+                boxes AS (SELECT CASE WHEN status IN ('allocated', 'shipped', 'delivered') THEN 'programme:packages:assigned'
+                                      WHEN status = 'accepted' THEN 'programme:packages:delivered'
+                                      WHEN status IN ('damaged', 'missing') THEN 'programme:packages:written_off'
+                                      WHEN status = 'in_stock' THEN 'programme:packages:in_stock' END AS account,
+                                 sum(cost) AS amount
+                          FROM love_packages WHERE status <> 'cancelled' GROUP BY 1)
+           SELECT coalesce(l.account, b.account) AS account, coalesce(l.balance, 0) AS ledger,
+                  coalesce(b.amount, 0) AS packages
+           FROM ledger l FULL JOIN boxes b ON b.account = l.account
+           WHERE coalesce(l.balance, 0) <> coalesce(b.amount, 0)""",
     )
 
 
@@ -246,8 +314,29 @@ CHECKS: list[tuple[str, str, Callable[[AsyncSession], Awaitable[list[dict[str, A
     ),
     (
         "collected_accounted",
-        "paid money is unconverted or converted; the pool is what conversions put in, >= 0",
+        "paid money is unconverted or converted",
         _collected_money_is_all_accounted,
+    ),
+    (
+        "conversions_became_sources",
+        "each statement's converted money entered the pool queue exactly, attributed to its orders",
+        _conversions_became_sources,
+    ),
+    (
+        "pool_is_unspent_queue",
+        "the pool's balance is the queue's money not yet in a package, >= 0",
+        _pool_is_the_unspent_queue,
+    ),
+    ("packages_funded_exactly", "each package's funding sums to its cost", _packages_funded_exactly),
+    (
+        "no_money_spent_twice",
+        "no order's money pays for more than it brought; what is spent is the front of the queue",
+        _no_money_spent_twice,
+    ),
+    (
+        "package_money_matches_boxes",
+        "each package account holds the cost of the packages in its stage",
+        _package_money_matches_boxes,
     ),
     ("inbox_settled", "no delivery was committed half-processed", _no_half_processed_deliveries),
 ]

@@ -1,5 +1,7 @@
 """ORM models, one per file. Importing this package registers every table on `Base.metadata`."""
 
+from app.models.allocation import Allocation
+from app.models.allocation_run import AllocationRun
 from app.models.api_key import ApiKey
 from app.models.base import Base
 from app.models.data_key_canary import DataKeyCanary
@@ -7,15 +9,18 @@ from app.models.donation_rule import DonationRule
 from app.models.event import Event
 from app.models.event_delivery import EventDelivery
 from app.models.event_delivery_attempt import EventDeliveryAttempt
+from app.models.funding_source import FundingSource
 from app.models.fx_conversion import FxConversion
 from app.models.fx_rate import FxRate
 from app.models.idempotency_record import IdempotencyRecord
 from app.models.ledger_entry import LedgerEntry
 from app.models.ledger_posting import LedgerPosting
 from app.models.logistics_partner import LogisticsPartner
+from app.models.love_package import LovePackage
 from app.models.merchant import Merchant
 from app.models.order import Order
 from app.models.order_refund import OrderRefund
+from app.models.package_funding import PackageFunding
 from app.models.package_kind import PackageKind
 from app.models.package_kind_version import PackageKindVersion
 from app.models.platform import Platform
@@ -23,6 +28,7 @@ from app.models.platform_webhook_secret import PlatformWebhookSecret
 from app.models.report_summary import ReportSummary
 from app.models.school import School
 from app.models.settlement_run import SettlementRun
+from app.models.shipment import Shipment
 from app.models.statement import Statement
 from app.models.statement_carryover import StatementCarryover
 from app.models.statement_line import StatementLine
@@ -35,6 +41,8 @@ from app.models.webhook_endpoint import WebhookEndpoint
 from app.models.webhook_endpoint_secret import WebhookEndpointSecret
 
 __all__ = [
+    "Allocation",
+    "AllocationRun",
     "ApiKey",
     "Base",
     "DataKeyCanary",
@@ -42,15 +50,18 @@ __all__ = [
     "Event",
     "EventDelivery",
     "EventDeliveryAttempt",
+    "FundingSource",
     "FxConversion",
     "FxRate",
     "IdempotencyRecord",
     "LedgerEntry",
     "LedgerPosting",
     "LogisticsPartner",
+    "LovePackage",
     "Merchant",
     "Order",
     "OrderRefund",
+    "PackageFunding",
     "PackageKind",
     "PackageKindVersion",
     "Platform",
@@ -58,6 +69,7 @@ __all__ = [
     "ReportSummary",
     "School",
     "SettlementRun",
+    "Shipment",
     "Statement",
     "StatementCarryover",
     "StatementLine",

@@ -13,15 +13,21 @@ from app.core.idempotency import IdempotencyDep
 from app.core.json_body import ExactJsonRoute
 from app.core.pagination import Page, PageParams, page_of
 from app.core.types import CountryCode, ResourceId
-from app.packages import repository, roster, service
+from app.packages import allocation, repository, roster, service
 from app.packages.grades import Grade
 from app.packages.schemas import (
+    AllocationRunIn,
+    AllocationRunOut,
     PackageKindIn,
     PackageKindOut,
     PackageKindVersionOut,
+    PackageOut,
+    PackageStatus,
+    PackageSummaryOut,
     SchoolIn,
     SchoolOut,
     SchoolPatch,
+    StudentAllocationOut,
     StudentImportIn,
     StudentImportOut,
     StudentLookupIn,
@@ -390,3 +396,90 @@ async def erase_student(
     school, grade and history. Erasing again changes nothing."""
     student = await service.erase_student(session, student_id, now=request.app.state.clock.now())
     return service.student_out(student, request.app.state.cipher)
+
+
+# ---- allocation runs and packages ----
+
+
+@router.post(
+    "/allocation-runs", status_code=201, response_model=AllocationRunOut, operation_id="run_allocation"
+)
+async def run_allocation(
+    body: AllocationRunIn,
+    request: Request,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    principal: Principal = Authorized(Role.admin),
+) -> AllocationRunOut | JSONResponse:
+    """Turn the pool into Love Packages for the students who should get one next (fairness order `fair-1`),
+    oldest money first, stock before new money, one planned shipment per school. `dry_run`: the same plan,
+    nothing written (answered 200)."""
+    state = request.app.state
+
+    async def create() -> AllocationRunOut:
+        return await allocation.run_allocation(
+            session, body, base_currency=state.settings.base_currency, now=state.clock.now()
+        )
+
+    if body.dry_run:
+        return JSONResponse((await create()).model_dump(mode="json"), status_code=200)
+    return await idempotency.run(principal, create)
+
+
+@router.get("/allocation-runs", response_model=Page[AllocationRunOut], operation_id="list_allocation_runs")
+async def list_allocation_runs(
+    session: SessionDep, page: PageParams, principal: Principal = Authorized(Role.admin)
+) -> Page[AllocationRunOut]:
+    runs, ids = await allocation.list_runs(session, after=page.after, limit=page.limit + 1)
+    return page_of(runs, ids, page.limit)
+
+
+@router.get("/allocation-runs/{run_id}", response_model=AllocationRunOut, operation_id="get_allocation_run")
+async def get_allocation_run(
+    run_id: ResourceId, session: SessionDep, principal: Principal = Authorized(Role.admin)
+) -> AllocationRunOut:
+    return await allocation.get_run(session, run_id)
+
+
+@router.get("/packages", response_model=Page[PackageSummaryOut], operation_id="list_packages")
+async def list_packages(
+    session: SessionDep,
+    page: PageParams,
+    run_id: Annotated[ResourceId | None, Query()] = None,
+    school_id: Annotated[ResourceId | None, Query()] = None,
+    status: Annotated[PackageStatus | None, Query()] = None,
+    principal: Principal = Authorized(Role.admin),
+) -> Page[PackageSummaryOut]:
+    """Every package (without its funding; read one for that), filtered by run, school or status."""
+    rows, ids = await allocation.list_packages(
+        session, after=page.after, limit=page.limit + 1, run_id=run_id, school_id=school_id, status=status
+    )
+    return page_of(rows, ids, page.limit)
+
+
+@router.get("/packages/{package_id}", response_model=PackageOut, operation_id="get_package")
+async def get_package(
+    package_id: ResourceId, session: SessionDep, principal: Principal = Authorized(Role.admin, Role.merchant)
+) -> PackageOut:
+    """A Love Package and whose money paid for it. A merchant sees only packages its orders funded, only its own
+    funding lines, and only the package's country and grade."""
+    return await allocation.get_package(session, principal, package_id)
+
+
+@router.get(
+    "/students/{student_id}/allocations",
+    response_model=Page[StudentAllocationOut],
+    operation_id="list_student_allocations",
+)
+async def list_student_allocations(
+    student_id: ResourceId,
+    session: SessionDep,
+    page: PageParams,
+    principal: Principal = Authorized(Role.admin),
+) -> Page[StudentAllocationOut]:
+    """Every package the student was given: term, kind, cost, rank and rule version, funding, shipment, status,
+    delivery and receipt dates."""
+    rows, ids = await allocation.student_allocations(
+        session, student_id, after=page.after, limit=page.limit + 1
+    )
+    return page_of(rows, ids, page.limit)

@@ -11,6 +11,7 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -277,3 +278,127 @@ class StudentLookupIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     roster_code: RosterCode
+
+
+# ---- allocation runs and packages ----
+
+Term = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"),
+    WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", "example": "2027-T1"}),
+]
+
+
+class AllocationRunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    term: Term
+    """The school term the packages are for: a student gets at most one live package per term."""
+    package_kind_id: ResourceId
+    max_packages: Annotated[int, Field(ge=1, le=1_000_000, strict=True), WholeNumber] | None = None
+    dry_run: bool = False
+    """Answer with the plan the run would make now, and write nothing."""
+
+
+class SchoolServedOut(BaseModel):
+    school_id: str
+    shipment_id: str | None
+    """The school's planned shipment (null in a dry run)."""
+    packages: int
+    from_stock: int
+
+
+class AllocationRunOut(BaseModel):
+    id: str | None
+    """Null for a dry run, which is never stored."""
+    dry_run: bool
+    term: str
+    package_kind_id: str
+    kind_version_id: str
+    unit_cost: MoneyOut
+    max_packages: int | None
+    rule_version: str
+    """The fairness rules that ordered the students (`fair-1`: lost or damaged this term first, then never
+    received, then longest since the last; round-robin across schools by registration)."""
+    packages: int
+    from_stock: int
+    """Packages that came back earlier, given to new students before any new money was spent."""
+    new_packages: int
+    money_spent: MoneyOut
+    pool_before: MoneyOut
+    pool_left: MoneyOut
+    students_served: int
+    students_waiting: int
+    """Eligible students this run did not reach."""
+    limited_by: Literal["pool", "students", "max_packages"]
+    schools: list[SchoolServedOut]
+    created_at: datetime
+
+
+class FundingLineOut(BaseModel):
+    merchant_id: str
+    order_id: str
+    """The platform's order id."""
+    amount: MoneyOut
+
+
+PackageStatus = Literal[
+    "allocated", "shipped", "delivered", "accepted", "damaged", "missing", "in_stock", "cancelled"
+]
+
+
+class PackageSummaryOut(BaseModel):
+    id: str
+    kind_id: str
+    kind_version_id: str
+    cost: MoneyOut
+    status: PackageStatus
+    school_id: str | None
+    grade: str | None
+    shipment_id: str | None
+    run_id: str
+    created_at: datetime
+
+
+class PackageOut(BaseModel):
+    id: str
+    kind_id: str
+    kind_version_id: str
+    name: str
+    cost: MoneyOut
+    status: PackageStatus
+    country: str | None
+    region: str | None
+    grade: str | None
+    school_id: str | None
+    shipment_id: str | None
+    run_id: str
+    created_at: datetime
+    funding: list[FundingLineOut]
+    """Whose money paid for it, summing exactly to its cost (a merchant sees only its own lines)."""
+
+
+class FundingSummaryOut(BaseModel):
+    merchant_id: str
+    amount: MoneyOut
+
+
+class StudentAllocationOut(BaseModel):
+    id: str
+    student_id: str
+    school_id: str
+    term: str
+    package_id: str
+    package_kind_id: str
+    kind_version_id: str
+    cost: MoneyOut
+    rank: int
+    reason: Literal["replacement", "never_received", "longest_since_last"]
+    rule_version: str
+    from_stock: bool
+    funding: list[FundingSummaryOut]
+    """The package's funding by merchant."""
+    shipment_id: str
+    status: str
+    delivered_at: datetime | None
+    receipt_confirmed_at: datetime | None
+    created_at: datetime

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.money import MoneyOut
 from app.ledger import accounts
-from app.settlement.schemas import FundsOut, StageTotals
+from app.settlement.schemas import FundsOut, NextPackage, PackagedMoney, StageTotals
 
 
 async def funds_view(
@@ -53,16 +53,61 @@ async def funds_view(
             {"final_before": now - window, "unconverted": accounts.COLLECTED_UNCONVERTED},
         )
     ).all()
-    pool = await session.scalar(
-        text(
-            "SELECT coalesce(sum(amount), 0) FROM ledger_postings WHERE account = :pool AND currency = :base"
-        ),
-        {"pool": accounts.POOL, "base": base_currency},
-    )
+    balances = {
+        r.account: int(r.balance)
+        for r in await session.execute(
+            text(
+                """SELECT account, coalesce(sum(amount), 0) AS balance FROM ledger_postings
+                   WHERE account = ANY(:accounts) AND currency = :base GROUP BY account"""
+            ),
+            {"accounts": [accounts.POOL, *_PACKAGE_ACCOUNTS], "base": base_currency},
+        )
+    }
+
+    def money(account: str) -> MoneyOut:
+        return MoneyOut(amount=balances.get(account, 0), currency=base_currency)
+
+    pool = money(accounts.POOL)
+    cheapest = (
+        await session.execute(
+            text(
+                """SELECT v.kind_id, v.unit_cost FROM package_kinds k
+                   JOIN LATERAL (SELECT kind_id, unit_cost FROM package_kind_versions
+                                 WHERE kind_id = k.id ORDER BY version DESC LIMIT 1) v ON true
+                   WHERE k.retired_at IS NULL ORDER BY v.unit_cost, v.kind_id LIMIT 1"""
+            )
+        )
+    ).first()
+    next_package = None
+    if cheapest is not None:
+        cost = int(cheapest.unit_cost)
+        next_package = NextPackage(
+            package_kind_id=cheapest.kind_id,
+            available=pool,
+            cost=MoneyOut(amount=cost, currency=base_currency),
+            short_by=MoneyOut(amount=max(0, cost - pool.amount), currency=base_currency),
+        )
     return FundsOut(
         as_of=now,
         base_currency=base_currency,
         stages=[StageTotals.model_validate(dict(r._mapping)) for r in rows],
-        pool=MoneyOut(amount=int(pool or 0), currency=base_currency),
-        next_package=None,
+        pool=pool,
+        packages=PackagedMoney(
+            allocated=MoneyOut(
+                amount=sum(balances.get(a, 0) for a in _PACKAGE_ACCOUNTS), currency=base_currency
+            ),
+            in_transit=money(accounts.PACKAGES_ASSIGNED),
+            delivered=money(accounts.PACKAGES_DELIVERED),
+            written_off=money(accounts.PACKAGES_WRITTEN_OFF),
+            in_stock=money(accounts.PACKAGES_IN_STOCK),
+        ),
+        next_package=next_package,
     )
+
+
+_PACKAGE_ACCOUNTS = (
+    accounts.PACKAGES_ASSIGNED,
+    accounts.PACKAGES_DELIVERED,
+    accounts.PACKAGES_WRITTEN_OFF,
+    accounts.PACKAGES_IN_STOCK,
+)

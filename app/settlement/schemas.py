@@ -195,6 +195,20 @@ class NextPackage(BaseModel):
     short_by: MoneyOut
 
 
+class PackagedMoney(BaseModel):
+    """Money in Love Packages (base currency), by where the boxes are; `allocated` is the sum of the others."""
+
+    allocated: MoneyOut
+    in_transit: MoneyOut
+    """Assigned to a student: shipment planned or on its way."""
+    delivered: MoneyOut
+    """Accepted by the school."""
+    written_off: MoneyOut
+    """Damaged or missing."""
+    in_stock: MoneyOut
+    """Came back; waits for a student of a later run (no new money is spent on it)."""
+
+
 class FundsOut(BaseModel):
     as_of: datetime
     base_currency: str
@@ -202,5 +216,7 @@ class FundsOut(BaseModel):
     """Minor units per currency: pledged (in the return window), final (window passed, not billed), billed
     (on unpaid statements), collected (paid), of which still unconverted; reversed beside them; credits owed."""
     pool: MoneyOut
+    """Collected money in the base currency not yet in a package."""
+    packages: PackagedMoney
     next_package: NextPackage | None
-    """How far the pool is towards the next Love Package; null until a package kind exists."""
+    """How far the pool is towards the next Love Package of the cheapest active kind; null without one."""

@@ -27,6 +27,7 @@ from app.events.outbox import emit
 from app.ledger import accounts
 from app.ledger.service import EntryDraft, Posting, post, transfer
 from app.models import FxConversion, FxRate, Merchant, SettlementRun, Statement
+from app.packages import pool
 from app.settlement import billing, repository
 from app.settlement.schemas import CarriedForward
 from app.settlement.stripe_amounts import chargeable, maximum_charge, to_stripe
@@ -485,6 +486,8 @@ async def _convert(
                 )
             ],
         )
+    # In the pool, the money stays its orders' money: whose it was follows it into the packages it buys.
+    await pool.fund_from_statement(await driver_connection(session), statement.id, base_amount, base_currency)
 
 
 async def set_fx_rate(

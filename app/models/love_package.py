@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, CreatedAt
+
+PACKAGE_STATUSES = (
+    "allocated",  # assigned to a student, its shipment planned
+    "shipped",  # handed to the partner, on its way
+    "delivered",  # at the school, receipt not yet confirmed
+    "accepted",  # the school confirmed it
+    "damaged",  # the school received it damaged: written off
+    "missing",  # never arrived: written off
+    "in_stock",  # came back; waits for a student of a later run
+    "cancelled",  # its planned shipment was cancelled: its money went back to the pool
+)
+
+
+class LovePackage(CreatedAt, Base):
+    """One box of school supplies, funded at its kind version's cost from the pool (its funding rows say whose
+    money), assigned to one student at a time (`allocations`), moved by its shipment's events."""
+
+    __tablename__ = "love_packages"
+    __table_args__ = (
+        CheckConstraint("cost > 0", name="cost_positive"),
+        CheckConstraint(f"status IN {PACKAGE_STATUSES}", name="status"),
+        Index(
+            "ix_love_packages_stock", "kind_id", "created_at", postgresql_where=text("status = 'in_stock'")
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind_id: Mapped[str] = mapped_column(ForeignKey("package_kinds.id"), nullable=False)
+    kind_version_id: Mapped[str] = mapped_column(ForeignKey("package_kind_versions.id"), nullable=False)
+    cost: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    run_id: Mapped[str] = mapped_column(ForeignKey("allocation_runs.id"), index=True, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    # Where it is going (or went), for whom: the current allocation's school and student grade.
+    school_id: Mapped[str | None] = mapped_column(ForeignKey("schools.id"), index=True, nullable=True)
+    grade: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    shipment_id: Mapped[str | None] = mapped_column(ForeignKey("shipments.id"), index=True, nullable=True)
+    status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
