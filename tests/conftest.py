@@ -151,11 +151,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _suite_log is not None:
         _suite_log.flush()
     problem = _roster_codes_in_logs()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if problem is None:
-        SUITE_LOG.unlink(missing_ok=True)
+        if exitstatus == 0:
+            SUITE_LOG.unlink(missing_ok=True)
+        elif reporter is not None:
+            reporter.write_line(f"the service's log lines of this run: {SUITE_LOG}")
         return
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line("")
         reporter.write_sep("=", "roster codes in the logs", red=True)

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.database import driver_connection
 from app.core.errors import InvalidRequest, NotFound
 from app.core.ids import new_id
 from app.core.money import MoneyOut
@@ -149,7 +150,7 @@ async def order_donation(
             delivery_status=status,
         )
         for package_id, share, currency, country, region, grade, status in await order_trail(
-            session, order.id
+            await driver_connection(session), order.id
         )
     ]
     return OrderDonationOut(**row.model_dump(), merchant_id=merchant.external_id, trail=trail)

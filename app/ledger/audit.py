@@ -199,8 +199,7 @@ async def _pool_is_the_unspent_queue(session: AsyncSession) -> list[dict[str, An
         """WITH ledger AS (SELECT currency, sum(amount) AS balance FROM ledger_postings
                            WHERE account = 'programme:pool' GROUP BY 1),
                 queue AS (SELECT currency, sum(amount) AS amount FROM funding_sources GROUP BY 1),
-                spent AS (SELECT s.currency, sum(f.amount) AS amount FROM package_funding f
-                          JOIN funding_sources s ON s.id = f.source_id GROUP BY 1)
+                spent AS (SELECT currency, sum(cost) AS amount FROM love_packages GROUP BY 1)
            SELECT coalesce(l.currency, q.currency) AS currency, coalesce(l.balance, 0) AS ledger,
                   coalesce(q.amount, 0) - coalesce(s.amount, 0) AS unspent
            FROM ledger l FULL JOIN queue q ON q.currency = l.currency
@@ -220,17 +219,23 @@ async def _packages_funded_exactly(session: AsyncSession) -> list[dict[str, Any]
 
 
 async def _no_money_spent_twice(session: AsyncSession) -> list[dict[str, Any]]:
-    """No funding source (an order's money) pays for more than it holds, and what has been spent is exactly the
-    front of the queue."""
+    """The pool queue's sources follow each other without gap or overlap from 0, and so do the packages'
+    stretches, never past the queue's end: every unit of money is in one source and pays for at most one
+    package, so no order's money pays for more than it brought."""
     return await _rows(
         session,
-        """WITH used AS (SELECT source_id, sum(amount) AS amount FROM package_funding GROUP BY 1),
-                total AS (SELECT coalesce(sum(amount), 0) AS spent FROM package_funding)
-           SELECT s.id AS source_id, s.order_id, s.amount, coalesce(u.amount, 0) AS spent
-           FROM funding_sources s LEFT JOIN used u ON u.source_id = s.id, total
-           WHERE coalesce(u.amount, 0) > s.amount
-              OR (s.end_offset <= total.spent AND coalesce(u.amount, 0) <> s.amount)
-              OR (s.start_offset >= total.spent AND coalesce(u.amount, 0) > 0)""",
+        """WITH sources AS (SELECT 'source ' || id AS what, start_offset AS starts,
+                                   coalesce(lag(end_offset) OVER (ORDER BY start_offset), 0) AS previous_end
+                            FROM funding_sources),
+                packages AS (SELECT 'package ' || id AS what, funding_start AS starts,
+                                    coalesce(lag(funding_end) OVER (ORDER BY funding_start), 0) AS previous_end
+                             FROM love_packages),
+                tail AS (SELECT coalesce(max(end_offset), 0) AS tail FROM funding_sources)
+           SELECT what, starts, previous_end FROM sources WHERE starts <> previous_end
+           UNION ALL
+           SELECT what, starts, previous_end FROM packages WHERE starts <> previous_end
+           UNION ALL
+           SELECT 'package ' || k.id, k.funding_end, tail.tail FROM love_packages k, tail WHERE k.funding_end > tail.tail""",
     )
 
 

@@ -20,7 +20,6 @@ from app.models.love_package import LovePackage
 from app.models.merchant import Merchant
 from app.models.order import Order
 from app.models.order_refund import OrderRefund
-from app.models.package_funding import PackageFunding
 from app.models.package_kind import PackageKind
 from app.models.package_kind_version import PackageKindVersion
 from app.models.platform import Platform
@@ -61,7 +60,6 @@ __all__ = [
     "Merchant",
     "Order",
     "OrderRefund",
-    "PackageFunding",
     "PackageKind",
     "PackageKindVersion",
     "Platform",

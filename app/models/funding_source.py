@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt
@@ -12,8 +12,8 @@ class FundingSource(CreatedAt, Base):
     A statement's conversion into the base currency is split over the statement's lines exactly (largest
     remainder), one source per order; money a cancelled shipment gives back comes in again as new sources, still
     the same orders' money. Each source occupies `[start_offset, end_offset)` of the queue, in the order money
-    entered the pool; packages are funded from the front, so the part of the queue spent so far is
-    `[0, Σ package funding)` and no order's money can be spent twice."""
+    entered the pool; packages take consecutive stretches from the front (`love_packages.funding_start/end`), so
+    the part spent so far is `[0, Σ package cost)` and no order's money can be spent twice."""
 
     __tablename__ = "funding_sources"
     __table_args__ = (
@@ -21,6 +21,12 @@ class FundingSource(CreatedAt, Base):
         CheckConstraint("end_offset = start_offset + amount", name="offsets_span_amount"),
         CheckConstraint("kind IN ('collected', 'released')", name="kind"),
         Index("ix_funding_sources_end_offset", "end_offset", unique=True),
+        # Which sources a package's stretch of the queue overlaps: whose money paid for it.
+        Index(
+            "ix_funding_sources_stretch",
+            func.int8range(text("start_offset"), text("end_offset")),
+            postgresql_using="gist",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

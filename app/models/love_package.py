@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, String, text
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, String, func, text
+from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt
@@ -20,15 +21,27 @@ PACKAGE_STATUSES = (
 
 
 class LovePackage(CreatedAt, Base):
-    """One box of school supplies, funded at its kind version's cost from the pool (its funding rows say whose
-    money), assigned to one student at a time (`allocations`), moved by its shipment's events."""
+    """One box of school supplies, funded at its kind version's cost from the pool, assigned to one student at a
+    time (`allocations`), moved by its shipment's events.
+
+    Its funding is its stretch of the pool queue, `[funding_start, funding_end)`: exactly its cost, and the
+    orders whose funding sources overlap that stretch paid for it, each with the overlap. The queue is
+    append-only and packages take consecutive stretches from its front, so the stretches never overlap (the
+    database refuses an overlap) and no unit of money pays for two packages."""
 
     __tablename__ = "love_packages"
     __table_args__ = (
         CheckConstraint("cost > 0", name="cost_positive"),
         CheckConstraint(f"status IN {PACKAGE_STATUSES}", name="status"),
+        CheckConstraint("funding_start >= 0 AND funding_end = funding_start + cost", name="funding_is_cost"),
         Index(
             "ix_love_packages_stock", "kind_id", "created_at", postgresql_where=text("status = 'in_stock'")
+        ),
+        Index("ix_love_packages_funding_start", "funding_start", unique=True),
+        ExcludeConstraint(
+            (func.int8range(text("funding_start"), text("funding_end")), "&&"),
+            name="funding_never_overlaps",
+            using="gist",
         ),
     )
 
@@ -43,4 +56,6 @@ class LovePackage(CreatedAt, Base):
     school_id: Mapped[str | None] = mapped_column(ForeignKey("schools.id"), index=True, nullable=True)
     grade: Mapped[str | None] = mapped_column(String(2), nullable=True)
     shipment_id: Mapped[str | None] = mapped_column(ForeignKey("shipments.id"), index=True, nullable=True)
+    funding_start: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    funding_end: Mapped[int] = mapped_column(BigInteger, nullable=False)
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

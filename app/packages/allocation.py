@@ -85,6 +85,8 @@ async def run_allocation(
     """One allocation run (see the module). A real run that would make nothing is refused with the reason; a dry
     run answers with the plan, empty or not."""
     db = await driver_connection(session)
+    # Set-based statements over 10^5-10^6 rows: compiling them to machine code costs more than it saves.
+    await db.execute("SET LOCAL jit = off")
     await pool.lock_pool(db)
     version = await packages.usable_kind_version(session, body.package_kind_id, base_currency=base_currency)
     tail, spent = await repository.queue_position(db)
@@ -177,9 +179,10 @@ async def _make_packages(
         cost=version.unit_cost,
         currency=base_currency,
         rule_version=RULE_VERSION,
+        spent=spent,
+        stock=len(stock),
         now=now,
     )
-    await repository.fund_packages(db, new_ids, cost=version.unit_cost, spent=spent)
     await post(db, _ledger_entries(new_ids, stock, cost=version.unit_cost, currency=base_currency))
     await _announce(db, new_ids + stock, now=now)
     served = await repository.served_per_school(db)
@@ -225,17 +228,7 @@ async def _announce(db: asyncpg.Connection, package_ids: list[str], *, now: date
     listening = await subscribers(db, "package.allocated")
     if not listening.anyone or not package_ids:
         return
-    shares = await db.fetch(
-        """
-        SELECT f.package_id, f.merchant_id, m.platform_id, sum(f.amount) AS share, k.cost, k.currency,
-               sc.country, sc.region, k.grade
-        FROM package_funding f JOIN love_packages k ON k.id = f.package_id
-        JOIN merchants m ON m.id = f.merchant_id JOIN schools sc ON sc.id = k.school_id
-        WHERE f.package_id = ANY($1::text[])
-        GROUP BY f.package_id, f.merchant_id, m.platform_id, k.cost, k.currency, sc.country, sc.region, k.grade
-        """,
-        package_ids,
-    )
+    shares = await repository.merchant_shares(db, package_ids)
     events: list[EventDraft] = []
     for row in shares:
         data = {
@@ -297,7 +290,9 @@ async def get_package(session: AsyncSession, principal: Principal, package_id: s
     student."""
     found = await repository.package_with_place(session, package_id)
     merchant_id = None if principal.is_admin else principal.merchant_id
-    lines = await repository.package_funding_lines(session, package_id, merchant_id=merchant_id)
+    lines = await repository.package_funding_lines(
+        await driver_connection(session), package_id, merchant_id=merchant_id
+    )
     if found is None or (merchant_id is not None and not lines):
         raise NotFound(f"No package {package_id}.")
     package, name, country, region = found
@@ -333,7 +328,9 @@ async def student_allocations(
     """The per-student record: each package the student was given, why, and what became of it."""
     await packages.get_student(session, student_id)
     rows = await repository.student_allocations(session, student_id, after=after, limit=limit)
-    funding = await repository.funding_by_merchant(session, [a.package_id for a, _, _, _ in rows])
+    funding = await repository.funding_by_merchant(
+        await driver_connection(session), [a.package_id for a, _, _, _ in rows]
+    )
     out = [
         StudentAllocationOut(
             id=a.id,

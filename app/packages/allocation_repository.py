@@ -10,18 +10,10 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import (
-    Allocation,
-    AllocationRun,
-    LovePackage,
-    Order,
-    PackageFunding,
-    PackageKindVersion,
-    School,
-)
+from app.models import Allocation, AllocationRun, LovePackage, PackageKindVersion, School
 
 # ---- the pool queue ----
 
@@ -83,11 +75,11 @@ async def append_funding_sources(
 
 
 async def queue_position(db: asyncpg.Connection) -> tuple[int, int]:
-    """(the end of the queue, how much of it has been spent): what is available is their difference."""
+    """(the end of the queue, how much of it packages have taken): what is available is their difference."""
     row = await db.fetchrow(
         """
         SELECT (SELECT coalesce(max(end_offset), 0) FROM funding_sources) AS tail,
-               (SELECT coalesce(sum(amount), 0) FROM package_funding) AS spent
+               coalesce((SELECT funding_end FROM love_packages ORDER BY funding_start DESC LIMIT 1), 0) AS spent
         """
     )
     assert row is not None
@@ -95,13 +87,29 @@ async def queue_position(db: asyncpg.Connection) -> tuple[int, int]:
 
 
 async def funding_of_packages(db: asyncpg.Connection, package_ids: Sequence[str]) -> list[asyncpg.Record]:
-    """The funding rows of these packages with the statement each source came from, in queue order."""
+    """Each order's money in these packages, with the statement it came from, in queue order."""
+    return list(
+        await db.fetch(
+            """SELECT package_id, statement_id, order_id, merchant_id, amount FROM package_funding
+               WHERE package_id = ANY($1::text[]) ORDER BY end_offset, package_id""",
+            list(package_ids),
+        )
+    )
+
+
+async def merchant_shares(db: asyncpg.Connection, package_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """Per package and merchant: its money in the package, the merchant's platform, and where the package went."""
     return list(
         await db.fetch(
             """
-            SELECT f.package_id, f.order_id, f.merchant_id, f.amount, s.statement_id
-            FROM package_funding f JOIN funding_sources s ON s.id = f.source_id
-            WHERE f.package_id = ANY($1::text[]) ORDER BY s.end_offset, f.package_id
+            SELECT f.package_id, f.merchant_id, m.platform_id, sum(f.amount) AS share, k.cost, k.currency,
+                   sc.country, sc.region, k.grade
+            FROM package_funding f
+            JOIN love_packages k ON k.id = f.package_id JOIN merchants m ON m.id = f.merchant_id
+            LEFT JOIN schools sc ON sc.id = k.school_id
+            WHERE f.package_id = ANY($1::text[])
+            GROUP BY f.package_id, f.merchant_id, m.platform_id, k.cost, k.currency, sc.country, sc.region, k.grade
+            ORDER BY f.package_id, f.merchant_id
             """,
             list(package_ids),
         )
@@ -276,15 +284,19 @@ async def create_packages(
     cost: int,
     currency: str,
     rule_version: str,
+    spent: int,
+    stock: int,
     now: datetime,
 ) -> None:
     """New packages for the plan's students without stock, stock packages sent out again, and every student's
-    allocation record."""
+    allocation record. The k-th new package is funded by the queue's next stretch, `[spent + k·cost,
+    spent + (k+1)·cost)`: oldest money first."""
     await db.execute(
         """
         INSERT INTO love_packages (id, kind_id, kind_version_id, cost, currency, run_id, status, school_id, grade,
-                                   shipment_id, status_changed_at)
-        SELECT package_id, $1, $2, $3, $4, $5, 'allocated', school_id, grade, shipment_id, $6
+                                   shipment_id, status_changed_at, funding_start, funding_end)
+        SELECT package_id, $1, $2, $3::bigint, $4, $5, 'allocated', school_id, grade, shipment_id, $6,
+               $7::bigint + (rank - $8::int - 1) * $3::bigint, $7::bigint + (rank - $8::int) * $3::bigint
         FROM run_plan WHERE NOT from_stock ORDER BY rank
         """,
         kind_id,
@@ -293,6 +305,8 @@ async def create_packages(
         currency,
         run_id,
         now,
+        spent,
+        stock,
     )
     await db.execute(
         """
@@ -313,31 +327,6 @@ async def create_packages(
         run_id,
         term,
         rule_version,
-    )
-
-
-async def fund_packages(db: asyncpg.Connection, package_ids: Sequence[str], *, cost: int, spent: int) -> None:
-    """Fund new packages from the front of the queue: package k takes `[spent + k·cost, spent + (k+1)·cost)`,
-    made of whichever sources overlap that stretch. One pass over the sources, no join: each source yields a row
-    for each package its stretch touches (most touch one or two)."""
-    if not package_ids:
-        return
-    count = len(package_ids)
-    await db.execute(
-        """
-        INSERT INTO package_funding (package_id, source_id, order_id, merchant_id, amount)
-        SELECT ($1::text[])[k + 1], s.id, s.order_id, s.merchant_id,
-               LEAST(s.end_offset, $2 + (k + 1) * $3) - GREATEST(s.start_offset, $2 + k * $3)
-        FROM funding_sources s,
-             generate_series(GREATEST(0, (s.start_offset - $2) / $3),
-                             LEAST($4 - 1, (s.end_offset - 1 - $2) / $3)) AS k
-        WHERE s.end_offset > $2
-          AND s.end_offset <= (SELECT min(end_offset) FROM funding_sources WHERE end_offset >= $2 + $4 * $3)
-        """,
-        list(package_ids),
-        spent,
-        cost,
-        count,
     )
 
 
@@ -387,19 +376,20 @@ async def package_with_place(session: AsyncSession, package_id: str) -> tuple[An
 
 
 async def package_funding_lines(
-    session: AsyncSession, package_id: str, *, merchant_id: str | None = None
+    db: asyncpg.Connection, package_id: str, *, merchant_id: str | None = None
 ) -> list[tuple[str, str, int]]:
     """(merchant id, the platform's order id, amount) per order that paid for the package, in queue order."""
-    query = (
-        select(PackageFunding.merchant_id, Order.external_id, func.sum(PackageFunding.amount))
-        .join(Order, Order.id == PackageFunding.order_id)
-        .where(PackageFunding.package_id == package_id)
-        .group_by(PackageFunding.merchant_id, Order.external_id)
-        .order_by(func.min(PackageFunding.id))
+    rows = await db.fetch(
+        """
+        SELECT f.merchant_id, o.external_id, sum(f.amount) AS amount
+        FROM package_funding f JOIN orders o ON o.id = f.order_id
+        WHERE f.package_id = $1 AND ($2::text IS NULL OR f.merchant_id = $2)
+        GROUP BY f.merchant_id, o.external_id ORDER BY min(f.end_offset)
+        """,
+        package_id,
+        merchant_id,
     )
-    if merchant_id is not None:
-        query = query.where(PackageFunding.merchant_id == merchant_id)
-    return [(r[0], r[1], int(r[2])) for r in await session.execute(query)]
+    return [(r["merchant_id"], r["external_id"], int(r["amount"])) for r in rows]
 
 
 async def packages_page(
@@ -440,43 +430,26 @@ async def student_allocations(
 
 
 async def funding_by_merchant(
-    session: AsyncSession, package_ids: Sequence[str]
+    db: asyncpg.Connection, package_ids: Sequence[str]
 ) -> dict[str, list[tuple[str, int]]]:
-    rows = await session.execute(
-        select(PackageFunding.package_id, PackageFunding.merchant_id, func.sum(PackageFunding.amount))
-        .where(PackageFunding.package_id.in_(list(package_ids)))
-        .group_by(PackageFunding.package_id, PackageFunding.merchant_id)
-        .order_by(PackageFunding.package_id, PackageFunding.merchant_id)
-    )
     found: dict[str, list[tuple[str, int]]] = {}
-    for package_id, merchant_id, amount in rows:
-        found.setdefault(package_id, []).append((merchant_id, int(amount)))
+    for row in await merchant_shares(db, package_ids):
+        found.setdefault(row["package_id"], []).append((row["merchant_id"], int(row["share"])))
     return found
 
 
-async def order_trail(session: AsyncSession, order_id: str) -> list[tuple[Any, ...]]:
-    """The packages an order's money helped fund: (package id, share, currency, country, region, grade, status)."""
-    rows = await session.execute(
-        select(
-            PackageFunding.package_id,
-            func.sum(PackageFunding.amount),
-            LovePackage.currency,
-            School.country,
-            School.region,
-            LovePackage.grade,
-            LovePackage.status,
+async def order_trail(db: asyncpg.Connection, order_id: str) -> list[asyncpg.Record]:
+    """The packages an order's money helped fund, with its share, where they went and how far they got."""
+    return list(
+        await db.fetch(
+            """
+            SELECT k.id AS package_id, sum(f.amount) AS share, k.currency, sc.country, sc.region, k.grade, k.status
+            FROM package_funding f JOIN love_packages k ON k.id = f.package_id
+            LEFT JOIN schools sc ON sc.id = k.school_id
+            WHERE f.order_id = $1
+            GROUP BY k.id, k.currency, sc.country, sc.region, k.grade, k.status
+            ORDER BY k.id
+            """,
+            order_id,
         )
-        .join(LovePackage, LovePackage.id == PackageFunding.package_id)
-        .outerjoin(School, School.id == LovePackage.school_id)
-        .where(PackageFunding.order_id == order_id)
-        .group_by(
-            PackageFunding.package_id,
-            LovePackage.currency,
-            School.country,
-            School.region,
-            LovePackage.grade,
-            LovePackage.status,
-        )
-        .order_by(PackageFunding.package_id)
     )
-    return [tuple(r) for r in rows]

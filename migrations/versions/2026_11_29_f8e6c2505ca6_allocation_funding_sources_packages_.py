@@ -1,8 +1,8 @@
-"""allocation: funding sources, packages, lineage, allocations, runs, shipments
+"""allocation: funding sources, packages, allocations, runs, shipments
 
-Revision ID: d4497a891ba1
+Revision ID: f8e6c2505ca6
 Revises: 05b9a9c014ea
-Create Date: 2026-11-29 09:54:35.090791
+Create Date: 2026-11-29 10:10:01.832088
 """
 
 from __future__ import annotations
@@ -13,10 +13,23 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "d4497a891ba1"
+revision: str = "f8e6c2505ca6"
 down_revision: str | None = "05b9a9c014ea"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+# Whose money paid for each package: the funding sources its stretch of the pool queue overlaps, each for the
+# overlap. A view, not a table: the stretches are the record, and an allocation run writes one row per package
+# rather than one per order.
+PACKAGE_FUNDING_VIEW = """
+CREATE VIEW package_funding AS
+SELECT k.id AS package_id, s.id AS source_id, s.statement_id, s.order_id, s.merchant_id, s.currency,
+       s.start_offset, s.end_offset,
+       LEAST(s.end_offset, k.funding_end) - GREATEST(s.start_offset, k.funding_start) AS amount
+FROM love_packages k
+JOIN funding_sources s ON int8range(s.start_offset, s.end_offset) && int8range(k.funding_start, k.funding_end)
+"""
 
 
 def upgrade() -> None:
@@ -83,13 +96,24 @@ def upgrade() -> None:
         sa.Column("school_id", sa.String(length=40), nullable=True),
         sa.Column("grade", sa.String(length=2), nullable=True),
         sa.Column("shipment_id", sa.String(length=40), nullable=True),
+        sa.Column("funding_start", sa.BigInteger(), nullable=False),
+        sa.Column("funding_end", sa.BigInteger(), nullable=False),
         sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        postgresql.ExcludeConstraint(
+            (sa.text("int8range(funding_start, funding_end)"), "&&"),
+            using="gist",
+            name="funding_never_overlaps",
+        ),
         sa.CheckConstraint(
             "status IN ('allocated', 'shipped', 'delivered', 'accepted', 'damaged', 'missing', 'in_stock', 'cancelled')",
             name=op.f("ck_love_packages_status"),
         ),
         sa.CheckConstraint("cost > 0", name=op.f("ck_love_packages_cost_positive")),
+        sa.CheckConstraint(
+            "funding_start >= 0 AND funding_end = funding_start + cost",
+            name=op.f("ck_love_packages_funding_is_cost"),
+        ),
         sa.ForeignKeyConstraint(
             ["kind_id"], ["package_kinds.id"], name=op.f("fk_love_packages_kind_id_package_kinds")
         ),
@@ -109,6 +133,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_love_packages")),
     )
+    op.create_index("ix_love_packages_funding_start", "love_packages", ["funding_start"], unique=True)
     op.create_index(op.f("ix_love_packages_run_id"), "love_packages", ["run_id"], unique=False)
     op.create_index(op.f("ix_love_packages_school_id"), "love_packages", ["school_id"], unique=False)
     op.create_index(op.f("ix_love_packages_shipment_id"), "love_packages", ["shipment_id"], unique=False)
@@ -210,31 +235,15 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_funding_sources_statement_id"), "funding_sources", ["statement_id"], unique=False
     )
-    op.create_table(
-        "package_funding",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("package_id", sa.String(length=40), nullable=False),
-        sa.Column("source_id", sa.BigInteger(), nullable=False),
-        sa.Column("order_id", sa.String(length=40), nullable=False),
-        sa.Column("merchant_id", sa.String(length=40), nullable=False),
-        sa.Column("amount", sa.BigInteger(), nullable=False),
-        sa.CheckConstraint("amount > 0", name=op.f("ck_package_funding_amount_positive")),
-        sa.ForeignKeyConstraint(
-            ["merchant_id"], ["merchants.id"], name=op.f("fk_package_funding_merchant_id_merchants")
-        ),
-        sa.ForeignKeyConstraint(["order_id"], ["orders.id"], name=op.f("fk_package_funding_order_id_orders")),
-        sa.ForeignKeyConstraint(
-            ["package_id"], ["love_packages.id"], name=op.f("fk_package_funding_package_id_love_packages")
-        ),
-        sa.ForeignKeyConstraint(
-            ["source_id"], ["funding_sources.id"], name=op.f("fk_package_funding_source_id_funding_sources")
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_package_funding")),
+    op.create_index(
+        "ix_funding_sources_stretch",
+        "funding_sources",
+        [sa.literal_column("int8range(start_offset, end_offset)")],
+        unique=False,
+        postgresql_using="gist",
     )
-    op.create_index(op.f("ix_package_funding_merchant_id"), "package_funding", ["merchant_id"], unique=False)
-    op.create_index(op.f("ix_package_funding_order_id"), "package_funding", ["order_id"], unique=False)
-    op.create_index(op.f("ix_package_funding_package_id"), "package_funding", ["package_id"], unique=False)
     # ### end Alembic commands ###
+    op.execute(PACKAGE_FUNDING_VIEW)
     _attribute_money_already_in_the_pool()
 
 
@@ -283,11 +292,9 @@ def _attribute_money_already_in_the_pool() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP VIEW package_funding")
     # ### commands auto generated by Alembic - please adjust! ###
-    op.drop_index(op.f("ix_package_funding_package_id"), table_name="package_funding")
-    op.drop_index(op.f("ix_package_funding_order_id"), table_name="package_funding")
-    op.drop_index(op.f("ix_package_funding_merchant_id"), table_name="package_funding")
-    op.drop_table("package_funding")
+    op.drop_index("ix_funding_sources_stretch", table_name="funding_sources", postgresql_using="gist")
     op.drop_index(op.f("ix_funding_sources_statement_id"), table_name="funding_sources")
     op.drop_index(op.f("ix_funding_sources_order_id"), table_name="funding_sources")
     op.drop_index("ix_funding_sources_end_offset", table_name="funding_sources")
@@ -309,6 +316,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_love_packages_shipment_id"), table_name="love_packages")
     op.drop_index(op.f("ix_love_packages_school_id"), table_name="love_packages")
     op.drop_index(op.f("ix_love_packages_run_id"), table_name="love_packages")
+    op.drop_index("ix_love_packages_funding_start", table_name="love_packages")
     op.drop_table("love_packages")
     op.drop_index(op.f("ix_shipments_school_id"), table_name="shipments")
     op.drop_index(op.f("ix_shipments_run_id"), table_name="shipments")
