@@ -336,6 +336,7 @@ async def student_allocations(
             id=a.id,
             student_id=a.student_id,
             school_id=a.school_id,
+            run_id=a.run_id,
             term=a.term,
             package_id=a.package_id,
             package_kind_id=kind_id,

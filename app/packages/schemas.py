@@ -386,6 +386,7 @@ class StudentAllocationOut(BaseModel):
     id: str
     student_id: str
     school_id: str
+    run_id: str
     term: str
     package_id: str
     package_kind_id: str
