@@ -43,7 +43,10 @@ headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())),
 print(httpx.post(f"{api}/v1/webhooks/orders/{platform}", content=body, headers=headers).text)
 PY
 sleep 1
-curl -s -X POST $API/v1/settlement-runs -H "$AUTH" -H 'content-type: application/json' -d '{}'; echo
+RUN=$(curl -s -X POST $API/v1/settlement-runs -H "$AUTH" -H 'content-type: application/json' -d '{}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+# The run is a background job (the server's embedded worker runs it): wait until it is done.
+until curl -s $API/v1/settlement-runs/$RUN -H "$AUTH" | grep -q '"status":"done"'; do sleep 0.2; done
+curl -s $API/v1/settlement-runs/$RUN -H "$AUTH"; echo
 curl -s -X PUT $API/v1/fx-rates/CNY -H "$AUTH" -H 'content-type: application/json' -d '{"rate":"0.1385"}'; echo
 curl -s $API/v1/funds -H "$AUTH"; echo
 .venv/bin/g4g audit | python3 -c 'import json,sys; print("audit ok:", json.load(sys.stdin)["ok"])'

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import itertools
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -269,3 +271,24 @@ async def all_students(
         cursor = page["next_cursor"]
         if cursor is None:
             return students
+
+
+async def settle(
+    client: httpx.AsyncClient, admin: dict[str, str], *, app: Any = None, **body: Any
+) -> dict[str, Any]:
+    """A settlement run started through the API and waited for. With `app` (an in-process service, whose tests
+    turn the embedded worker off) its job runs here; otherwise the server's own worker runs it."""
+    started = await client.post("/v1/settlement-runs", json=body, headers=admin)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+    if app is not None:
+        from tests.jobs import drain_jobs
+
+        await drain_jobs(app)
+    deadline = time.monotonic() + 60
+    while True:
+        run = (await client.get(f"/v1/settlement-runs/{run_id}", headers=admin)).json()
+        if run["status"] in ("done", "failed") or time.monotonic() > deadline:
+            assert run["status"] == "done", run
+            return dict(run)
+        await asyncio.sleep(0.05)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import SessionDep
@@ -17,16 +18,18 @@ from app.core.money import CurrencyCode, MoneyOut
 from app.core.pagination import Page, PageParams, page_of
 from app.core.types import ResourceId
 from app.merchants.service import get_visible_merchant
-from app.models import FxRate, Statement
+from app.models import FxRate, SettlementRun, Statement
 from app.settlement import billing, repository, service
 from app.settlement.funds import funds_view
 from app.settlement.schemas import (
     BankTransferIn,
     BillingProfileIn,
     BillingProfileOut,
+    CarriedForward,
     FundsOut,
     FxRateIn,
     FxRateOut,
+    RunProgress,
     SettlementRunIn,
     SettlementRunOut,
     SetupIntentOut,
@@ -146,30 +149,64 @@ async def complete_billing_setup_intent(
 
 
 @router.post(
-    "/settlement-runs", status_code=201, response_model=SettlementRunOut, operation_id="run_settlement"
+    "/settlement-runs", status_code=202, response_model=SettlementRunOut, operation_id="run_settlement"
 )
 async def run_settlement(
-    body: SettlementRunIn, request: Request, principal: Principal = Authorized(Role.admin)
+    body: SettlementRunIn,
+    request: Request,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+    principal: Principal = Authorized(Role.admin),
+) -> SettlementRunOut | JSONResponse:
+    """Start a settlement run, as a background job: bill final donations on statements (one per merchant and
+    currency), then charge every unpaid Stripe statement. Answers at once with the queued run; read its progress
+    with `GET /v1/settlement-runs/{id}`. Re-running never bills an order twice; it charges failed or unanswered
+    statements again."""
+
+    async def create() -> SettlementRunOut:
+        run = await service.queue_settlement(session, as_of=body.as_of, now=request.app.state.clock.now())
+        return await run_out(session, run)
+
+    return await idempotency.run(principal, create, status=202)
+
+
+@router.get("/settlement-runs", response_model=Page[SettlementRunOut], operation_id="list_settlement_runs")
+async def list_settlement_runs(
+    session: SessionDep, page: PageParams, principal: Principal = Authorized(Role.admin)
+) -> Page[SettlementRunOut]:
+    """Every run, newest first."""
+    runs = await repository.runs_page(session, after=page.after, limit=page.limit + 1)
+    return page_of([await run_out(session, r) for r in runs], [r.id for r in runs], page.limit)
+
+
+@router.get("/settlement-runs/{run_id}", response_model=SettlementRunOut, operation_id="get_settlement_run")
+async def get_settlement_run(
+    run_id: ResourceId, session: SessionDep, principal: Principal = Authorized(Role.admin)
 ) -> SettlementRunOut:
-    """Bill final donations on statements (one per merchant and currency), then charge every unpaid Stripe
-    statement. Re-running never bills an order twice; it charges failed or unanswered statements again."""
-    state = request.app.state
-    settings = state.settings
-    run, statements, carried = await service.settle_and_charge(
-        state.sessionmaker,
-        state.stripe,
-        as_of=body.as_of,
-        now=state.clock.now(),
-        window=timedelta(days=settings.return_window_days),
-        min_invoice=settings.min_invoice,
-        base_currency=settings.base_currency,
-    )
+    """A run's status, its statements as they are now, what it carried forward, and its progress."""
+    run = await session.get(SettlementRun, run_id)
+    if run is None:
+        raise NotFound(f"No settlement run {run_id}.")
+    return await run_out(session, run)
+
+
+async def run_out(session: AsyncSession, run: SettlementRun) -> SettlementRunOut:
+    statements = await repository.run_statements(session, run.id)
     return SettlementRunOut(
         id=run.id,
+        status=run.status,
         as_of=run.as_of,
         statements=[statement_out(s) for s in statements],
-        carried_forward=carried,
+        carried_forward=[CarriedForward.model_validate(c) for c in run.summary.get("carried_forward", [])],
+        progress=RunProgress(
+            statements=len(statements),
+            paid=sum(s.status == "paid" for s in statements),
+            awaiting_payment=sum(s.status in ("pending_payment", "payment_failed") for s in statements),
+            needs_attention=sum(s.status == "needs_attention" for s in statements),
+        ),
+        error=run.error,
         created_at=run.created_at,
+        finished_at=run.finished_at,
     )
 
 

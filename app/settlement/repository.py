@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import FxConversion, FxRate, Order, Statement, StatementLine, StripeEvent
+from app.models import FxConversion, FxRate, Order, SettlementRun, Statement, StatementLine, StripeEvent
 
 SETTLEMENT_LOCK = 0x6734_6773_6574_746C  # one settlement run at a time, across every process
 
@@ -140,6 +140,20 @@ async def statements_to_charge(session: AsyncSession) -> list[str]:
     return list(rows)
 
 
+async def statements_in_flight(session: AsyncSession) -> list[str]:
+    """Stripe statements with a charge attempt sent and no final outcome yet."""
+    rows = await session.scalars(
+        select(Statement.id)
+        .where(
+            Statement.billing_method == "stripe",
+            Statement.status == "pending_payment",
+            Statement.payment_attempts > 0,
+        )
+        .order_by(Statement.created_at, Statement.id)
+    )
+    return list(rows)
+
+
 async def statement_lines(session: AsyncSession, statement_id: str) -> list[tuple[str, str, int]]:
     """(the platform's order id, kind, amount) of each line, in order."""
     rows = await session.execute(
@@ -217,3 +231,25 @@ async def paid_unconverted(session: AsyncSession, currency: str) -> list[Stateme
             .with_for_update()
         )
     )
+
+
+async def run_for_update(session: AsyncSession, run_id: str) -> SettlementRun | None:
+    return await session.scalar(
+        select(SettlementRun)
+        .where(SettlementRun.id == run_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+async def run_statements(session: AsyncSession, run_id: str) -> list[Statement]:
+    return list(
+        await session.scalars(select(Statement).where(Statement.run_id == run_id).order_by(Statement.id))
+    )
+
+
+async def runs_page(session: AsyncSession, *, after: str | None, limit: int) -> list[SettlementRun]:
+    query = select(SettlementRun).order_by(SettlementRun.id.desc()).limit(limit)
+    if after is not None:
+        query = query.where(SettlementRun.id < after)
+    return list(await session.scalars(query))

@@ -155,12 +155,28 @@ class StatementWithLines(StatementOut):
     lines: list[StatementLineOut]
 
 
+class RunProgress(BaseModel):
+    """How far the run's own statements got: charged means Stripe gave its final word (or they await a transfer)."""
+
+    statements: int
+    paid: int
+    awaiting_payment: int
+    """Bank-transfer statements, and Stripe ones whose charge is still in flight or failed (charged again later)."""
+    needs_attention: int
+
+
 class SettlementRunOut(BaseModel):
     id: str
+    status: Literal["queued", "billing", "charging", "done", "failed"]
+    """A run is a background job: `queued`, then `billing` (statements made), `charging` (Stripe statements
+    charged), `done`; `failed` with `error` if it could not bill (it is retried)."""
     as_of: datetime
     statements: list[StatementOut]
     carried_forward: list[CarriedForward]
+    progress: RunProgress
+    error: str | None
     created_at: datetime
+    finished_at: datetime | None
 
 
 class FxRateIn(BaseModel):

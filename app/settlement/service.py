@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.database import driver_connection
 from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.core.ids import new_id
+from app.core.jobs import enqueue
 from app.core.money import Money, MoneyOut, currency_exponent, round_half_even
 from app.events.outbox import emit
 from app.ledger import accounts
@@ -147,7 +148,13 @@ def _plan(
 
 
 async def run_settlement(
-    session: AsyncSession, *, as_of: datetime, now: datetime, window: timedelta, min_invoice: int
+    session: AsyncSession,
+    *,
+    as_of: datetime,
+    now: datetime,
+    window: timedelta,
+    min_invoice: int,
+    run: SettlementRun | None = None,
 ) -> tuple[SettlementRun, list[Statement], list[CarriedForward]]:
     """Bill every merchant, per currency, for its final unbilled donations net of reversals, less credits for
     reversals on orders billed before, plus remainders carried from earlier statements. What can't be billed now
@@ -168,9 +175,10 @@ async def run_settlement(
         groups.setdefault(key, _Group(*key)).carryovers.append(row)
     methods = await repository.billing_methods(db, sorted({m for m, _ in groups}))
 
-    run = SettlementRun(id=new_id("stl"), as_of=as_of, summary={})
-    session.add(run)
-    await session.flush()
+    if run is None:
+        run = SettlementRun(id=new_id("stl"), as_of=as_of, status="billing", summary={})
+        session.add(run)
+        await session.flush()
     statements: list[Statement] = []
     carried: list[CarriedForward] = []
     writes = repository.StatementWrites()
@@ -526,6 +534,24 @@ async def charge_due_statements(
             log.error("statement_charge_failed", statement_id=statement_id, exc_info=exc)
 
 
+async def reconcile_unknown_charges(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    gateway: StripeGateway,
+    *,
+    now: datetime,
+    base_currency: str,
+) -> None:
+    """Look again at every Stripe statement whose charge was sent and never answered for sure (no new attempts:
+    a failed statement waits for the next run)."""
+    async with sessionmaker() as session:
+        due = await repository.statements_in_flight(session)
+    for statement_id in due:
+        try:
+            await charge_statement(sessionmaker, gateway, statement_id, now=now, base_currency=base_currency)
+        except Exception as exc:
+            log.error("statement_reconcile_failed", statement_id=statement_id, exc_info=exc)
+
+
 async def charge_statement(
     sessionmaker: async_sessionmaker[AsyncSession],
     gateway: StripeGateway,
@@ -752,24 +778,66 @@ async def _apply_setup_event(
     return "card set up"
 
 
-async def settle_and_charge(
+SETTLEMENT_TASK = "settlement.run"
+
+
+async def queue_settlement(session: AsyncSession, *, as_of: datetime | None, now: datetime) -> SettlementRun:
+    """A settlement run, queued as a background job in the same transaction: `execute_settlement` does it."""
+    as_of = as_of or now
+    if as_of > now:
+        raise InvalidRequest(
+            "as_of: may not be in the future; donations are final only once the window passed."
+        )
+    run = SettlementRun(id=new_id("stl"), as_of=as_of, status="queued", summary={})
+    session.add(run)
+    await session.flush()
+    await enqueue(await driver_connection(session), SETTLEMENT_TASK, [run.id.encode()])
+    return run
+
+
+async def execute_settlement(
     sessionmaker: async_sessionmaker[AsyncSession],
     gateway: StripeGateway | None,
+    run_id: str | None,
     *,
-    as_of: datetime | None,
     now: datetime,
     window: timedelta,
     min_invoice: int,
     base_currency: str,
-) -> tuple[SettlementRun, list[Statement], list[CarriedForward]]:
-    """A whole settlement run: statements committed first, then every unpaid Stripe statement charged (a charge
-    never happens for a statement that isn't recorded). Returns the run and its statements as they are now."""
-    async with sessionmaker() as session, session.begin():
-        run, statements, carried = await run_settlement(
-            session, as_of=as_of or now, now=now, window=window, min_invoice=min_invoice
-        )
+) -> str:
+    """Do a queued run (or, with no id, a scheduled one): bill in one transaction, then charge every unpaid Stripe
+    statement (a charge never happens for a statement that isn't recorded), then mark it done. Safe to repeat
+    after a crash at any point: a run bills once, and charging is idempotent. Returns the run's id."""
+    try:
+        async with sessionmaker() as session, session.begin():
+            if run_id is None:
+                run = SettlementRun(id=new_id("stl"), as_of=now, status="queued", summary={})
+                session.add(run)
+                await session.flush()
+            else:
+                found = await repository.run_for_update(session, run_id)
+                if found is None or found.status == "done":
+                    return run_id
+                run = found
+            if run.status in ("queued", "billing", "failed"):
+                run.status = "billing"
+                await run_settlement(
+                    session, as_of=run.as_of, now=now, window=window, min_invoice=min_invoice, run=run
+                )
+                run.status, run.error = "charging", None
+            run_id = run.id
+    except Exception as exc:  # recorded for the operator; the job queue tries again
+        log.error("settlement_run_failed", run_id=run_id, exc_info=exc)
+        if run_id is not None:
+            async with sessionmaker() as session, session.begin():
+                failed = await repository.run_for_update(session, run_id)
+                if failed is not None and failed.status != "done":
+                    failed.status, failed.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+        raise
     if gateway is not None:
         await charge_due_statements(sessionmaker, gateway, now=now, base_currency=base_currency)
-    async with sessionmaker() as session:
-        fresh = [await session.get(Statement, s.id) for s in statements]
-    return run, [s for s in fresh if s is not None], carried
+    async with sessionmaker() as session, session.begin():
+        finished = await repository.run_for_update(session, run_id)
+        assert finished is not None
+        finished.status, finished.finished_at = "done", now
+    return run_id

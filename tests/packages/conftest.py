@@ -26,6 +26,7 @@ from tests.helpers import (
     order_paid,
     send_event,
     set_rule,
+    settle,
 )
 from tests.roster_codes import roster_codes
 
@@ -68,9 +69,8 @@ class Pool:
             )
             assert (await send_event(self.client, self.platform, event)).json() == {"status": "applied"}
         self.clock.advance(timedelta(days=31))
-        run = await self.client.post("/v1/settlement-runs", json={}, headers=self.admin)
-        assert run.status_code == 201, run.text
-        statements = {s["merchant_id"]: s for s in run.json()["statements"]}
+        run = await settle(self.client, self.admin, app=self.app)
+        statements = {s["merchant_id"]: s for s in run["statements"]}
         order = list(dict.fromkeys(m["id"] for m, _, _ in orders))
         for merchant_id in order:
             statement = statements[merchant_id]

@@ -34,6 +34,7 @@ from tests.helpers import (
     import_students,
     order_paid,
     set_rule,
+    settle,
     signed_headers,
 )
 from tests.machine import ServiceLoop
@@ -135,7 +136,7 @@ class Allocation(RuleBasedStateMachine):
             )
             assert answer.json() == {"status": "applied"}, answer.text
         w.clock.advance(timedelta(days=31))
-        run = w.run(w.client.post("/v1/settlement-runs", json={}, headers=w.admin)).json()
+        run = w.run(settle(w.client, w.admin, app=w.app))
         for statement in run["statements"]:
             if statement["merchant_id"] != self.merchant["id"]:
                 continue

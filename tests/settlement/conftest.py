@@ -17,7 +17,7 @@ import stripe
 from app.core.clock import FrozenClock
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.helpers import create_merchant, create_platform, create_token_directly, set_rule
+from tests.helpers import create_merchant, create_platform, create_token_directly, set_rule, settle
 from tests.stripe_server import LocalStripe, close_stripe_client, stripe_client
 
 STRIPE_WEBHOOK_SECRET = "whsec_settlement_tests"
@@ -59,9 +59,7 @@ class Programme:
         return merchant
 
     async def settle(self, **body: Any) -> dict[str, Any]:
-        response = await self.client.post("/v1/settlement-runs", json=body, headers=self.admin)
-        assert response.status_code == 201, response.text
-        return dict(response.json())
+        return await settle(self.client, self.admin, app=self.app, **body)
 
     async def funds(self) -> dict[str, Any]:
         return dict((await self.client.get("/v1/funds", headers=self.admin)).json())

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.helpers import assert_problem, audit_ok, get_order, order_paid, order_refunded, send_event
+from tests.helpers import assert_problem, audit_ok, get_order, order_paid, order_refunded, send_event, settle
 from tests.settlement.conftest import (
     STRIPE_WEBHOOK_SECRET,
     Programme,
@@ -274,8 +274,8 @@ async def test_stripe_down_leaves_the_statement_to_retry_and_nothing_is_doubled(
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=offline), base_url="http://g4g.test"
         ) as client:
-            response = await client.post("/v1/settlement-runs", json={}, headers=programme.admin)
-    [statement] = response.json()["statements"]
+            run = await settle(client, programme.admin, app=offline)
+    [statement] = run["statements"]
     assert statement["status"] == "pending_payment" and "unknown" in statement["last_payment_error"]
     funds = await programme.funds()
     assert next(s for s in funds["stages"] if s["currency"] == "CNY")["billed"] == 196
@@ -308,9 +308,7 @@ async def test_the_webhook_may_settle_a_statement_before_stripe_answers(
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=offline), base_url="http://g4g.test"
         ) as client:
-            [statement] = (await client.post("/v1/settlement-runs", json={}, headers=programme.admin)).json()[
-                "statements"
-            ]
+            [statement] = (await settle(client, programme.admin, app=offline))["statements"]
     # Stripe did charge, but its answer never reached us; its webhook does.
     event = payment_intent_event("evt_first", "payment_intent.succeeded", statement["id"], amount=196)
     assert (await programme.stripe_event(event)).json()["outcome"] == "statement paid"
@@ -425,9 +423,7 @@ async def test_a_payment_recorded_elsewhere_meanwhile_is_not_recorded_again(
     shop = await programme.shop("tea", customer=customer.customer_id)
     await _pay(programme, shop, "X-1")
     programme.clock.advance(WINDOW)
-    async with programme.app.state.sessionmaker() as session, session.begin():
-        run_statements = await programme.client.post("/v1/settlement-runs", json={}, headers=programme.admin)
-    [statement] = run_statements.json()["statements"]
+    [statement] = (await programme.settle())["statements"]
     sessionmaker = programme.app.state.sessionmaker
     async with sessionmaker() as session, session.begin():
         async with sessionmaker() as other, other.begin():

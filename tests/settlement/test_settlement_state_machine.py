@@ -32,6 +32,7 @@ from tests.helpers import (
     order_paid,
     order_refunded,
     set_rule,
+    settle,
     signed_headers,
 )
 from tests.machine import ServiceLoop
@@ -150,8 +151,7 @@ class SettlementLifecycle(RuleBasedStateMachine):
 
     @rule()
     def settle(self) -> None:
-        response = self.w.run(self.w.client.post("/v1/settlement-runs", json={}, headers=self.w.admin))
-        assert response.status_code == 201, response.text
+        self.w.run(settle(self.w.client, self.w.admin, app=self.w.app))
 
     @rule(
         currency=st.sampled_from(["CNY", "JPY"]), rate=st.sampled_from(["0.1385", "0.5", "0.00667", "1.25"])

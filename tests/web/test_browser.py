@@ -19,7 +19,7 @@ import pytest_asyncio
 from playwright.async_api import expect
 
 from tests.conftest import DATA_KEY
-from tests.helpers import order_paid, signed_headers
+from tests.helpers import order_paid, settle, signed_headers
 from tests.live import LiveServer, g4g_env, run_g4g
 from tests.postgres import TestServer
 from tests.stripe_server import LocalStripe, create_chargeable_customer, open_stripe_client
@@ -104,7 +104,7 @@ async def _seed(site: Site) -> None:
             await pay(f"BOOK-{n}", "books", "USD", BOOK)
         for n in range(3001, 3006):
             await pay(f"PEN-{n}", "pens", "CNY", TEA)
-        run = (await http.post("/v1/settlement-runs", json={})).json()
+        run = await settle(http, {})
         statements = sorted((s["total"]["amount"], s["status"]) for s in run["statements"])
         assert statements == [(750, "paid"), (1176, "paid")]
         assert (await http.put("/v1/fx-rates/CNY", json={"rate": "0.14"})).status_code == 200
@@ -363,7 +363,7 @@ async def test_a_merchant_adds_its_card_and_its_statements_are_charged_to_it(
     async with httpx.AsyncClient(base_url=site.url, headers=site.admin) as http:
         profile = (await http.get(f"/v1/merchants/{site.merchants['pens']['id']}/billing")).json()
         assert profile["method"] == "stripe" and "4242" in profile["payment_method"]["label"]
-        run = (await http.post("/v1/settlement-runs", json={})).json()
+        run = await settle(http, {})
     [statement] = run["statements"]
     assert (statement["merchant_id"], statement["total"], statement["status"]) == (
         site.merchants["pens"]["id"],
