@@ -33,7 +33,7 @@ class FundingSource(CreatedAt, Base):
     kind: Mapped[str] = mapped_column(String(10), nullable=False)
     statement_id: Mapped[str] = mapped_column(ForeignKey("statements.id"), index=True, nullable=False)
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True, nullable=False)
-    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), nullable=False)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True, nullable=False)
     # Set for money a cancelled shipment gave back: the package that held it.
     released_from_package_id: Mapped[str | None] = mapped_column(
         ForeignKey("love_packages.id"), nullable=True

@@ -3,11 +3,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
+from app.core.auth import Authorized, Principal, Role
+from app.core.database import SessionDep
+from app.core.errors import InvalidRequest
 from app.core.json_body import ExactJsonRoute
-from app.reports.schemas import TransparencyOut
-from app.reports.service import Snapshot, TransparencyReport
+from app.core.types import Instant, ResourceId
+from app.merchants.service import get_visible_merchant
+from app.reports.schemas import MerchantImpactOut, TransparencyOut
+from app.reports.service import Snapshot, TransparencyReport, merchant_impact
 
 router = APIRouter(prefix="/v1", tags=["reports"], route_class=ExactJsonRoute)
 
@@ -50,3 +55,36 @@ async def get_transparency(
     if _matches(if_none_match, snapshot.etag):
         return Response(status_code=304, headers=headers)
     return Response(content=snapshot.body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/merchants/{merchant_id}/impact", response_model=MerchantImpactOut, operation_id="get_merchant_impact"
+)
+async def get_merchant_impact(
+    merchant_id: ResourceId,
+    request: Request,
+    session: SessionDep,
+    placed_from: Annotated[
+        Instant | None, Query(alias="from", description="Orders placed from this instant (inclusive)")
+    ] = None,
+    placed_to: Annotated[
+        Instant | None, Query(alias="to", description="… up to this instant (exclusive)")
+    ] = None,
+    principal: Principal = Authorized(Role.admin, Role.platform, Role.merchant),
+) -> MerchantImpactOut:
+    """What the merchant's donations became: money by stage and currency (pledged money is not raised), the pool,
+    the Love Packages its money paid for (its share of each, so a fraction), the students they reached, the
+    packages delivered by country, and the share of its money that reached schools."""
+    merchant = await get_visible_merchant(session, principal, merchant_id)
+    if placed_from is not None and placed_to is not None and placed_to <= placed_from:
+        raise InvalidRequest("to: must be later than from.")
+    settings = request.app.state.settings
+    return await merchant_impact(
+        session,
+        merchant.id,
+        placed_from=placed_from,
+        placed_to=placed_to,
+        now=request.app.state.clock.now(),
+        window=timedelta(days=settings.return_window_days),
+        base_currency=settings.base_currency,
+    )

@@ -40,10 +40,23 @@ _STAGE = """
 
 
 async def stage_cells(
-    session: AsyncSession, *, final_before: datetime, merchant_id: str | None = None
+    session: AsyncSession,
+    *,
+    final_before: datetime,
+    merchant_id: str | None = None,
+    placed_from: datetime | None = None,
+    placed_to: datetime | None = None,
 ) -> list[StageCell]:
-    """Orders, net donations and reversals by month placed, currency and stage (all merchants, or one)."""
-    where = "WHERE o.merchant_id = :merchant_id" if merchant_id is not None else ""
+    """Orders, net donations and reversals by month placed, currency and stage (all merchants, or one; all time,
+    or orders placed in `[placed_from, placed_to)`)."""
+    conditions = []
+    if merchant_id is not None:
+        conditions.append("o.merchant_id = :merchant_id")
+    if placed_from is not None:
+        conditions.append("o.placed_at >= :placed_from")
+    if placed_to is not None:
+        conditions.append("o.placed_at < :placed_to")
+    where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
     rows = await session.execute(
         text(
             f"""
@@ -58,7 +71,12 @@ async def stage_cells(
             ORDER BY 1, 2, 3
             """  # noqa: S608 - fixed fragments only; every value is a bound parameter
         ),
-        {"final_before": final_before, "merchant_id": merchant_id},
+        {
+            "final_before": final_before,
+            "merchant_id": merchant_id,
+            "placed_from": placed_from,
+            "placed_to": placed_to,
+        },
     )
     return [StageCell(r.month, r.currency, r.stage, int(r.orders), int(r.net), int(r.reversed)) for r in rows]
 
@@ -153,3 +171,139 @@ async def mark_checked(session: AsyncSession, name: str, checked_at: datetime) -
     if row is not None:
         row.checked_at = checked_at
         await session.flush()
+
+
+# ---- Love Packages ----
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceCell:
+    """Packages (not cancelled) and students at the schools of one region."""
+
+    country: str
+    region: str
+    allocated: int
+    delivered: int  # accepted by the school
+    students_reached: int  # students whose package reached them (delivered or accepted)
+    cost: int  # base minor units: what the allocated packages cost
+
+
+async def place_cells(session: AsyncSession) -> list[PlaceCell]:
+    rows = await session.execute(
+        text(
+            """
+            WITH packages AS (
+                SELECT sc.country, sc.region, count(*) AS allocated,
+                       count(*) FILTER (WHERE k.status = 'accepted') AS delivered, sum(k.cost) AS cost
+                FROM love_packages k JOIN schools sc ON sc.id = k.school_id
+                WHERE k.status <> 'cancelled' GROUP BY 1, 2),
+            reached AS (
+                SELECT sc.country, sc.region, count(DISTINCT a.student_id) AS students
+                FROM allocations a JOIN schools sc ON sc.id = a.school_id
+                WHERE a.status IN ('delivered', 'accepted') GROUP BY 1, 2)
+            SELECT coalesce(p.country, r.country) AS country, coalesce(p.region, r.region) AS region,
+                   coalesce(p.allocated, 0) AS allocated, coalesce(p.delivered, 0) AS delivered,
+                   coalesce(r.students, 0) AS students, coalesce(p.cost, 0) AS cost
+            FROM packages p FULL JOIN reached r ON r.country = p.country AND r.region = p.region
+            ORDER BY 1, 2
+            """
+        )
+    )
+    return [
+        PlaceCell(r.country, r.region, int(r.allocated), int(r.delivered), int(r.students), int(r.cost))
+        for r in rows
+    ]
+
+
+# How far each allocation got: a box counts at every step it reached.
+FUNNEL = ("allocated", "shipped", "delivered", "accepted")
+
+
+async def delivery_funnel(session: AsyncSession) -> list[int]:
+    row = (
+        await session.execute(
+            text(
+                """
+                SELECT count(*) FILTER (WHERE status <> 'cancelled') AS allocated,
+                       count(*) FILTER (WHERE status IN ('shipped', 'delivered', 'accepted', 'damaged', 'missing',
+                                                         'returned')) AS shipped,
+                       count(*) FILTER (WHERE status IN ('delivered', 'accepted', 'damaged')) AS delivered,
+                       count(*) FILTER (WHERE status = 'accepted') AS accepted
+                FROM allocations
+                """
+            )
+        )
+    ).one()
+    return [int(row.allocated), int(row.shipped), int(row.delivered), int(row.accepted)]
+
+
+async def package_money(session: AsyncSession, base_currency: str) -> dict[str, int]:
+    """The package accounts' balances (base currency), by account."""
+    rows = await session.execute(
+        text(
+            """SELECT account, sum(amount) AS balance FROM ledger_postings
+               WHERE account LIKE 'programme:packages:%' AND currency = :base GROUP BY account"""
+        ),
+        {"base": base_currency},
+    )
+    return {r.account: int(r.balance) for r in rows}
+
+
+# ---- one merchant's impact ----
+
+
+async def merchant_packages(
+    session: AsyncSession, merchant_id: str, *, placed_from: datetime | None, placed_to: datetime | None
+) -> list[tuple[str, int, int, str, str, str]]:
+    """Per package the merchant's orders (placed in the period) helped fund: (package, its share, the package's
+    cost, status, country, region)."""
+    rows = await session.execute(
+        text(
+            """
+            SELECT k.id AS package_id,
+                   sum(LEAST(s.end_offset, k.funding_end) - GREATEST(s.start_offset, k.funding_start)) AS share,
+                   k.cost, k.status, sc.country, sc.region
+            FROM funding_sources s
+            JOIN orders o ON o.id = s.order_id
+            JOIN love_packages k
+              ON int8range(k.funding_start, k.funding_end) && int8range(s.start_offset, s.end_offset)
+            LEFT JOIN schools sc ON sc.id = k.school_id
+            WHERE s.merchant_id = :merchant AND k.status <> 'cancelled'
+              AND (CAST(:placed_from AS timestamptz) IS NULL OR o.placed_at >= :placed_from)
+              AND (CAST(:placed_to AS timestamptz) IS NULL OR o.placed_at < :placed_to)
+            GROUP BY k.id, k.cost, k.status, sc.country, sc.region
+            ORDER BY k.id
+            """
+        ),
+        {"merchant": merchant_id, "placed_from": placed_from, "placed_to": placed_to},
+    )
+    return [(r.package_id, int(r.share), int(r.cost), r.status, r.country, r.region) for r in rows]
+
+
+async def students_reached_by(session: AsyncSession, package_ids: list[str]) -> int:
+    if not package_ids:
+        return 0
+    count = await session.scalar(
+        text(
+            """SELECT count(DISTINCT student_id) FROM allocations
+               WHERE package_id = ANY(:ids) AND status IN ('delivered', 'accepted')"""
+        ),
+        {"ids": package_ids},
+    )
+    return int(count or 0)
+
+
+async def merchant_pooled(
+    session: AsyncSession, merchant_id: str, *, placed_from: datetime | None, placed_to: datetime | None
+) -> int:
+    """The merchant's money (orders placed in the period) that reached the pool, in the base currency."""
+    total = await session.scalar(
+        text(
+            """SELECT coalesce(sum(s.amount), 0) FROM funding_sources s JOIN orders o ON o.id = s.order_id
+               WHERE s.merchant_id = :merchant AND s.kind = 'collected'
+                 AND (CAST(:placed_from AS timestamptz) IS NULL OR o.placed_at >= :placed_from)
+                 AND (CAST(:placed_to AS timestamptz) IS NULL OR o.placed_at < :placed_to)"""
+        ),
+        {"merchant": merchant_id, "placed_from": placed_from, "placed_to": placed_to},
+    )
+    return int(total or 0)

@@ -81,3 +81,82 @@ class TransparencyOut(BaseModel):
     """Currencies with no exchange rate yet: left out of every base-currency figure."""
     rates: list[RateUsed]
     by_month: list[MonthFigures]
+    packages: PackageFigures | None = None
+    """Love Packages: how many, what they cost, where the money in them is."""
+    countries: list[PlaceFigures] = []
+    regions: list[PlaceFigures] = []
+    delivery_funnel: list[FunnelCount] = []
+
+
+# ---- Love Packages, for the public ----
+
+FunnelStep = Literal["allocated", "shipped", "delivered", "accepted"]
+
+
+class FunnelCount(BaseModel):
+    step: FunnelStep
+    """How far packages got: each counts at every step it reached (allocated to a student, handed to the
+    logistics partner, delivered at the school, accepted by the school)."""
+    packages: Count
+
+
+class PlaceFigures(BaseModel):
+    country: str
+    region: str | None
+    """Null on a country's own row."""
+    packages_allocated: Count
+    packages_delivered: Count
+    """Accepted by the school."""
+    students_reached: Count
+    """Students whose package reached them."""
+
+
+class PackageFigures(BaseModel):
+    allocated: Count
+    delivered: Count
+    students_reached: Count
+    cost_per_package: MoneyOut | None
+    """What an allocated package cost on average; null before the first one."""
+    in_packages: MoneyOut
+    """All money that went into packages (allocated = in transit + delivered + written off + in stock)."""
+    in_transit: MoneyOut
+    delivered_money: MoneyOut
+    written_off: MoneyOut
+    in_stock: MoneyOut
+    reached_schools_share_bps: int | None
+    """The share of money raised that reached schools in accepted packages, in basis points."""
+
+
+# ---- one merchant's impact ----
+
+
+class CountryImpact(BaseModel):
+    country: str
+    packages_funded: str
+    """Packages its money paid for, as a decimal fraction (its share of each package's cost, summed)."""
+    packages_delivered: int
+    """Packages its money helped pay for that the schools accepted."""
+
+
+class MerchantImpactOut(BaseModel):
+    merchant_id: str
+    placed_from: datetime | None
+    placed_to: datetime | None
+    """The period: orders placed from `from` (inclusive) to `to` (exclusive); null for all time."""
+    base_currency: str
+    orders: int
+    money_by_stage: list[StageMoney]
+    """Per currency. Pledged money (inside the return window) is not raised."""
+    raised: list[MoneyOut]
+    """Per currency: final, billed and collected."""
+    reached_pool: MoneyOut
+    """Its money converted into the pool, in the base currency."""
+    in_packages: MoneyOut
+    reached_schools: MoneyOut
+    """Its money in packages the schools accepted."""
+    reached_schools_share_bps: int | None
+    """`reached_schools` over `reached_pool`, in basis points."""
+    packages_funded: str
+    """Packages its money paid for, as a decimal fraction."""
+    students_reached: int
+    by_country: list[CountryImpact]

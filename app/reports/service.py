@@ -24,12 +24,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
 from app.core.money import MoneyOut, currency_exponent, round_half_even
+from app.ledger import accounts
 from app.reports import repository
-from app.reports.repository import StageCell
+from app.reports.repository import PlaceCell, StageCell
 from app.reports.schemas import (
     SMALL_COUNT,
     Count,
+    CountryImpact,
+    FunnelCount,
+    MerchantImpactOut,
     MonthFigures,
+    PackageFigures,
+    PlaceFigures,
     RateUsed,
     StageCount,
     StageMoney,
@@ -152,6 +158,81 @@ def raised(stages: StageMoney) -> int:
     return stages.final + stages.billed + stages.collected
 
 
+def package_figures(
+    places: Sequence[PlaceCell], money: Mapping[str, int], *, raised_base: int, base_currency: str
+) -> tuple[PackageFigures, list[PlaceFigures], list[PlaceFigures]]:
+    """Packages and students reached, overall, by country and by region, with small counts hidden. A region's
+    counts are hidden together with their country's row (which shows their total), and a country's with the
+    programme's: no hidden count can be worked out by subtracting shown ones."""
+    totals = {
+        name: sum(getattr(p, name) for p in places) for name in ("allocated", "delivered", "students_reached")
+    }
+    countries = sorted({p.country for p in places})
+    per_country = {
+        c: {name: sum(getattr(p, name) for p in places if p.country == c) for name in totals}
+        for c in countries
+    }
+    shown_country: dict[str, dict[str, Count]] = {c: {} for c in countries}
+    shown_total: dict[str, Count] = {}
+    for name in totals:
+        cells, shown_total[name] = suppress_small_counts(
+            [per_country[c][name] for c in countries], totals[name]
+        )
+        for country, cell in zip(countries, cells, strict=True):
+            shown_country[country][name] = cell
+    regions: list[PlaceFigures] = []
+    for country in countries:
+        rows = [p for p in places if p.country == country]
+        shown: dict[str, list[Count]] = {}
+        for name in totals:
+            shown[name], _ = suppress_small_counts(
+                [getattr(p, name) for p in rows], per_country[country][name]
+            )
+        regions += [
+            PlaceFigures(
+                country=country,
+                region=row.region,
+                packages_allocated=shown["allocated"][i],
+                packages_delivered=shown["delivered"][i],
+                students_reached=shown["students_reached"][i],
+            )
+            for i, row in enumerate(rows)
+        ]
+    by_country = [
+        PlaceFigures(
+            country=c,
+            region=None,
+            packages_allocated=shown_country[c]["allocated"],
+            packages_delivered=shown_country[c]["delivered"],
+            students_reached=shown_country[c]["students_reached"],
+        )
+        for c in countries
+    ]
+
+    def base(amount: int) -> MoneyOut:
+        return MoneyOut(amount=amount, currency=base_currency)
+
+    delivered = money.get(accounts.PACKAGES_DELIVERED, 0)
+    cost = sum(p.cost for p in places)
+    figures = PackageFigures(
+        allocated=shown_total["allocated"],
+        delivered=shown_total["delivered"],
+        students_reached=shown_total["students_reached"],
+        cost_per_package=base(round_half_even(Fraction(cost, totals["allocated"])))
+        if totals["allocated"]
+        else None,
+        in_packages=base(sum(money.values())),
+        in_transit=base(money.get(accounts.PACKAGES_ASSIGNED, 0)),
+        delivered_money=base(delivered),
+        written_off=base(money.get(accounts.PACKAGES_WRITTEN_OFF, 0)),
+        in_stock=base(money.get(accounts.PACKAGES_IN_STOCK, 0)),
+        reached_schools_share_bps=round_half_even(Fraction(delivered * 10_000, raised_base))
+        if raised_base > 0
+        else None,
+    )
+    return figures, by_country, regions
+
+
 def build_transparency(
     cells: Sequence[StageCell],
     *,
@@ -161,6 +242,9 @@ def build_transparency(
     rates: Mapping[str, Decimal],
     base_currency: str,
     updated_at: datetime,
+    places: Sequence[PlaceCell] = (),
+    funnel: Sequence[int] = (0, 0, 0, 0),
+    package_money: Mapping[str, int] | None = None,
 ) -> TransparencyOut:
     """The public figures from the stage cells (pure: no database)."""
     by_currency = fold_by_currency(cells)
@@ -186,6 +270,9 @@ def build_transparency(
         )
     raised_base = raised(in_base)
     share = round_half_even(Fraction(in_base.in_pool * 10_000, raised_base)) if raised_base > 0 else None
+    packages, countries, regions = package_figures(
+        places, package_money or {}, raised_base=raised_base, base_currency=base_currency
+    )
     return TransparencyOut(
         updated_at=updated_at,
         base_currency=base_currency,
@@ -209,6 +296,13 @@ def build_transparency(
             if c in by_currency
         ],
         by_month=by_month,
+        packages=packages,
+        countries=countries,
+        regions=regions,
+        delivery_funnel=[
+            FunnelCount(step=step, packages=small_count(count))
+            for step, count in zip(repository.FUNNEL, funnel, strict=True)
+        ],
     )
 
 
@@ -223,6 +317,9 @@ async def compute_transparency(
         rates=await repository.latest_rates(session, base_currency),
         base_currency=base_currency,
         updated_at=now,
+        places=await repository.place_cells(session),
+        funnel=await repository.delivery_funnel(session),
+        package_money=await repository.package_money(session, base_currency),
     )
 
 
@@ -249,6 +346,71 @@ async def merchant_figures(
         by_month=[(month, [s.out() for s in sums.values()]) for month, sums in months.items()],
         orders_by_month=[(month, sum(c.orders for c in cells if c.month == month)) for month in months],
     )
+
+
+async def merchant_impact(
+    session: AsyncSession,
+    merchant_id: str,
+    *,
+    placed_from: datetime | None,
+    placed_to: datetime | None,
+    now: datetime,
+    window: timedelta,
+    base_currency: str,
+) -> MerchantImpactOut:
+    """What a merchant's donations (orders placed in the period) became: money by stage, what reached the pool,
+    the packages it paid for (its share of each), the students they reached and where, and how much of its
+    money reached schools."""
+    cells = await repository.stage_cells(
+        session,
+        final_before=now - window,
+        merchant_id=merchant_id,
+        placed_from=placed_from,
+        placed_to=placed_to,
+    )
+    by_currency = fold_by_currency(cells)
+    packages = await repository.merchant_packages(
+        session, merchant_id, placed_from=placed_from, placed_to=placed_to
+    )
+    pooled = await repository.merchant_pooled(
+        session, merchant_id, placed_from=placed_from, placed_to=placed_to
+    )
+    funded: dict[str, Fraction] = defaultdict(Fraction)
+    delivered: dict[str, int] = defaultdict(int)
+    for _, share, cost, status, country, _ in packages:
+        funded[country or "?"] += Fraction(share, cost)
+        delivered[country or "?"] += status == "accepted"
+    in_packages = sum(share for _, share, _, _, _, _ in packages)
+    reached = sum(share for _, share, _, status, _, _ in packages if status == "accepted")
+
+    def base(amount: int) -> MoneyOut:
+        return MoneyOut(amount=amount, currency=base_currency)
+
+    return MerchantImpactOut(
+        merchant_id=merchant_id,
+        placed_from=placed_from,
+        placed_to=placed_to,
+        base_currency=base_currency,
+        orders=sum(c.orders for c in cells),
+        money_by_stage=[s.out() for s in by_currency.values()],
+        raised=[MoneyOut(amount=raised(s.out()), currency=c) for c, s in by_currency.items()],
+        reached_pool=base(pooled),
+        in_packages=base(in_packages),
+        reached_schools=base(reached),
+        reached_schools_share_bps=round_half_even(Fraction(reached * 10_000, pooled)) if pooled else None,
+        packages_funded=_decimal(sum(funded.values(), Fraction(0))),
+        students_reached=await repository.students_reached_by(session, [p[0] for p in packages]),
+        by_country=[
+            CountryImpact(country=c, packages_funded=_decimal(funded[c]), packages_delivered=delivered[c])
+            for c in sorted(funded)
+        ],
+    )
+
+
+def _decimal(value: Fraction, places: int = 2) -> str:
+    """A fraction as a decimal string, rounded half-even once."""
+    scaled = round_half_even(value * 10**places)
+    return f"{scaled // 10**places}.{scaled % 10**places:0{places}d}"
 
 
 # ---- keeping the public summary current ----

@@ -122,6 +122,7 @@ async def merchant_home(
         signed_in.merchant,
         now=request.app.state.clock.now(),
         window=timedelta(days=settings.return_window_days),
+        base_currency=settings.base_currency,
         fmt=Formatter(language),
     )
     context: dict[str, Any] = {"board": board, "csrf_token": signed_in.csrf_token, "csrf_field": CSRF_FIELD}

@@ -83,6 +83,10 @@ class Formatter:
     def count(self, value: int | str) -> str:
         return value if isinstance(value, str) else format_decimal(value, locale=self.language)
 
+    def country(self, code: str) -> str:
+        """An ISO 3166-1 code as the country's name in the reader's language (CLDR data, through Babel)."""
+        return str(Locale.parse(self.language).territories.get(code, code))
+
     def money(self, amount: int, currency: str) -> str:
         """Minor units as an amount in the currency (exact: Decimal from the integer, never a float)."""
         major = Decimal(amount).scaleb(-currency_exponent(currency))

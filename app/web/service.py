@@ -27,8 +27,8 @@ from app.donations import repository as donations_repository
 from app.donations import service as donations
 from app.donations.schemas import DonationRuleOut
 from app.models import Merchant, WebSession
-from app.reports.schemas import StageMoney, TransparencyOut
-from app.reports.service import merchant_figures, raised, value_in_base
+from app.reports.schemas import MerchantImpactOut, StageMoney, TransparencyOut
+from app.reports.service import merchant_figures, merchant_impact, raised, value_in_base
 from app.settlement import billing
 from app.settlement.schemas import BillingProfileOut, SetupIntentOut
 from app.settlement.stripe_gateway import StripeGateway
@@ -174,6 +174,78 @@ class PublicPage:
     raised_by_currency: Chart
     orders_by_stage: Chart
     currencies: Table
+    packages_by_country: Chart
+    places: Table
+    delivery: Chart
+
+
+def _count_value(count: int | str) -> int | None:
+    return count if isinstance(count, int) else None
+
+
+def _package_sections(figures: TransparencyOut, fmt: Formatter) -> tuple[Chart, Table, Chart]:
+    """Packages and students by country (a chart) and region (its table), and the delivery funnel."""
+    country_items = [
+        BarItem(fmt.country(c.country), _count_value(c.packages_allocated), fmt.count(c.packages_allocated))
+        for c in figures.countries
+    ]
+    places = Table(
+        fmt.gettext("Packages and students by country and region"),
+        [
+            fmt.gettext("Country"),
+            fmt.gettext("Region"),
+            fmt.gettext("Packages allocated"),
+            fmt.gettext("Packages delivered"),
+            fmt.gettext("Students reached"),
+        ],
+        [
+            [
+                fmt.country(row.country),
+                row.region if row.region is not None else fmt.gettext("All regions"),
+                fmt.count(row.packages_allocated),
+                fmt.count(row.packages_delivered),
+                fmt.count(row.students_reached),
+            ]
+            for country in figures.countries
+            for row in [country, *(r for r in figures.regions if r.country == country.country)]
+        ],
+        [
+            fmt.gettext("Total"),
+            "",
+            fmt.count(figures.packages.allocated) if figures.packages else "0",
+            fmt.count(figures.packages.delivered) if figures.packages else "0",
+            fmt.count(figures.packages.students_reached) if figures.packages else "0",
+        ],
+    )
+    by_country = bar_chart(
+        "packages-by-country",
+        fmt.gettext("Love Packages allocated, by country"),
+        country_items,
+        places,
+        css="s2",
+    )
+    step_names = {
+        "allocated": fmt.gettext("Allocated to a student"),
+        "shipped": fmt.gettext("Shipped"),
+        "delivered": fmt.gettext("Delivered to the school"),
+        "accepted": fmt.gettext("Accepted by the school"),
+    }
+    steps = [
+        BarItem(step_names[s.step], _count_value(s.packages), fmt.count(s.packages))
+        for s in figures.delivery_funnel
+    ]
+    delivery = funnel(
+        "delivery-funnel",
+        fmt.gettext("How far the packages got"),
+        steps,
+        Table(
+            fmt.gettext("Packages by how far they got"),
+            [fmt.gettext("Step"), fmt.gettext("Packages")],
+            [[item.label, item.display] for item in steps],
+        ),
+        css="s3",
+    )
+    return by_country, places, delivery
 
 
 def public_page(figures: TransparencyOut, fmt: Formatter) -> PublicPage:
@@ -271,7 +343,15 @@ def public_page(figures: TransparencyOut, fmt: Formatter) -> PublicPage:
         if figures.money_by_stage
         else None,
     )
-    return PublicPage(figures, over_time, to_pool, raised_by_currency, orders_by_stage, currencies)
+    return PublicPage(
+        figures,
+        over_time,
+        to_pool,
+        raised_by_currency,
+        orders_by_stage,
+        currencies,
+        *_package_sections(figures, fmt),
+    )
 
 
 def _valued(m: StageMoney, rates: dict[str, str], base: str) -> int:
@@ -301,6 +381,8 @@ class Dashboard:
     statements: Table
     orders: Table
     orders_total: int
+    impact: MerchantImpactOut
+    impact_by_country: Table
 
 
 def _rule_view(rule: DonationRuleOut, fmt: Formatter) -> RuleView:
@@ -332,7 +414,13 @@ def _rule_view(rule: DonationRuleOut, fmt: Formatter) -> RuleView:
 
 
 async def dashboard(
-    session: AsyncSession, merchant: Merchant, *, now: datetime, window: timedelta, fmt: Formatter
+    session: AsyncSession,
+    merchant: Merchant,
+    *,
+    now: datetime,
+    window: timedelta,
+    base_currency: str,
+    fmt: Formatter,
 ) -> Dashboard:
     """Everything the merchant's dashboard shows; only this merchant's data is read."""
     rule_rows = await donations_repository.rules_newest_first(session, merchant.id, before=None, limit=20)
@@ -406,7 +494,26 @@ async def dashboard(
             for row in (donations.donation_row(o, status, final_before=final_before) for o, status in latest)
         ],
     )
-    return Dashboard(merchant, rules, stages, charts, statements, orders, figures.orders)
+    impact = await merchant_impact(
+        session,
+        merchant.id,
+        placed_from=None,
+        placed_to=None,
+        now=now,
+        window=window,
+        base_currency=base_currency,
+    )
+    impact_by_country = Table(
+        fmt.gettext("Love Packages your donations paid for, by country"),
+        [fmt.gettext("Country"), fmt.gettext("Packages funded"), fmt.gettext("Packages delivered")],
+        [
+            [fmt.country(c.country), c.packages_funded, fmt.count(c.packages_delivered)]
+            for c in impact.by_country
+        ],
+    )
+    return Dashboard(
+        merchant, rules, stages, charts, statements, orders, figures.orders, impact, impact_by_country
+    )
 
 
 # ---- the CSV export ----

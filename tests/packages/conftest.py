@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -114,13 +115,19 @@ class Pool:
         return await self.client.get(f"/v1/packages/{package_id}", headers=headers or self.admin)
 
 
-@pytest.fixture
-async def pool(database_url: str, tmp_path: Path) -> AsyncIterator[Pool]:
+@contextlib.asynccontextmanager
+async def open_pool(database_url: str, tmp_path: Path, **settings: Any) -> AsyncIterator[Pool]:
     clock = FrozenClock(datetime(2026, 12, 1, 8, 0, tzinfo=UTC))
-    app = create_app(make_settings(database_url, tmp_path), clock=clock)
+    app = create_app(make_settings(database_url, tmp_path, **settings), clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://g4g.test") as client:
             admin = {"Authorization": f"Bearer {await create_token_directly(app, role='admin', name='ops')}"}
             platform = await create_platform(client, admin)
             yield Pool(app, client, admin, clock, platform)
+
+
+@pytest.fixture
+async def pool(database_url: str, tmp_path: Path) -> AsyncIterator[Pool]:
+    async with open_pool(database_url, tmp_path) as opened:
+        yield opened
