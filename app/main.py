@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.api_keys.endpoints import router as api_keys
+from app.core.auth import ApiKeyCache
 from app.core.body_limit import BodyAllowance, BodySizeLimit
 from app.core.clock import Clock, SystemClock
 from app.core.database import Database, make_sessionmaker
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.clock = clock or SystemClock()
     app.state.cipher = cipher_for(settings)
     app.state.lookup_key = lookup_key_for(settings)
+    app.state.api_keys = ApiKeyCache(settings.api_key_cache_seconds)
     app.state.schema_head = head_revision()
 
     install_error_handlers(app)

@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.auth import Authorized, Principal, Role
-from app.core.database import SessionDep
+from app.core.database import ReadConnectionDep, SessionDep
 from app.core.errors import (
     PROBLEM_MEDIA_TYPE,
     NotFound,
@@ -108,13 +108,14 @@ async def list_donation_rules(
 async def create_quote(
     body: QuoteIn,
     request: Request,
-    session: SessionDep,
     principal: Principal = Authorized(Role.platform, Role.admin),
+    *,
+    db: ReadConnectionDep,  # after the caller is known: a request holds one pooled connection at a time
 ) -> QuoteOut:
     """The donation this order would get if placed now (or at `placed_at`), for display at checkout."""
     platform_id = principal.acting_platform(body.platform_id)
     return await service.quote(
-        session,
+        db,
         platform_id=platform_id,
         merchant_external_id=body.merchant_id,
         currency=body.currency,

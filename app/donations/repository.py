@@ -97,12 +97,14 @@ _READ_BATCH = """
 class BatchLookups:
     """What a batch of order events needs to know before deciding anything, asked in one statement."""
 
-    answers_for: Sequence[tuple[str, str]]  # (platform, webhook id) of deliveries that may have been seen
-    merchants_for: Sequence[tuple[str, str, datetime]]  # (platform, merchant external id, placed_at)
-    orders_to_change: Sequence[tuple[str, str]]  # (platform, order id): read and row-locked
-    orders_paid: Sequence[tuple[str, str]]  # (platform, order id): only their content hashes, no lock
-    refunds: Sequence[tuple[str, str, str]]  # (platform, order id, refund id)
-    parked_waiting_for: Sequence[tuple[str, str]]  # (platform, "order:<id>" or "merchant:<id>")
+    answers_for: Sequence[
+        tuple[str, str]
+    ] = ()  # (platform, webhook id) of deliveries that may have been seen
+    merchants_for: Sequence[tuple[str, str, datetime]] = ()  # (platform, merchant external id, placed_at)
+    orders_to_change: Sequence[tuple[str, str]] = ()  # (platform, order id): read and row-locked
+    orders_paid: Sequence[tuple[str, str]] = ()  # (platform, order id): only their content hashes, no lock
+    refunds: Sequence[tuple[str, str, str]] = ()  # (platform, order id, refund id)
+    parked_waiting_for: Sequence[tuple[str, str]] = ()  # (platform, "order:<id>" or "merchant:<id>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +151,18 @@ async def parked_waiting_for(
 ) -> list[tuple[str, str, bytes]]:
     """Parked deliveries waiting for any of (platform, what): (platform, webhook id, body), oldest first,
     row-locked for this transaction."""
-    facts = await read_batch(db, BatchLookups((), (), (), (), (), waits))
+    facts = await read_batch(db, BatchLookups(parked_waiting_for=waits))
     return facts.parked
+
+
+async def merchant_and_rule(
+    db: asyncpg.Connection, platform_id: str, merchant_external_id: str, at: datetime
+) -> tuple[str | None, str | None]:
+    """The merchant (or None) and the rule version in effect at `at` (or None): the order webhook's own lookup,
+    so a quote and the recorded donation are computed from the same rule."""
+    facts = await read_batch(db, BatchLookups(merchants_for=[(platform_id, merchant_external_id, at)]))
+    merchant_id, rule_id = facts.merchants[0]
+    return merchant_id, rule_id
 
 
 async def rule_terms(db: asyncpg.Connection, rule_ids: Sequence[str]) -> list[tuple[str, int, Any, Any]]:
@@ -161,16 +173,6 @@ async def rule_terms(db: asyncpg.Connection, rule_ids: Sequence[str]) -> list[tu
         list(rule_ids),
     )
     return [(r["id"], r["rate_bps"], r["f"], r["o"]) for r in records]
-
-
-async def rule_terms_orm(session: AsyncSession, rule_ids: Sequence[str]) -> list[tuple[str, int, Any, Any]]:
-    """The same as `rule_terms`, through a session (quotes)."""
-    rows = await session.execute(
-        select(
-            DonationRule.id, DonationRule.rate_bps, DonationRule.fixed_per_unit, DonationRule.sku_overrides
-        ).where(DonationRule.id.in_(list(rule_ids)))
-    )
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 async def rule_id_in_effect(session: AsyncSession, merchant_id: str, at: datetime) -> str | None:
