@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.api_keys.endpoints import router as api_keys
+from app.core.auth import ApiKeyCache
 from app.core.body_limit import BodyAllowance, BodySizeLimit
 from app.core.clock import Clock, SystemClock
 from app.core.database import Database, make_sessionmaker
@@ -26,7 +27,7 @@ from app.core.openapi import install_openapi
 from app.core.secrets import cipher_for, lookup_key_for
 from app.core.settings import Settings, get_settings
 from app.core.strict_query import reject_unknown_query_parameters
-from app.donations.endpoints import MAX_EVENT_BYTES, webhooks
+from app.donations.endpoints import MAX_EVENT_BYTES, OrderWebhookFastPath, webhooks
 from app.donations.endpoints import router as donations
 from app.donations.inbox import OrderEventInbox
 from app.events.endpoints import router as webhook_endpoints
@@ -104,10 +105,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.clock = clock or SystemClock()
     app.state.cipher = cipher_for(settings)
     app.state.lookup_key = lookup_key_for(settings)
+    app.state.api_keys = ApiKeyCache(settings.api_key_cache_seconds)
     app.state.schema_head = head_revision()
 
     install_error_handlers(app)
     install_openapi(app)
+    app.add_middleware(OrderWebhookFastPath)  # innermost: the hottest route, answered without the framework
     app.add_middleware(
         BodySizeLimit,
         default=settings.max_body_bytes,

@@ -581,6 +581,7 @@ def _run_cli(g4g: Path, args: list[str], env: dict[str, str]) -> str:
 class ServiceSetup:
     merchant_id: str
     rule_effective_from: datetime
+    admin_token: str = ""  # for other benchmarks that set up more through the API (bench/quotes.py)
 
 
 @contextlib.contextmanager
@@ -616,6 +617,7 @@ def service_target(
             except SetupError as exc:
                 raise SetupError(f"{exc}\nservice log, last lines:\n{_log_tail(log)}") from None
         target = Target("service", process, port, platform_id, secret, _database_name(database_url), log)
+        setup.admin_token = token
         yield target, setup
 
 

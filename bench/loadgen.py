@@ -119,6 +119,8 @@ def _response_end(buffer: bytes, head_end: int) -> tuple[int, bytes] | None:
     Content-Length is the fast path; chunked answers are read too. Raises ValueError for anything else.
     """
     start = head_end + 4
+    if buffer.startswith((b"HTTP/1.1 304", b"HTTP/1.1 204")):  # never a body
+        return start, b""
     length = _content_length(buffer, head_end)
     if length >= 0:
         end = start + length

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api_keys import repository, service
@@ -53,8 +53,10 @@ async def get_api_key(
 
 @router.delete("/{key_id}", status_code=204, response_class=Response, operation_id="revoke_api_key")
 async def revoke_api_key(
-    key_id: ResourceId, session: SessionDep, principal: Principal = Authorized(Role.admin)
+    key_id: ResourceId, request: Request, session: SessionDep, principal: Principal = Authorized(Role.admin)
 ) -> Response:
-    """Revoke a key. Requests with it are refused (401) from then on."""
+    """Revoke a key. Requests with it are refused (401) from then on by this server process, and by every other
+    within `G4G_API_KEY_CACHE_SECONDS` (5 s by default) while they still remember it."""
     await service.revoke_api_key(session, key_id)
+    request.app.state.api_keys.forget(key_id)
     return Response(status_code=204)

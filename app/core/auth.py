@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -12,7 +13,6 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
-from app.core.database import SessionDep
 from app.core.errors import InvalidRequest, NotFound, ProblemError, Unauthorized
 from app.models import ApiKey
 
@@ -74,26 +74,66 @@ def hash_token(token: str) -> bytes:
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer g4g_…`")
 
 
+class ApiKeyCache:
+    """Callers by the SHA-256 of their token, remembered `ttl` seconds in this process, so an API request doesn't
+    pay a database round trip for its credentials. A revoked key is refused at once by the process that revoked it
+    (`forget`) and by every other process within `ttl` (`G4G_API_KEY_CACHE_SECONDS`); 0 turns the cache off.
+    Unknown tokens are never remembered."""
+
+    def __init__(self, ttl: float, *, max_entries: int = 10_000) -> None:
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._entries: dict[bytes, tuple[float, Principal]] = {}
+
+    def get(self, token_hash: bytes) -> Principal | None:
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[0] >= self._ttl:
+            del self._entries[token_hash]
+            return None
+        return entry[1]
+
+    def put(self, token_hash: bytes, principal: Principal) -> None:
+        if self._ttl <= 0:
+            return
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()  # many distinct live keys at once: start over rather than grow
+        self._entries[token_hash] = (time.monotonic(), principal)
+
+    def forget(self, key_id: str) -> None:
+        for token_hash in [h for h, (_, p) in self._entries.items() if p.key_id == key_id]:
+            del self._entries[token_hash]
+
+
 async def authenticate(
-    session: SessionDep, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as `Authorization: Bearer <token>`.")
     token = credentials.credentials
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         raise Unauthorized("Unknown or revoked API key.")
-    key = await session.scalar(
-        select(ApiKey).where(ApiKey.token_hash == hash_token(token), ApiKey.revoked_at.is_(None))
-    )
+    token_hash = hash_token(token)
+    cache: ApiKeyCache = request.app.state.api_keys
+    principal = cache.get(token_hash)
+    if principal is not None:
+        return principal
+    async with request.app.state.sessionmaker() as session:
+        key = await session.scalar(
+            select(ApiKey).where(ApiKey.token_hash == token_hash, ApiKey.revoked_at.is_(None))
+        )
     if key is None:
         raise Unauthorized("Unknown or revoked API key.")
-    return Principal(
+    principal = Principal(
         key_id=key.id,
         role=Role(key.role),
         platform_id=key.platform_id,
         merchant_id=key.merchant_id,
         logistics_partner_id=key.logistics_partner_id,
     )
+    cache.put(token_hash, principal)
+    return principal
 
 
 def Authorized(*roles: Role) -> Any:

@@ -62,6 +62,18 @@ async def _unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
 
 
+async def _read_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for a request whose database work is one read statement: no transaction is opened
+    or committed around it (a single statement is its own snapshot)."""
+    engine: AsyncEngine = request.app.state.engine
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        yield raw.driver_connection
+
+
+ReadConnectionDep = Annotated[asyncpg.Connection, Depends(_read_connection, scope="function")]
+
+
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under a session, inside the session's transaction (for set-based statements).
 

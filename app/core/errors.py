@@ -72,9 +72,13 @@ _HTTP_KINDS = {
 }
 
 
+def problem_for(exc: ProblemError) -> JSONResponse:
+    return problem_response(exc.status, exc.kind, exc.title, exc.detail, **exc.extensions)
+
+
 async def _problem_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(exc.status, exc.kind, exc.title, exc.detail, **exc.extensions)
+    return problem_for(exc)
 
 
 def _allowed_methods(request: Request) -> str:
@@ -87,14 +91,19 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+def http_problem_for(exc: StarletteHTTPException) -> JSONResponse:
     phrase = HTTPStatus(exc.status_code).phrase
     kind = _HTTP_KINDS.get(exc.status_code, phrase.lower().replace(" ", "-"))
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
     response = problem_response(exc.status_code, kind, phrase, detail)
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
+    return response
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    response = http_problem_for(exc)
     if exc.status_code == 405:
         response.headers["Allow"] = _allowed_methods(request)
     return response

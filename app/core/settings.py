@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     environment: Literal["development", "test", "production"] = "development"
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    # API keys are remembered this long per process (0: looked up on every request); a revoked key is refused
+    # at once by the process that revoked it and by every other process within this bound.
+    api_key_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 5.0
     idempotency_ttl_hours: Annotated[int, Field(ge=24, le=24 * 30)] = 48
     webhook_secret_grace_hours: Annotated[int, Field(ge=0, le=24 * 7)] = 24
     # Order webhooks: how many deliveries may share one transaction, and how many transactions run at once.

@@ -25,7 +25,11 @@ from app.donations.outcomes import Outcome
 
 log = structlog.get_logger("g4g.inbox")
 
-_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+_RETRYABLE = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    ingest.ClaimRace,
+)
 
 
 @dataclass(slots=True)

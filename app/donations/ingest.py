@@ -17,6 +17,7 @@ Works on batches: every step is one set-based statement for the whole batch, ins
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -35,9 +36,9 @@ from app.donations.calculation import Line, base_amount, donation_for, reversed_
 from app.donations.outcomes import Outcome
 from app.donations.rules import RULE_TERMS
 from app.donations.schemas import OrderCancelled, OrderEvent, OrderPaid, OrderRefunded
-from app.events.outbox import EventDraft, emit_many
+from app.events.outbox import EventDraft, drafted, enqueue_deliveries
 from app.ledger import accounts
-from app.ledger.service import EntryDraft, post, transfer
+from app.ledger.service import transfer
 
 # Running refund totals stay far inside bigint whatever a platform sends.
 MAX_REFUNDED = 1000 * MAX_ORDER_MINOR_UNITS
@@ -54,6 +55,7 @@ class Delivery:
     body: bytes
     event: OrderPaid | OrderRefunded | OrderCancelled | None = None
     rejection: Outcome | None = None
+    stored: bool = False  # already in the inbox (parked): settling it updates its row
 
     @property
     def event_type(self) -> str | None:
@@ -153,25 +155,27 @@ def refund_content(event: OrderRefunded) -> dict[str, Any]:
 # ---- the batch ----
 
 
+class ClaimRace(Exception):
+    """A webhook id of this batch was claimed by a concurrent transaction after this one looked: the batch is
+    rolled back and tried again (it then finds that delivery's answer)."""
+
+
 async def receive(db: asyncpg.Connection, deliveries: Sequence[Delivery], *, now: datetime) -> list[Outcome]:
-    """Record and apply a batch of deliveries; one outcome per delivery, in order."""
+    """Record and apply a batch of deliveries; one outcome per delivery, in order. Four round trips whatever
+    the batch holds: the locks, one read, one write (the caller's BEGIN and COMMIT around them)."""
     first_of: dict[tuple[str, str], int] = {}
     for i, d in enumerate(deliveries):
         first_of.setdefault((d.platform_id, d.webhook_id), i)
     primaries = [deliveries[i] for i in sorted(set(first_of.values()))]
 
-    claimed = await repository.lock_and_claim(
-        db, _locks_for(primaries), [(d.platform_id, d.webhook_id, d.body, d.event_type) for d in primaries]
-    )
-    new = [d for d in primaries if (d.platform_id, d.webhook_id) in claimed]
-    results: dict[tuple[str, str], Outcome] = {}
-    redelivered = [
-        (d.platform_id, d.webhook_id) for d in primaries if (d.platform_id, d.webhook_id) not in claimed
-    ]
-    if redelivered:
-        for key, (status, http_status, body) in (await repository.stored_answers(db, redelivered)).items():
-            results[key] = Outcome(status, http_status, body, redelivered=True)
-    results.update(await apply(db, new, now=now))
+    await repository.lock_keys(db, _locks_for(primaries))
+    facts = await _read(db, primaries, answers=True)
+    results = {
+        (platform_id, webhook_id): Outcome(status, http_status, json.loads(body), redelivered=True)
+        for platform_id, webhook_id, status, http_status, body in facts.answers
+    }
+    new = [d for d in primaries if (d.platform_id, d.webhook_id) not in results]
+    results.update(await _apply(db, new, facts, now=now))
     return [results[(d.platform_id, d.webhook_id)] for d in deliveries]
 
 
@@ -181,19 +185,87 @@ async def apply_parked_for_merchant(
     """Apply the payments parked until this merchant was registered (and what waited for them).
     The caller holds the merchant's lock exclusively (`lock_merchant`), so the parked set is complete.
     Returns how many parked deliveries were applied."""
-    parked = await _load_parked(db, [(platform_id, f"merchant:{merchant_external_id}")])
+    parked = _parked(
+        await repository.parked_waiting_for(db, [(platform_id, f"merchant:{merchant_external_id}")])
+    )
     if not parked:
         return 0
     await repository.lock_keys(db, _locks_for(parked, merchants=False))
-    results = await apply(db, parked, now=now)
+    results = await _apply(db, parked, await _read(db, parked, answers=False), now=now)
     return sum(1 for o in results.values() if o.status != "parked")
 
 
-async def _load_parked(db: asyncpg.Connection, waits: Sequence[tuple[str, str]]) -> list[Delivery]:
-    return [
-        parse_delivery(r["platform_id"], r["webhook_id"], bytes(r["body"]))
-        for r in await repository.parked_waiting_for(db, waits)
-    ]
+def _parked(rows: Iterable[tuple[str, str, bytes]]) -> list[Delivery]:
+    parked = []
+    for platform_id, webhook_id, body in rows:
+        delivery = parse_delivery(platform_id, webhook_id, bytes(body))
+        delivery.stored = True
+        parked.append(delivery)
+    return parked
+
+
+async def _read(db: asyncpg.Connection, deliveries: Sequence[Delivery], *, answers: bool) -> _Facts:
+    """What the batch needs to know, in one statement: earlier answers to its webhook ids (when `answers`),
+    merchants and rules for its payments, the orders it names (row-locked when it may change them), existing
+    refunds, and the events parked until one of its orders is paid."""
+    payments = [(d, e) for d in deliveries if isinstance(e := d.event, OrderPaid)]
+    reversals = [(d, e) for d in deliveries if isinstance(e := d.event, OrderRefunded | OrderCancelled)]
+    paid_keys = sorted({(d.platform_id, e.data.order_id) for d, e in payments})
+    facts = await repository.read_batch(
+        db,
+        repository.BatchLookups(
+            answers_for=[(d.platform_id, d.webhook_id) for d in deliveries] if answers else [],
+            merchants_for=[(d.platform_id, e.data.merchant_id, e.data.placed_at) for d, e in payments],
+            orders_to_change=sorted({(d.platform_id, e.data.order_id) for d, e in reversals}),
+            orders_paid=paid_keys,
+            refunds=[
+                (d.platform_id, e.data.order_id, e.data.refund_id)
+                for d, e in reversals
+                if isinstance(e, OrderRefunded)
+            ],
+            parked_waiting_for=[(platform_id, f"order:{order_id}") for platform_id, order_id in paid_keys],
+        ),
+    )
+    parked: dict[tuple[str, str], list[Delivery]] = {}
+    for delivery in _parked(facts.parked):
+        if delivery.event is not None:
+            parked.setdefault((delivery.platform_id, delivery.event.data.order_id), []).append(delivery)
+    return _Facts(
+        answers=facts.answers,
+        merchants={
+            (d.platform_id, d.webhook_id): found
+            for (d, _), found in zip(payments, facts.merchants, strict=True)
+        },
+        orders={
+            (r[1], r[2]): _OrderState(
+                id=r[0],
+                merchant_external_id=r[3],
+                merchant_id=r[4],
+                currency=r[5],
+                base_amount=r[6],
+                donation_amount=r[7],
+                refunded_amount=r[8],
+                reversed_amount=r[9],
+                cancelled=r[10],
+                content_hash=bytes(r[11]),
+                billed=r[12],
+            )
+            for r in facts.orders
+        },
+        paid_hashes={(p, x): bytes(h) for p, x, h in facts.orders_paid},
+        refund_hashes={(p, x, rf): bytes(h) for p, x, rf, h in facts.refunds},
+        parked_for_order=parked,
+    )
+
+
+@dataclass
+class _Facts:
+    answers: list[tuple[str, str, str, int, str]]
+    merchants: dict[tuple[str, str], tuple[str | None, str | None]]  # (platform, webhook id) → merchant, rule
+    orders: dict[tuple[str, str], _OrderState]  # (platform, order id) → the order, row-locked
+    paid_hashes: dict[tuple[str, str], bytes]  # (platform, order id) → content hash of an existing order
+    refund_hashes: dict[tuple[str, str, str], bytes]  # (platform, order id, refund id) → content hash
+    parked_for_order: dict[tuple[str, str], list[Delivery]]  # (platform, order id) → parked until it is paid
 
 
 @dataclass
@@ -211,30 +283,43 @@ class _OrderState:
     billed: bool
     touched: bool = False
     cancelled_now: bool = False
+    new: repository.NewOrder | None = None  # paid in this batch: written with its final totals
 
 
 @dataclass
 class _Batch:
     now: datetime
     outcomes: dict[tuple[str, str], Outcome] = field(default_factory=dict)
-    entries: list[EntryDraft] = field(default_factory=list)
-    anomalies: list[tuple[str, str, str, str, str | None, str]] = field(default_factory=list)
+    writes: repository.BatchWrites = field(default_factory=repository.BatchWrites)
     events: list[EventDraft] = field(default_factory=list)
 
     def settle(self, d: Delivery, outcome: Outcome) -> None:
         self.outcomes[(d.platform_id, d.webhook_id)] = outcome
+        row = repository.NewDelivery(
+            platform_id=d.platform_id,
+            webhook_id=d.webhook_id,
+            body=d.body,
+            event_type=d.event_type,
+            status=outcome.status,
+            response_status=outcome.http_status,
+            response_body=json.dumps(outcome.body),
+            natural_key=outcome.natural_key,
+            waiting_for=outcome.waiting_for,
+        )
+        (self.writes.settled_deliveries if d.stored else self.writes.new_deliveries).append(row)
         if outcome.anomaly:
             kind = str(outcome.body["type"]).rsplit("/", 1)[-1]
-            self.anomalies.append(
+            self.writes.anomalies.append(
                 (new_id("anm"), d.platform_id, d.webhook_id, kind, outcome.natural_key, outcome.anomaly)
             )
 
 
-async def apply(
-    db: asyncpg.Connection, deliveries: Sequence[Delivery], *, now: datetime
+async def _apply(
+    db: asyncpg.Connection, deliveries: Sequence[Delivery], facts: _Facts, *, now: datetime
 ) -> dict[tuple[str, str], Outcome]:
-    """Apply deliveries already claimed in the inbox (new, or parked and now applicable), and settle their
-    inbox rows. Payments first, then what waited for them, then refunds and cancellations."""
+    """Decide the outcome of deliveries not answered before (new, or parked and now applicable) from what
+    `_read` found, then write everything in one statement. Payments first, then what waited for them, then
+    refunds and cancellations."""
     batch = _Batch(now=now)
     payments: list[Delivery] = []
     reversals: list[Delivery] = []
@@ -247,130 +332,128 @@ async def apply(
         else:
             reversals.append(d)
 
-    unblocked = await _apply_payments(db, batch, payments)
-    await _apply_reversals(db, batch, unblocked + reversals)
+    unblocked = await _apply_payments(db, batch, payments, facts)
+    _apply_reversals(batch, unblocked + reversals, facts)
 
-    await post(db, batch.entries)
-    await repository.insert_anomalies(db, batch.anomalies)
-    await emit_many(db, batch.events)
-    await repository.settle_deliveries(
-        db,
-        [
-            repository.SettledDelivery(
-                platform_id=key[0],
-                webhook_id=key[1],
-                status=o.status,
-                response_status=o.http_status,
-                response_body=o.body,
-                natural_key=o.natural_key,
-                waiting_for=o.waiting_for,
+    writes = batch.writes
+    for order in facts.orders.values():
+        if order.new is not None:
+            writes.orders.append(
+                dataclasses.replace(
+                    order.new,
+                    refunded_amount=order.refunded_amount,
+                    reversed_amount=order.reversed_amount,
+                    cancelled_at=now if order.cancelled else None,
+                )
             )
-            for key, o in batch.outcomes.items()
-        ],
-    )
+        elif order.touched:
+            writes.order_totals.append(
+                (order.id, order.refunded_amount, order.reversed_amount, now if order.cancelled_now else None)
+            )
+    writes.events = drafted(batch.events)
+    claimed, event_deliveries = await repository.write_batch(db, writes)
+    if claimed != len(writes.new_deliveries):
+        raise ClaimRace()
+    await enqueue_deliveries(db, event_deliveries)
     return batch.outcomes
 
 
-async def _apply_payments(db: asyncpg.Connection, batch: _Batch, payments: list[Delivery]) -> list[Delivery]:
+async def _apply_payments(
+    db: asyncpg.Connection, batch: _Batch, payments: list[Delivery], facts: _Facts
+) -> list[Delivery]:
     """Record paid orders with their donation; returns the parked refunds/cancellations they unblock."""
     if not payments:
         return []
-    resolved = await repository.merchants_and_rules(
-        db, [(d.platform_id, _paid(d).data.merchant_id, _paid(d).data.placed_at) for d in payments]
-    )
     rule_terms = await RULE_TERMS.terms_for(
-        {row["rule_id"] for row in resolved if row["rule_id"]}, lambda ids: repository.rule_terms(db, ids)
+        {rule_id for _, rule_id in facts.merchants.values() if rule_id},
+        lambda ids: repository.rule_terms(db, ids),
     )
-    candidates: dict[tuple[str, str], tuple[Delivery, repository.NewOrder]] = {}
-    followers: list[tuple[Delivery, bytes]] = []
-    for d, row in zip(payments, resolved, strict=True):
+    unblocked: list[Delivery] = []
+    for d in payments:
         event = _paid(d)
         data = event.data
         key = natural_key(event)
-        if row["merchant_id"] is None:
+        merchant_id, rule_id = facts.merchants[(d.platform_id, d.webhook_id)]
+        if merchant_id is None:
             batch.settle(d, outcomes.parked(key, f"merchant:{data.merchant_id}"))
             continue
         content_hash = _hash(payment_content(event))
         order_key = (d.platform_id, data.order_id)
-        if order_key in candidates:
-            followers.append((d, content_hash))
+        stored = facts.paid_hashes.get(order_key)
+        if stored is not None:
+            batch.settle(d, _same_or_conflict(key, stored, content_hash))
             continue
-        terms = rule_terms[row["rule_id"]] if row["rule_id"] else None
         lines = [Line(sku=i.sku, quantity=i.quantity, amount=i.amount) for i in data.items]
-        donation = donation_for(terms, data.currency, lines)
-        if (
-            donation > MAX_ORDER_MINOR_UNITS
-        ):  # e.g. a big fixed amount × quantity: kept, answered, never a 500
+        donation = donation_for(rule_terms[rule_id] if rule_id else None, data.currency, lines)
+        if donation > MAX_ORDER_MINOR_UNITS:
             batch.settle(
                 d,
                 outcomes.rejected(f"the donation ({donation}) exceeds {MAX_ORDER_MINOR_UNITS} minor units."),
             )
             continue
-        candidates[order_key] = (
-            d,
-            repository.NewOrder(
-                id=new_id("ord"),
-                platform_id=d.platform_id,
-                external_id=data.order_id,
-                merchant_id=row["merchant_id"],
-                currency=data.currency,
-                placed_at=data.placed_at,
-                items_json=json.dumps([i.model_dump() for i in data.items]),
-                base_amount=base_amount(lines),
-                donation_amount=donation,
-                rule_id=row["rule_id"],
-                content_hash=content_hash,
-            ),
+        order = repository.NewOrder(
+            id=new_id("ord"),
+            platform_id=d.platform_id,
+            external_id=data.order_id,
+            merchant_id=merchant_id,
+            currency=data.currency,
+            placed_at=data.placed_at,
+            items_json=json.dumps([i.model_dump() for i in data.items]),
+            base_amount=base_amount(lines),
+            donation_amount=donation,
+            rule_id=rule_id,
+            content_hash=content_hash,
+            refunded_amount=0,
+            reversed_amount=0,
+            cancelled_at=None,
         )
-
-    inserted = await repository.insert_orders(db, [order for _, order in candidates.values()])
-    existing = {
-        (r["platform_id"], r["external_id"]): bytes(r["content_hash"])
-        # Only their content hashes are read: no row lock, so this can't interleave badly with settlement's.
-        for r in await repository.orders_by_key(db, [k for k in candidates if k not in inserted], lock=False)
-    }
-    for order_key, (d, order) in candidates.items():
-        key = natural_key(_paid(d))
-        if order_key in inserted:
-            batch.settle(d, outcomes.applied(key))
-            batch.events.append(
-                EventDraft(
-                    "donation.recorded",
-                    {
-                        "order_id": order.external_id,
-                        "platform_id": order.platform_id,
-                        "merchant_id": order.merchant_id,
-                        "merchant_external_id": _paid(d).data.merchant_id,
-                        "donation": {"amount": order.donation_amount, "currency": order.currency},
-                        "placed_at": order.placed_at.isoformat(),
-                    },
-                    batch.now,
-                    merchant_id=order.merchant_id,
-                    platform_id=order.platform_id,
+        facts.paid_hashes[order_key] = content_hash  # a second payment of this order in the batch compares
+        facts.orders[order_key] = _OrderState(
+            id=order.id,
+            merchant_id=merchant_id,
+            merchant_external_id=data.merchant_id,
+            currency=data.currency,
+            base_amount=order.base_amount,
+            donation_amount=donation,
+            refunded_amount=0,
+            reversed_amount=0,
+            cancelled=False,
+            content_hash=content_hash,
+            billed=False,
+            new=order,
+        )
+        unblocked.extend(facts.parked_for_order.get(order_key, []))
+        batch.settle(d, outcomes.applied(key))
+        batch.events.append(
+            EventDraft(
+                "donation.recorded",
+                {
+                    "order_id": order.external_id,
+                    "platform_id": order.platform_id,
+                    "merchant_id": order.merchant_id,
+                    "merchant_external_id": data.merchant_id,
+                    "donation": {"amount": order.donation_amount, "currency": order.currency},
+                    "placed_at": order.placed_at.isoformat(),
+                },
+                batch.now,
+                merchant_id=order.merchant_id,
+                platform_id=order.platform_id,
+            )
+        )
+        if order.donation_amount > 0:
+            batch.writes.entries.append(
+                transfer(
+                    cause_type="order_paid",
+                    cause_id=order.id,
+                    order_id=order.id,
+                    memo=f"pledge on order {order.external_id}",
+                    debit=accounts.pledges_receivable(order.merchant_id),
+                    credit=accounts.DONATIONS_PLEDGED,
+                    currency=order.currency,
+                    amount=order.donation_amount,
                 )
             )
-            if order.donation_amount > 0:
-                batch.entries.append(
-                    transfer(
-                        cause_type="order_paid",
-                        cause_id=order.id,
-                        order_id=order.id,
-                        memo=f"pledge on order {order.external_id}",
-                        debit=accounts.pledges_receivable(order.merchant_id),
-                        credit=accounts.DONATIONS_PLEDGED,
-                        currency=order.currency,
-                        amount=order.donation_amount,
-                    )
-                )
-        else:
-            batch.settle(d, _same_or_conflict(key, existing[order_key], order.content_hash))
-    for d, content_hash in followers:
-        event = _paid(d)
-        _, first = candidates[(d.platform_id, event.data.order_id)]
-        stored = existing.get((d.platform_id, event.data.order_id), first.content_hash)
-        batch.settle(d, _same_or_conflict(natural_key(event), stored, content_hash))
-
-    return await _load_parked(db, [(p, f"order:{x}") for p, x in inserted])
+    return unblocked
 
 
 def _same_or_conflict(key: str, stored: bytes, incoming: bytes) -> Outcome:
@@ -379,40 +462,13 @@ def _same_or_conflict(key: str, stored: bytes, incoming: bytes) -> Outcome:
     return outcomes.conflict(key, f"{key} was first received with other content; this event was not applied.")
 
 
-async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[Delivery]) -> None:
+def _apply_reversals(batch: _Batch, events: list[Delivery], facts: _Facts) -> None:
     """Refunds and cancellations, in arrival order per order; each reverses the increase of the order's
     reversed total."""
-    if not events:
-        return
-    keys = {(d.platform_id, _reversal(d).data.order_id) for d in events}
-    orders = {
-        (r["platform_id"], r["external_id"]): _OrderState(
-            id=r["id"],
-            merchant_id=r["merchant_id"],
-            merchant_external_id=r["merchant_external_id"],
-            currency=r["currency"],
-            base_amount=r["base_amount"],
-            donation_amount=r["donation_amount"],
-            refunded_amount=r["refunded_amount"],
-            reversed_amount=r["reversed_amount"],
-            cancelled=r["cancelled"],
-            content_hash=bytes(r["content_hash"]),
-            billed=r["billed"],
-        )
-        for r in await repository.orders_by_key(db, sorted(keys))
-    }
-    refund_keys = [
-        (orders[(d.platform_id, e.data.order_id)].id, e.data.refund_id)
-        for d in events
-        if isinstance(e := d.event, OrderRefunded) and (d.platform_id, e.data.order_id) in orders
-    ]
-    refund_hashes = await repository.refund_hashes(db, refund_keys)
-    new_refunds: list[repository.NewRefund] = []
-
     for d in events:
         event = _reversal(d)
         key = natural_key(event)
-        order = orders.get((d.platform_id, event.data.order_id))
+        order = facts.orders.get((d.platform_id, event.data.order_id))
         if order is None:
             batch.settle(d, outcomes.parked(key, f"order:{event.data.order_id}"))
             continue
@@ -423,7 +479,8 @@ async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[D
         before = order.reversed_amount
         if isinstance(event, OrderRefunded):
             content_hash = _hash(refund_content(event))
-            stored = refund_hashes.get((order.id, event.data.refund_id))
+            refund_key = (d.platform_id, event.data.order_id, event.data.refund_id)
+            stored = facts.refund_hashes.get(refund_key)
             if stored is not None:
                 batch.settle(d, _same_or_conflict(key, stored, content_hash))
                 continue
@@ -432,7 +489,7 @@ async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[D
                     d, _invalid(key, f"refunds of order {event.data.order_id} would exceed {MAX_REFUNDED}.")
                 )
                 continue
-            refund_hashes[(order.id, event.data.refund_id)] = content_hash
+            facts.refund_hashes[refund_key] = content_hash
             order.refunded_amount += event.data.amount
             cause_type, cause_id = "order_refunded", new_id("rfd")
             memo = f"refund {event.data.refund_id}"
@@ -452,7 +509,7 @@ async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[D
         order.touched = True
         delta = order.reversed_amount - before
         if isinstance(event, OrderRefunded):
-            new_refunds.append(
+            batch.writes.refunds.append(
                 repository.NewRefund(
                     id=cause_id,
                     order_id=order.id,
@@ -460,7 +517,7 @@ async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[D
                     amount=event.data.amount,
                     currency=event.data.currency,
                     reversed_amount=delta,
-                    content_hash=refund_hashes[(order.id, event.data.refund_id)],
+                    content_hash=content_hash,
                 )
             )
         if delta > 0:
@@ -488,7 +545,7 @@ async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[D
             )
             # Before billing, the pledge shrinks; after, the merchant is owed a credit on its next statement.
             owed_by = accounts.credits_due if order.billed else accounts.pledges_receivable
-            batch.entries.append(
+            batch.writes.entries.append(
                 transfer(
                     cause_type=cause_type,
                     cause_id=cause_id,
@@ -501,16 +558,6 @@ async def _apply_reversals(db: asyncpg.Connection, batch: _Batch, events: list[D
                 )
             )
         batch.settle(d, outcomes.applied(key))
-
-    await repository.insert_refunds(db, new_refunds)
-    await repository.update_order_totals(
-        db,
-        [
-            (o.id, o.refunded_amount, o.reversed_amount, batch.now if o.cancelled_now else None)
-            for o in orders.values()
-            if o.touched
-        ],
-    )
 
 
 def _mismatch(event: OrderRefunded | OrderCancelled, order: _OrderState) -> Outcome | None:

@@ -3,9 +3,8 @@ statement per step for a whole batch of events); reads use SQLAlchemy."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +12,10 @@ import asyncpg
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.events import repository as events_repository
+from app.events.repository import NewEvent
+from app.ledger import repository as ledger_repository
+from app.ledger.service import EntryDraft
 from app.models import DonationRule, Merchant, Order, Statement, WebhookAnomaly, WebhookDelivery
 
 # ---- the order-event path (raw asyncpg, set-based) ----
@@ -34,136 +37,132 @@ async def lock_keys(db: asyncpg.Connection, keys: Sequence[tuple[int, int, bool]
         )
 
 
-async def lock_and_claim(
-    db: asyncpg.Connection,
-    locks: Sequence[tuple[int, int, bool]],
-    rows: Sequence[tuple[str, str, bytes, str | None]],
-) -> set[tuple[str, str]]:
-    """Take the batch's natural-key locks (see `lock_keys`), then insert (platform, webhook id, body, event type)
-    into the inbox, in one round trip. Returns the keys that were new; the others were delivered before.
-
-    The lock query is an uncommitted CTE read by the insert through an uncorrelated sub-select, so PostgreSQL
-    runs it (as an InitPlan) before the first row is inserted."""
-    records = await db.fetch(
-        """
-        WITH locked AS (
-            SELECT CASE WHEN t.shared THEN pg_advisory_xact_lock_shared(t.k)::text
-                        ELSE pg_advisory_xact_lock(t.k)::text END AS done
-            FROM unnest($1::int[], $2::bigint[], $3::bool[]) AS t(level, k, shared) ORDER BY t.level, t.k
-        )
-        INSERT INTO webhook_deliveries (platform_id, webhook_id, body, event_type, status)
-        SELECT p, w, b, t, 'processing' FROM unnest($4::text[], $5::text[], $6::bytea[], $7::text[]) AS u(p, w, b, t)
-        WHERE (SELECT count(*) FROM locked) >= 0
-        ORDER BY p, w
-        ON CONFLICT DO NOTHING
-        RETURNING platform_id, webhook_id
-        """,
-        [level for level, _, _ in locks],
-        [k for _, k, _ in locks],
-        [shared for _, _, shared in locks],
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-        [r[2] for r in rows],
-        [r[3] for r in rows],
-    )
-    return {(r["platform_id"], r["webhook_id"]) for r in records}
-
-
-async def stored_answers(
-    db: asyncpg.Connection, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[str, int, dict[str, Any]]]:
-    records = await db.fetch(
-        """
-        SELECT d.platform_id, d.webhook_id, d.status, d.response_status, d.response_body::text AS body
-        FROM webhook_deliveries d JOIN unnest($1::text[], $2::text[]) AS u(p, w)
-          ON d.platform_id = u.p AND d.webhook_id = u.w
-        """,
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-    )
-    return {
-        (r["platform_id"], r["webhook_id"]): (r["status"], r["response_status"], json.loads(r["body"]))
-        for r in records
-    }
+# Every lookup is a LATERAL probe per wanted key, kept from being flattened into a join (LIMIT 1 on unique keys,
+# OFFSET 0 otherwise), so the plan is index lookups whatever the statistics said when the statement was first
+# prepared: a plan cached while a table was tiny would otherwise scan it for the life of the connection.
+_READ_BATCH = """
+    SELECT
+      (SELECT array_agg(ROW(d.platform_id, d.webhook_id, d.status, d.response_status, d.response_body::text))
+       FROM unnest($1::text[], $2::text[]) AS u(p, w)
+       CROSS JOIN LATERAL (
+           SELECT * FROM webhook_deliveries d WHERE d.platform_id = u.p AND d.webhook_id = u.w LIMIT 1
+       ) d) AS answers,
+      (SELECT array_agg(ROW(m.id, r.id) ORDER BY e.i)
+       FROM unnest($3::text[], $4::text[], $5::timestamptz[]) WITH ORDINALITY AS e(p, x, placed_at, i)
+       LEFT JOIN LATERAL (
+           SELECT m.id FROM merchants m WHERE m.platform_id = e.p AND m.external_id = e.x LIMIT 1
+       ) m ON true
+       LEFT JOIN LATERAL (
+           SELECT r.id FROM donation_rules r
+           WHERE r.merchant_id = m.id AND r.effective_from <= e.placed_at
+           ORDER BY r.effective_from DESC, r.created_at DESC, r.id DESC LIMIT 1
+       ) r ON true) AS merchants,
+      (SELECT array_agg(ROW(o.*)) FROM (
+           SELECT o.id, o.platform_id, o.external_id, m.external_id, o.merchant_id, o.currency, o.base_amount,
+                  o.donation_amount, o.refunded_amount, o.reversed_amount, o.cancelled_at IS NOT NULL,
+                  o.content_hash, o.statement_id IS NOT NULL
+           FROM unnest($6::text[], $7::text[]) AS u(p, x)
+           CROSS JOIN LATERAL (
+               SELECT * FROM orders o WHERE o.platform_id = u.p AND o.external_id = u.x LIMIT 1
+           ) o
+           JOIN LATERAL (SELECT m.external_id FROM merchants m WHERE m.id = o.merchant_id LIMIT 1) m ON true
+           ORDER BY o.id
+           FOR UPDATE OF o
+       ) o) AS orders_locked,
+      (SELECT array_agg(ROW(o.platform_id, o.external_id, o.content_hash))
+       FROM unnest($8::text[], $9::text[]) AS u(p, x)
+       CROSS JOIN LATERAL (
+           SELECT * FROM orders o WHERE o.platform_id = u.p AND o.external_id = u.x LIMIT 1
+       ) o) AS orders_paid,
+      (SELECT array_agg(ROW(u.p, u.x, r.refund_id, r.content_hash))
+       FROM unnest($10::text[], $11::text[], $12::text[]) AS u(p, x, rf)
+       CROSS JOIN LATERAL (
+           SELECT r.* FROM orders o JOIN order_refunds r ON r.order_id = o.id AND r.refund_id = u.rf
+           WHERE o.platform_id = u.p AND o.external_id = u.x LIMIT 1
+       ) r) AS refunds,
+      (SELECT array_agg(ROW(d.platform_id, d.webhook_id, d.body) ORDER BY d.received_at, d.webhook_id) FROM (
+           SELECT d.platform_id, d.webhook_id, d.body, d.received_at
+           FROM unnest($13::text[], $14::text[]) AS u(p, wf)
+           CROSS JOIN LATERAL (
+               SELECT * FROM webhook_deliveries d
+               WHERE d.platform_id = u.p AND d.waiting_for = u.wf AND d.status = 'parked' OFFSET 0
+           ) d
+           ORDER BY d.received_at, d.webhook_id
+           FOR UPDATE OF d
+       ) d) AS parked
+"""
 
 
 @dataclass(frozen=True, slots=True)
-class SettledDelivery:
-    platform_id: str
-    webhook_id: str
-    status: str
-    response_status: int
-    response_body: dict[str, Any]
-    natural_key: str | None
-    waiting_for: str | None
+class BatchLookups:
+    """What a batch of order events needs to know before deciding anything, asked in one statement."""
+
+    answers_for: Sequence[
+        tuple[str, str]
+    ] = ()  # (platform, webhook id) of deliveries that may have been seen
+    merchants_for: Sequence[tuple[str, str, datetime]] = ()  # (platform, merchant external id, placed_at)
+    orders_to_change: Sequence[tuple[str, str]] = ()  # (platform, order id): read and row-locked
+    orders_paid: Sequence[tuple[str, str]] = ()  # (platform, order id): only their content hashes, no lock
+    refunds: Sequence[tuple[str, str, str]] = ()  # (platform, order id, refund id)
+    parked_waiting_for: Sequence[tuple[str, str]] = ()  # (platform, "order:<id>" or "merchant:<id>")
 
 
-async def settle_deliveries(db: asyncpg.Connection, rows: Sequence[SettledDelivery]) -> None:
-    if not rows:
-        return
-    await db.execute(
-        """
-        UPDATE webhook_deliveries d
-        SET status = u.s, response_status = u.rs, response_body = u.rb::jsonb, natural_key = u.nk,
-            waiting_for = u.wf, settled_at = now()
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])
-             AS u(p, w, s, rs, rb, nk, wf)
-        WHERE d.platform_id = u.p AND d.webhook_id = u.w
-        """,
-        [r.platform_id for r in rows],
-        [r.webhook_id for r in rows],
-        [r.status for r in rows],
-        [r.response_status for r in rows],
-        [json.dumps(r.response_body) for r in rows],
-        [r.natural_key for r in rows],
-        [r.waiting_for for r in rows],
+@dataclass(frozen=True, slots=True)
+class BatchFacts:
+    answers: list[tuple[str, str, str, int, str]]  # platform, webhook id, status, HTTP status, body JSON
+    merchants: list[tuple[str | None, str | None]]  # (merchant id, rule id in effect), one per merchants_for
+    # id, platform, external id, merchant external id, merchant id, currency, base, donation, refunded,
+    # reversed, cancelled?, content hash, billed?
+    orders: list[tuple[Any, ...]]
+    orders_paid: list[tuple[str, str, bytes]]  # platform, external id, content hash
+    refunds: list[tuple[str, str, str, bytes]]  # platform, order id, refund id, content hash
+    parked: list[tuple[str, str, bytes]]  # platform, webhook id, body; oldest first, row-locked
+
+
+async def read_batch(db: asyncpg.Connection, wanted: BatchLookups) -> BatchFacts:
+    """Everything a batch needs from the database, in one round trip. The caller holds the batch's natural-key
+    locks already (`lock_keys`, a statement of its own: this statement's snapshot is taken after them)."""
+    row = await db.fetchrow(
+        _READ_BATCH,
+        *_columns(wanted.answers_for, 2),
+        *_columns(wanted.merchants_for, 3),
+        *_columns(wanted.orders_to_change, 2),
+        *_columns(wanted.orders_paid, 2),
+        *_columns(wanted.refunds, 3),
+        *_columns(wanted.parked_waiting_for, 2),
     )
+    assert row is not None
+    return BatchFacts(
+        answers=row["answers"] or [],
+        merchants=row["merchants"] or [],
+        orders=row["orders_locked"] or [],
+        orders_paid=row["orders_paid"] or [],
+        refunds=row["refunds"] or [],
+        parked=row["parked"] or [],
+    )
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 async def parked_waiting_for(
     db: asyncpg.Connection, waits: Sequence[tuple[str, str]]
-) -> list[asyncpg.Record]:
-    """Parked deliveries waiting for any of (platform, what), oldest first, locked for this transaction."""
-    if not waits:
-        return []
-    return list(
-        await db.fetch(
-            """
-            SELECT d.platform_id, d.webhook_id, d.body FROM webhook_deliveries d
-            JOIN unnest($1::text[], $2::text[]) AS u(p, wf) ON d.platform_id = u.p AND d.waiting_for = u.wf
-            WHERE d.status = 'parked'
-            ORDER BY d.received_at, d.webhook_id
-            FOR UPDATE OF d
-            """,
-            [w[0] for w in waits],
-            [w[1] for w in waits],
-        )
-    )
+) -> list[tuple[str, str, bytes]]:
+    """Parked deliveries waiting for any of (platform, what): (platform, webhook id, body), oldest first,
+    row-locked for this transaction."""
+    facts = await read_batch(db, BatchLookups(parked_waiting_for=waits))
+    return facts.parked
 
 
-async def merchants_and_rules(
-    db: asyncpg.Connection, wanted: Sequence[tuple[str, str, datetime]]
-) -> list[asyncpg.Record]:
-    """For each (platform, merchant external id, placed_at), in order: the merchant (or nulls) and the rule
-    version in effect at placed_at (or nulls)."""
-    return list(
-        await db.fetch(
-            """
-            SELECT e.i, m.id AS merchant_id, r.id AS rule_id
-            FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS e(p, x, placed_at, i)
-            LEFT JOIN merchants m ON m.platform_id = e.p AND m.external_id = e.x
-            LEFT JOIN LATERAL (
-                SELECT r.id FROM donation_rules r
-                WHERE r.merchant_id = m.id AND r.effective_from <= e.placed_at
-                ORDER BY r.effective_from DESC, r.created_at DESC, r.id DESC LIMIT 1
-            ) r ON true
-            ORDER BY e.i
-            """,
-            [w[0] for w in wanted],
-            [w[1] for w in wanted],
-            [w[2] for w in wanted],
-        )
-    )
+async def merchant_and_rule(
+    db: asyncpg.Connection, platform_id: str, merchant_external_id: str, at: datetime
+) -> tuple[str | None, str | None]:
+    """The merchant (or None) and the rule version in effect at `at` (or None): the order webhook's own lookup,
+    so a quote and the recorded donation are computed from the same rule."""
+    facts = await read_batch(db, BatchLookups(merchants_for=[(platform_id, merchant_external_id, at)]))
+    merchant_id, rule_id = facts.merchants[0]
+    return merchant_id, rule_id
 
 
 async def rule_terms(db: asyncpg.Connection, rule_ids: Sequence[str]) -> list[tuple[str, int, Any, Any]]:
@@ -176,16 +175,6 @@ async def rule_terms(db: asyncpg.Connection, rule_ids: Sequence[str]) -> list[tu
     return [(r["id"], r["rate_bps"], r["f"], r["o"]) for r in records]
 
 
-async def rule_terms_orm(session: AsyncSession, rule_ids: Sequence[str]) -> list[tuple[str, int, Any, Any]]:
-    """The same as `rule_terms`, through a session (quotes)."""
-    rows = await session.execute(
-        select(
-            DonationRule.id, DonationRule.rate_bps, DonationRule.fixed_per_unit, DonationRule.sku_overrides
-        ).where(DonationRule.id.in_(list(rule_ids)))
-    )
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
-
-
 async def rule_id_in_effect(session: AsyncSession, merchant_id: str, at: datetime) -> str | None:
     return await session.scalar(
         select(DonationRule.id)
@@ -193,6 +182,19 @@ async def rule_id_in_effect(session: AsyncSession, merchant_id: str, at: datetim
         .order_by(DonationRule.effective_from.desc(), DonationRule.created_at.desc(), DonationRule.id.desc())
         .limit(1)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    platform_id: str
+    webhook_id: str
+    body: bytes
+    event_type: str | None
+    status: str
+    response_status: int
+    response_body: str  # JSON
+    natural_key: str | None
+    waiting_for: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,75 +210,9 @@ class NewOrder:
     donation_amount: int
     rule_id: str | None
     content_hash: bytes
-
-
-async def insert_orders(db: asyncpg.Connection, orders: Sequence[NewOrder]) -> set[tuple[str, str]]:
-    """Insert orders unless their (platform, external id) exists; returns the keys inserted."""
-    if not orders:
-        return set()
-    records = await db.fetch(
-        """
-        INSERT INTO orders (id, platform_id, external_id, merchant_id, currency, placed_at, items, base_amount,
-                            donation_amount, rule_id, refunded_amount, reversed_amount, content_hash)
-        SELECT id, p, x, m, c, pa, it::jsonb, b, d, r, 0, 0, h
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
-                    $8::bigint[], $9::bigint[], $10::text[], $11::bytea[]) AS u(id, p, x, m, c, pa, it, b, d, r, h)
-        ORDER BY p, x
-        ON CONFLICT (platform_id, external_id) DO NOTHING
-        RETURNING platform_id, external_id
-        """,
-        [o.id for o in orders],
-        [o.platform_id for o in orders],
-        [o.external_id for o in orders],
-        [o.merchant_id for o in orders],
-        [o.currency for o in orders],
-        [o.placed_at for o in orders],
-        [o.items_json for o in orders],
-        [o.base_amount for o in orders],
-        [o.donation_amount for o in orders],
-        [o.rule_id for o in orders],
-        [o.content_hash for o in orders],
-    )
-    return {(r["platform_id"], r["external_id"]) for r in records}
-
-
-_ORDERS_BY_KEY = """
-    SELECT o.id, o.platform_id, o.external_id, m.external_id AS merchant_external_id, o.merchant_id,
-           o.currency, o.base_amount, o.donation_amount, o.refunded_amount, o.reversed_amount,
-           o.cancelled_at IS NOT NULL AS cancelled, o.content_hash, o.statement_id IS NOT NULL AS billed
-    FROM orders o
-    JOIN unnest($1::text[], $2::text[]) AS u(p, x) ON o.platform_id = u.p AND o.external_id = u.x
-    JOIN merchants m ON m.id = o.merchant_id
-    ORDER BY o.id
-"""
-_ORDERS_BY_KEY_LOCKED = _ORDERS_BY_KEY + "FOR UPDATE OF o\n"
-
-
-async def orders_by_key(
-    db: asyncpg.Connection, keys: Sequence[tuple[str, str]], *, lock: bool = True
-) -> list[asyncpg.Record]:
-    """Orders by (platform, external id); with `lock`, row-locked in id order (as settlement locks them)."""
-    if not keys:
-        return []
-    query = _ORDERS_BY_KEY_LOCKED if lock else _ORDERS_BY_KEY
-    return list(await db.fetch(query, [k[0] for k in keys], [k[1] for k in keys]))
-
-
-async def refund_hashes(
-    db: asyncpg.Connection, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], bytes]:
-    """Content hashes of existing refunds, by (order id, refund id)."""
-    if not keys:
-        return {}
-    records = await db.fetch(
-        """
-        SELECT r.order_id, r.refund_id, r.content_hash FROM order_refunds r
-        JOIN unnest($1::text[], $2::text[]) AS u(o, rf) ON r.order_id = u.o AND r.refund_id = u.rf
-        """,
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-    )
-    return {(r["order_id"], r["refund_id"]): bytes(r["content_hash"]) for r in records}
+    refunded_amount: int
+    reversed_amount: int
+    cancelled_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,58 +226,110 @@ class NewRefund:
     content_hash: bytes
 
 
-async def insert_refunds(db: asyncpg.Connection, refunds: Sequence[NewRefund]) -> None:
-    if not refunds:
-        return
-    await db.execute(
-        """
+@dataclass
+class BatchWrites:
+    """Everything a batch of order events writes; empty lists write nothing."""
+
+    new_deliveries: list[NewDelivery] = field(default_factory=list)
+    settled_deliveries: list[NewDelivery] = field(default_factory=list)  # parked before, settled now
+    orders: list[NewOrder] = field(default_factory=list)
+    refunds: list[NewRefund] = field(default_factory=list)
+    order_totals: list[tuple[str, int, int, datetime | None]] = field(default_factory=list)
+    entries: list[EntryDraft] = field(default_factory=list)
+    anomalies: list[tuple[str, str, str, str, str | None, str]] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
+
+
+_WRITE_BATCH = f"""
+    WITH deliveries_claimed AS (
+        INSERT INTO webhook_deliveries (platform_id, webhook_id, body, event_type, status, response_status,
+                                        response_body, natural_key, waiting_for, settled_at)
+        SELECT p, w, b, t, s, rs, rb::jsonb, nk, wf, now()
+        FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::int[], $7::text[],
+                    $8::text[], $9::text[]) AS u(p, w, b, t, s, rs, rb, nk, wf)
+        ORDER BY p, w
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    ), deliveries_settled AS (
+        UPDATE webhook_deliveries d
+        SET status = u.s, response_status = u.rs, response_body = u.rb::jsonb, natural_key = u.nk,
+            waiting_for = u.wf, settled_at = now()
+        FROM unnest($10::text[], $11::text[], $12::text[], $13::int[], $14::text[], $15::text[], $16::text[])
+             AS u(p, w, s, rs, rb, nk, wf)
+        WHERE d.platform_id = u.p AND d.webhook_id = u.w
+    ), orders_written AS (
+        INSERT INTO orders (id, platform_id, external_id, merchant_id, currency, placed_at, items, base_amount,
+                            donation_amount, rule_id, content_hash, refunded_amount, reversed_amount,
+                            cancelled_at)
+        SELECT id, p, x, m, c, pa, it::jsonb, b, d, r, h, rf, rv, ca
+        FROM unnest($17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::timestamptz[],
+                    $23::text[], $24::bigint[], $25::bigint[], $26::text[], $27::bytea[], $28::bigint[],
+                    $29::bigint[], $30::timestamptz[]) AS u(id, p, x, m, c, pa, it, b, d, r, h, rf, rv, ca)
+        ORDER BY p, x
+    ), refunds_written AS (
         INSERT INTO order_refunds (id, order_id, refund_id, amount, currency, reversed_amount, content_hash)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[],
-                             $7::bytea[])
-        """,
-        [r.id for r in refunds],
-        [r.order_id for r in refunds],
-        [r.refund_id for r in refunds],
-        [r.amount for r in refunds],
-        [r.currency for r in refunds],
-        [r.reversed_amount for r in refunds],
-        [r.content_hash for r in refunds],
-    )
-
-
-async def update_order_totals(
-    db: asyncpg.Connection, rows: Sequence[tuple[str, int, int, datetime | None]]
-) -> None:
-    """(order id, refunded, reversed, cancelled_at) — the running totals after this batch."""
-    if not rows:
-        return
-    await db.execute(
-        """
+        SELECT * FROM unnest($31::text[], $32::text[], $33::text[], $34::bigint[], $35::text[], $36::bigint[],
+                             $37::bytea[])
+    ), totals_written AS (
         UPDATE orders o SET refunded_amount = u.r, reversed_amount = u.v,
                             cancelled_at = COALESCE(o.cancelled_at, u.c)
-        FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[]) AS u(id, r, v, c)
+        FROM unnest($38::text[], $39::bigint[], $40::bigint[], $41::timestamptz[]) AS u(id, r, v, c)
         WHERE o.id = u.id
-        """,
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-        [r[2] for r in rows],
-        [r[3] for r in rows],
-    )
-
-
-async def insert_anomalies(
-    db: asyncpg.Connection, rows: Sequence[tuple[str, str, str, str, str | None, str]]
-) -> None:
-    """(id, platform, webhook id, kind, natural key, detail)."""
-    if not rows:
-        return
-    await db.execute(
-        """
+    ), anomalies_written AS (
         INSERT INTO webhook_anomalies (id, platform_id, webhook_id, kind, natural_key, detail)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-        """,
-        *[[r[i] for r in rows] for i in range(6)],
-    )
+        SELECT * FROM unnest($42::text[], $43::text[], $44::text[], $45::text[], $46::text[], $47::text[])
+    ), {ledger_repository.entries_cte(48)}, {events_repository.events_for_subscribers_cte(57)}
+    SELECT (SELECT count(*) FROM deliveries_claimed) AS claimed,
+           (SELECT array_agg(id ORDER BY id) FROM event_deliveries_written) AS event_deliveries
+"""  # noqa: S608 - only parameter numbers are formatted in
+
+
+async def write_batch(db: asyncpg.Connection, writes: BatchWrites) -> tuple[int, list[str]]:
+    """Write a batch's deliveries (new ones claimed in the inbox, parked ones settled), orders, refunds,
+    running totals, ledger entries, anomalies and events out, in one statement. Returns how many new
+    deliveries were claimed (fewer than given: a concurrent transaction claimed one of the webhook ids first)
+    and the ids of the event deliveries written."""
+    row = await db.fetchrow(
+        _WRITE_BATCH,
+        *_columns(
+            [
+                (d.platform_id, d.webhook_id, d.body, d.event_type, d.status, d.response_status,
+                 d.response_body, d.natural_key, d.waiting_for)
+                for d in writes.new_deliveries
+            ],
+            9,
+        ),
+        *_columns(
+            [
+                (d.platform_id, d.webhook_id, d.status, d.response_status, d.response_body, d.natural_key,
+                 d.waiting_for)
+                for d in writes.settled_deliveries
+            ],
+            7,
+        ),
+        *_columns(
+            [
+                (o.id, o.platform_id, o.external_id, o.merchant_id, o.currency, o.placed_at, o.items_json,
+                 o.base_amount, o.donation_amount, o.rule_id, o.content_hash, o.refunded_amount,
+                 o.reversed_amount, o.cancelled_at)
+                for o in writes.orders
+            ],
+            14,
+        ),
+        *_columns(
+            [
+                (r.id, r.order_id, r.refund_id, r.amount, r.currency, r.reversed_amount, r.content_hash)
+                for r in writes.refunds
+            ],
+            7,
+        ),
+        *_columns(writes.order_totals, 4),
+        *_columns(writes.anomalies, 6),
+        *ledger_repository.entries_params(writes.entries),
+        *events_repository.events_params(writes.events),
+    )  # fmt: skip
+    assert row is not None
+    return row["claimed"], row["event_deliveries"] or []
 
 
 # ---- reads (SQLAlchemy) ----

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.database import driver_connection
@@ -77,7 +78,7 @@ async def rule_in_effect_id(session: AsyncSession, merchant_id: str, now: dateti
 
 
 async def quote(
-    session: AsyncSession,
+    db: asyncpg.Connection,
     *,
     platform_id: str,
     merchant_external_id: str,
@@ -85,14 +86,16 @@ async def quote(
     placed_at: datetime,
     items: list[LineIn],
 ) -> QuoteOut:
-    """The donation an order placed at `placed_at` gets: the same computation the order webhook uses."""
-    merchant = await repository.merchant_by_external_id(session, platform_id, merchant_external_id)
-    if merchant is None:
+    """The donation an order placed at `placed_at` gets: the same lookup and computation the order webhook uses
+    (one read statement; the rule's terms are cached per version)."""
+    merchant_id, rule_id = await repository.merchant_and_rule(
+        db, platform_id, merchant_external_id, placed_at
+    )
+    if merchant_id is None:
         raise NotFound(f"No merchant {merchant_external_id!r} on this platform.")
-    rule_id = await repository.rule_id_in_effect(session, merchant.id, placed_at)
     terms = None
     if rule_id is not None:
-        found = await RULE_TERMS.terms_for([rule_id], lambda ids: repository.rule_terms_orm(session, ids))
+        found = await RULE_TERMS.terms_for([rule_id], lambda ids: repository.rule_terms(db, ids))
         terms = found[rule_id]
     lines = [Line(sku=i.sku, quantity=i.quantity, amount=i.amount) for i in items]
     return QuoteOut(

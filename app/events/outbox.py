@@ -41,34 +41,41 @@ def job_dedupe_key(delivery_id: str, schedule: int) -> str:
     return f"{delivery_id}:{schedule}"
 
 
-async def emit_many(db: asyncpg.Connection, events: Sequence[EventDraft]) -> None:
-    if not events:
-        return
+def drafted(events: Sequence[EventDraft]) -> list[repository.NewEvent]:
+    """The rows to write for these events (for a caller writing them in a statement of its own)."""
     for event in events:
         assert event.type in EVENT_TYPES, (
             f"unknown event type {event.type}: add it to app/events/catalogue.py"
         )
-    created = await repository.insert_events_for_subscribers(
-        db,
-        [
-            repository.NewEvent(
-                id=new_id("evt"),
-                type=e.type,
-                occurred_at=e.occurred_at,
-                data_json=json.dumps(e.data, separators=(",", ":"), sort_keys=True),
-                platform_id=e.platform_id,
-                merchant_id=e.merchant_id,
-            )
-            for e in events
-        ],
-    )
-    if created:
+    return [
+        repository.NewEvent(
+            id=new_id("evt"),
+            type=e.type,
+            occurred_at=e.occurred_at,
+            data_json=json.dumps(e.data, separators=(",", ":"), sort_keys=True),
+            platform_id=e.platform_id,
+            merchant_id=e.merchant_id,
+        )
+        for e in events
+    ]
+
+
+async def enqueue_deliveries(db: asyncpg.Connection, delivery_ids: Sequence[str]) -> None:
+    """One job per new delivery, in the same transaction (nothing when nobody subscribed)."""
+    if delivery_ids:
         await enqueue(
             db,
             DELIVER_TASK,
-            [job_payload(d, 1) for d in created],
-            dedupe_keys=[job_dedupe_key(d, 1) for d in created],
+            [job_payload(d, 1) for d in delivery_ids],
+            dedupe_keys=[job_dedupe_key(d, 1) for d in delivery_ids],
         )
+
+
+async def emit_many(db: asyncpg.Connection, events: Sequence[EventDraft]) -> None:
+    if not events:
+        return
+    created = await repository.insert_events_for_subscribers(db, drafted(events))
+    await enqueue_deliveries(db, created)
 
 
 async def emit(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 from sqlalchemy import delete, func, or_, select, update
@@ -26,36 +27,50 @@ class NewEvent:
     merchant_id: str | None
 
 
-async def insert_events_for_subscribers(db: asyncpg.Connection, events: Sequence[NewEvent]) -> list[str]:
-    """One statement: a delivery for every enabled endpoint subscribed to each event (its platform's, its
-    merchant's, the programme's), and the events that have at least one. Returns the new deliveries' ids."""
-    rows = await db.fetch(
-        """
-        WITH e AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
+def events_for_subscribers_cte(first: int) -> str:
+    """CTEs writing, from parameters `$first`… (`events_params`), a delivery for every enabled endpoint
+    subscribed to each event (its platform's, its merchant's, the programme's), and the events that have at
+    least one; `event_deliveries_written` returns the new deliveries' ids. For statements that write other
+    things too."""
+    p = [f"${first + i}" for i in range(6)]
+    return f"""
+        events_drafted AS (
+            SELECT * FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::timestamptz[], {p[3]}::text[],
+                                 {p[4]}::text[], {p[5]}::text[])
                 AS e(id, type, occurred_at, data, platform_id, merchant_id)
-        ), d AS (
+        ), event_deliveries_written AS (
             INSERT INTO event_deliveries (id, event_id, endpoint_id, status, attempts, schedule, next_attempt_at)
             SELECT 'dlv_' || substr(e.id, 5) || substr(w.id, 5), e.id, w.id, 'pending', 0, 1, e.occurred_at
-            FROM e JOIN webhook_endpoints w
+            FROM events_drafted e JOIN webhook_endpoints w
               ON w.disabled_at IS NULL AND e.type = ANY (w.events)
              AND (w.platform_id = e.platform_id OR w.merchant_id = e.merchant_id
                   OR (w.platform_id IS NULL AND w.merchant_id IS NULL))
             RETURNING id, event_id
-        ), kept AS (
+        ), events_written AS (
             INSERT INTO events (id, type, occurred_at, data, platform_id, merchant_id)
             SELECT e.id, e.type, e.occurred_at, e.data::jsonb, e.platform_id, e.merchant_id
-            FROM e WHERE e.id IN (SELECT event_id FROM d)
-        )
-        SELECT id FROM d ORDER BY id
-        """,
+            FROM events_drafted e WHERE e.id IN (SELECT event_id FROM event_deliveries_written)
+        )"""  # noqa: S608 - only parameter numbers are formatted in
+
+
+def events_params(events: Sequence[NewEvent]) -> list[list[Any]]:
+    return [
         [e.id for e in events],
         [e.type for e in events],
         [e.occurred_at for e in events],
         [e.data_json for e in events],
         [e.platform_id for e in events],
         [e.merchant_id for e in events],
-    )
+    ]
+
+
+_INSERT_EVENTS = f"WITH {events_for_subscribers_cte(1)} SELECT id FROM event_deliveries_written ORDER BY id"  # noqa: S608
+
+
+async def insert_events_for_subscribers(db: asyncpg.Connection, events: Sequence[NewEvent]) -> list[str]:
+    """One statement: the events and their deliveries (see `events_for_subscribers_cte`). Returns the new
+    deliveries' ids."""
+    rows = await db.fetch(_INSERT_EVENTS, *events_params(events))
     return [r["id"] for r in rows]
 
 
