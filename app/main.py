@@ -33,6 +33,7 @@ from app.events.endpoints import router as webhook_endpoints
 from app.health.endpoints import router as health
 from app.ledger.endpoints import router as ledger
 from app.logistics.endpoints import router as logistics_partners
+from app.logistics.endpoints import shipments
 from app.merchants.endpoints import router as merchants
 from app.packages.endpoints import router as packages
 from app.platforms.endpoints import router as platforms
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(platforms)
     app.include_router(merchants)
     app.include_router(logistics_partners)
+    app.include_router(shipments)
     app.include_router(donations)
     app.include_router(ledger)
     app.include_router(settlement)

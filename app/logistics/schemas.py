@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from app.core.types import Name
+from app.core.types import Instant, Name, ResourceId
+from app.logistics.machine import POSTABLE
+from app.packages.schemas import ContentItem, TeacherContactOut
 
 
 class LogisticsPartnerCreate(BaseModel):
@@ -17,3 +21,244 @@ class LogisticsPartnerRead(BaseModel):
     id: str
     name: str
     created_at: datetime
+
+
+# ---- shipments ----
+
+ShipmentStatus = Literal[
+    "planned",
+    "handed_over",
+    "in_transit",
+    "customs_hold",
+    "out_for_delivery",
+    "delivered",
+    "receipt_confirmed",
+    "delivery_failed",
+    "returning",
+    "returned",
+    "cancelled",
+]
+EventStatus = Literal[
+    "handed_over",
+    "in_transit",
+    "customs_hold",
+    "out_for_delivery",
+    "delivered",
+    "receipt_confirmed",
+    "delivery_failed",
+    "returning",
+    "returned",
+    "cancelled",
+]
+assert set(EventStatus.__args__) == set(POSTABLE)  # type: ignore[attr-defined]
+Outcome = Literal["accepted", "damaged", "missing"]
+AllocationStatus = Literal[
+    "allocated", "shipped", "delivered", "accepted", "damaged", "missing", "returned", "cancelled"
+]
+
+# The poster's own id for an event: printable ASCII, as carriers' tracking systems make them.
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+# Text a person wrote, stripped: no control characters (PostgreSQL refuses NUL; logs and CSVs hate the rest), except
+# line breaks and tabs in remarks.
+_ONE_LINE = r"^[^\x00-\x1f\x7f]+$"
+_LINES = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$"
+Remark = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000, pattern=_LINES)
+]
+Reason = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=_LINES)
+]
+Place = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_ONE_LINE)
+]
+Role = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=_ONE_LINE)
+]
+
+
+def _https_url(value: str) -> str:
+    """An https address of the evidence (a signature or photo), without credentials in it."""
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError("must be an https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@)")
+    return value
+
+
+EvidenceUrl = Annotated[
+    str,
+    StringConstraints(min_length=9, max_length=2000, pattern=r"^https://[\x21-\x7e]+$"),
+    AfterValidator(_https_url),
+]
+Sha256Hex = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-fA-F]{64}$"),
+    AfterValidator(str.lower),
+]
+
+
+class Evidence(BaseModel):
+    """Where the signature or photo is kept, and its SHA-256, so what was shown can be checked later."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: EvidenceUrl
+    sha256: Sha256Hex
+    """64 hexadecimal digits (answered in lower case)."""
+
+
+class Gps(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lat: Annotated[float, Field(ge=-90, le=90, strict=True)]
+    lon: Annotated[float, Field(ge=-180, le=180, strict=True)]
+
+
+class DeliveryProof(BaseModel):
+    """Who received the boxes at the school (normally the teacher), the evidence, and where."""
+
+    model_config = ConfigDict(extra="forbid")
+    receiver_name: Name
+    receiver_role: Role
+    """E.g. `teacher`, `head teacher`."""
+    evidence: Evidence
+    gps: Gps | None = None
+
+
+class PackageOutcomeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    package_id: ResourceId
+    outcome: Outcome
+    reason: Reason | None = None
+    """Required for `damaged` and `missing`; not given for `accepted`."""
+
+    @model_validator(mode="after")
+    def _reason_for_write_offs(self) -> PackageOutcomeIn:
+        if self.outcome == "accepted" and self.reason is not None:
+            raise ValueError("reason: only a damaged or missing package has one")
+        if self.outcome != "accepted" and self.reason is None:
+            raise ValueError(f"reason: required for a {self.outcome} package")
+        return self
+
+
+class ShipmentEventIn(BaseModel):
+    """A tracking event, as the shipment's logistics partner (or the programme) reports it."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_id: EventId
+    """Your id for this event, unique within the shipment: sending it again is safe (the first answer comes
+    back); sending it with other content is a 409."""
+    status: EventStatus
+    occurred_at: Instant
+    """When it happened (RFC 3339 with an offset); at most 5 minutes ahead of the service's clock."""
+    location: Place | None = None
+    note: Remark | None = None
+    proof: DeliveryProof | None = None
+    """Required with `delivered`, and only there."""
+    packages: Annotated[list[PackageOutcomeIn], Field(min_length=1, max_length=10_000)] | None = None
+    """Required with `receipt_confirmed`, and only there: one outcome for every package of the shipment."""
+
+    @model_validator(mode="after")
+    def _status_carries_what_it_needs(self) -> ShipmentEventIn:
+        if self.status == "delivered" and self.proof is None:
+            raise ValueError("proof: required when status is delivered")
+        if self.status != "delivered" and self.proof is not None:
+            raise ValueError("proof: only a delivered event carries proof")
+        if self.status == "receipt_confirmed" and self.packages is None:
+            raise ValueError("packages: required when status is receipt_confirmed (an outcome per package)")
+        if self.status != "receipt_confirmed" and self.packages is not None:
+            raise ValueError("packages: only a receipt_confirmed event carries package outcomes")
+        if self.packages is not None:
+            ids = [p.package_id for p in self.packages]
+            if len(set(ids)) != len(ids):
+                raise ValueError("packages: each package appears once")
+        return self
+
+
+class DeliveryProofOut(BaseModel):
+    receiver_name: str
+    receiver_role: str
+    evidence: Evidence
+    gps: Gps | None
+
+
+class PackageOutcomeOut(BaseModel):
+    package_id: str
+    outcome: Outcome
+    reason: str | None
+
+
+class ShipmentEventOut(BaseModel):
+    id: str
+    """Our id for the recorded event (`sev_…`)."""
+    event_id: str
+    status: EventStatus
+    occurred_at: datetime
+    recorded_at: datetime
+    location: str | None
+    note: str | None
+    proof: DeliveryProofOut | None
+    packages: list[PackageOutcomeOut] | None
+    result: Literal["applied", "recorded"]
+    """`applied`: the shipment moved to `status`. `recorded`: kept in the history, the shipment unchanged (see
+    `reason`)."""
+    reason: Literal["older_than_current_status", "repeats_current_status"] | None
+    """For `recorded`: it happened before the event that set the current status, or it reports the current
+    status again (a tracking update)."""
+    status_before: ShipmentStatus
+    status_after: ShipmentStatus
+    posted_by: Literal["logistics_partner", "programme"]
+
+
+class ShipmentEventAnswer(ShipmentEventOut):
+    allowed_next: list[EventStatus]
+    """What the caller may post next (after this event)."""
+
+
+class ShipmentSchoolOut(BaseModel):
+    id: str
+    name: str
+    country: str
+    region: str
+
+
+class ShipmentSummaryOut(BaseModel):
+    id: str
+    run_id: str
+    term: str
+    status: ShipmentStatus
+    status_changed_at: datetime
+    """When the current status took effect (the `occurred_at` of the event that set it)."""
+    last_event_at: datetime
+    """The latest `occurred_at` of any event (creation, before the first)."""
+    stale: bool
+    """Not in a final state, and no event for `G4G_SHIPMENT_STALE_DAYS` days."""
+    logistics_partner_id: str
+    school: ShipmentSchoolOut
+    package_count: int
+    created_at: datetime
+
+
+class ShipmentPackageOut(BaseModel):
+    """A box in the shipment: what it is and for which grade. Never a student."""
+
+    id: str
+    kind_id: str
+    kind_version_id: str
+    name: str
+    contents: list[ContentItem]
+    grade: str
+    status: AllocationStatus
+    """Where this box stands on this shipment: allocated, shipped, delivered, then accepted, damaged or missing
+    at receipt; returned; cancelled."""
+    outcome_reason: str | None
+    """Why it was damaged or missing, as the receipt said."""
+
+
+class ShipmentOut(ShipmentSummaryOut):
+    teacher_contact: TeacherContactOut
+    """The school's teacher who receives the boxes (admin and the shipment's partner only)."""
+    packages: list[ShipmentPackageOut]
+    events: list[ShipmentEventOut]
+    """The full history, in the order it was recorded."""
+    allowed_next: list[EventStatus]
+    """What the caller may post next."""

@@ -44,3 +44,6 @@ class LovePackage(CreatedAt, Base):
     grade: Mapped[str | None] = mapped_column(String(2), nullable=True)
     shipment_id: Mapped[str | None] = mapped_column(ForeignKey("shipments.id"), index=True, nullable=True)
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The current trip's delivery (its shipment's `delivered` event) and the school's receipt (`receipt_confirmed`).
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    receipt_confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

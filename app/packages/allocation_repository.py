@@ -455,7 +455,8 @@ async def funding_by_merchant(
 
 
 async def order_trail(session: AsyncSession, order_id: str) -> list[tuple[Any, ...]]:
-    """The packages an order's money helped fund: (package id, share, currency, country, region, grade, status)."""
+    """The packages an order's money helped fund: (package id, share, currency, country, region, grade, status,
+    delivered at, receipt confirmed at)."""
     rows = await session.execute(
         select(
             PackageFunding.package_id,
@@ -465,6 +466,8 @@ async def order_trail(session: AsyncSession, order_id: str) -> list[tuple[Any, .
             School.region,
             LovePackage.grade,
             LovePackage.status,
+            LovePackage.delivered_at,
+            LovePackage.receipt_confirmed_at,
         )
         .join(LovePackage, LovePackage.id == PackageFunding.package_id)
         .outerjoin(School, School.id == LovePackage.school_id)
@@ -476,6 +479,8 @@ async def order_trail(session: AsyncSession, order_id: str) -> list[tuple[Any, .
             School.region,
             LovePackage.grade,
             LovePackage.status,
+            LovePackage.delivered_at,
+            LovePackage.receipt_confirmed_at,
         )
         .order_by(PackageFunding.package_id)
     )
