@@ -32,8 +32,8 @@ from app.donations.inbox import OrderEventInbox
 from app.events.endpoints import router as webhook_endpoints
 from app.health.endpoints import router as health
 from app.ledger.endpoints import router as ledger
+from app.logistics.endpoints import MAX_SHIPMENT_EVENT_BYTES, shipments
 from app.logistics.endpoints import router as logistics_partners
-from app.logistics.endpoints import shipments
 from app.merchants.endpoints import router as merchants
 from app.packages.endpoints import router as packages
 from app.platforms.endpoints import router as platforms
@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         allowances=[
             BodyAllowance("POST", re.compile(r"/v1/webhooks/orders/[^/]+"), MAX_EVENT_BYTES),
             BodyAllowance("POST", re.compile(r"/v1/schools/[^/]+/students"), settings.max_import_bytes),
+            BodyAllowance("POST", re.compile(r"/v1/shipments/[^/]+/events"), MAX_SHIPMENT_EVENT_BYTES),
         ],
     )
     app.add_middleware(SecurityHeaders)

@@ -22,6 +22,9 @@ from app.logistics.schemas import (
     ShipmentSummaryOut,
 )
 
+# A receipt names every box of a shipment (up to 10,000, each with a reason of up to 500 characters).
+MAX_SHIPMENT_EVENT_BYTES = 8 * 1024 * 1024
+
 router = APIRouter(prefix="/v1/logistics-partners", tags=["logistics"], route_class=ExactJsonRoute)
 shipments = APIRouter(prefix="/v1/shipments", tags=["logistics"], route_class=ExactJsonRoute)
 

@@ -4,10 +4,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.core.types import Instant, Name, ResourceId
-from app.logistics.machine import POSTABLE
 from app.packages.schemas import ContentItem, TeacherContactOut
 
 
@@ -50,7 +49,6 @@ EventStatus = Literal[
     "returned",
     "cancelled",
 ]
-assert set(EventStatus.__args__) == set(POSTABLE)  # type: ignore[attr-defined]
 Outcome = Literal["accepted", "damaged", "missing"]
 AllocationStatus = Literal[
     "allocated", "shipped", "delivered", "accepted", "damaged", "missing", "returned", "cancelled"
@@ -124,54 +122,70 @@ class DeliveryProof(BaseModel):
     gps: Gps | None = None
 
 
-class PackageOutcomeIn(BaseModel):
+class AcceptedPackageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     package_id: ResourceId
-    outcome: Outcome
-    reason: Reason | None = None
-    """Required for `damaged` and `missing`; not given for `accepted`."""
-
-    @model_validator(mode="after")
-    def _reason_for_write_offs(self) -> PackageOutcomeIn:
-        if self.outcome == "accepted" and self.reason is not None:
-            raise ValueError("reason: only a damaged or missing package has one")
-        if self.outcome != "accepted" and self.reason is None:
-            raise ValueError(f"reason: required for a {self.outcome} package")
-        return self
+    outcome: Literal["accepted"]
 
 
-class ShipmentEventIn(BaseModel):
-    """A tracking event, as the shipment's logistics partner (or the programme) reports it."""
+class WrittenOffPackageIn(BaseModel):
+    """A box the school did not get whole: it is written off, and its student comes first for a replacement."""
 
+    model_config = ConfigDict(extra="forbid")
+    package_id: ResourceId
+    outcome: Literal["damaged", "missing"]
+    reason: Reason
+    """What the school found (or did not)."""
+
+
+PackageOutcomeIn = Annotated[AcceptedPackageIn | WrittenOffPackageIn, Field(discriminator="outcome")]
+
+
+class _EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     event_id: EventId
     """Your id for this event, unique within the shipment: sending it again is safe (the first answer comes
     back); sending it with other content is a 409."""
-    status: EventStatus
     occurred_at: Instant
     """When it happened (RFC 3339 with an offset); at most 5 minutes ahead of the service's clock."""
     location: Place | None = None
     note: Remark | None = None
-    proof: DeliveryProof | None = None
-    """Required with `delivered`, and only there."""
-    packages: Annotated[list[PackageOutcomeIn], Field(min_length=1, max_length=10_000)] | None = None
-    """Required with `receipt_confirmed`, and only there: one outcome for every package of the shipment."""
 
-    @model_validator(mode="after")
-    def _status_carries_what_it_needs(self) -> ShipmentEventIn:
-        if self.status == "delivered" and self.proof is None:
-            raise ValueError("proof: required when status is delivered")
-        if self.status != "delivered" and self.proof is not None:
-            raise ValueError("proof: only a delivered event carries proof")
-        if self.status == "receipt_confirmed" and self.packages is None:
-            raise ValueError("packages: required when status is receipt_confirmed (an outcome per package)")
-        if self.status != "receipt_confirmed" and self.packages is not None:
-            raise ValueError("packages: only a receipt_confirmed event carries package outcomes")
-        if self.packages is not None:
-            ids = [p.package_id for p in self.packages]
-            if len(set(ids)) != len(ids):
-                raise ValueError("packages: each package appears once")
-        return self
+
+class TrackingEventIn(_EventIn):
+    """The boxes moved (or, for the programme, the shipment is cancelled before it left)."""
+
+    status: Literal[
+        "handed_over",
+        "in_transit",
+        "customs_hold",
+        "out_for_delivery",
+        "delivery_failed",
+        "returning",
+        "returned",
+        "cancelled",
+    ]
+
+
+class DeliveredEventIn(_EventIn):
+    """The boxes reached the school: who received them, and the evidence."""
+
+    status: Literal["delivered"]
+    proof: DeliveryProof
+
+
+class ReceiptEventIn(_EventIn):
+    """The school checked the boxes: an outcome for every one of the shipment's boxes (each once)."""
+
+    status: Literal["receipt_confirmed"]
+    packages: Annotated[list[PackageOutcomeIn], Field(min_length=1, max_length=10_000)]
+
+
+# A tracking event, as the shipment's logistics partner (or the programme) reports it: what it carries depends
+# on its status.
+ShipmentEventIn = Annotated[
+    TrackingEventIn | DeliveredEventIn | ReceiptEventIn, Field(discriminator="status")
+]
 
 
 class DeliveryProofOut(BaseModel):

@@ -27,9 +27,9 @@ The other events move no money: the boxes stay "assigned" (in transit) until the
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -48,8 +48,10 @@ from app.ledger import accounts
 from app.ledger.service import EntryDraft, post, transfer
 from app.logistics import machine, repository
 from app.logistics.schemas import (
+    DeliveredEventIn,
     DeliveryProofOut,
     PackageOutcomeOut,
+    ReceiptEventIn,
     ShipmentEventAnswer,
     ShipmentEventIn,
     ShipmentEventOut,
@@ -82,10 +84,11 @@ def _invalid(field: str, message: str, kind: str) -> InvalidRequest:
 
 
 def content_hash(lookup_key: bytes, shipment_id: str, body: ShipmentEventIn) -> bytes:
-    """The event's content as validated (so `Z` and `+00:00`, or outcomes in another order, are the same event),
-    keyed: the proof names a person, and a plain hash could be checked against guesses."""
+    """The event's content as validated (so one instant in two time zones, or outcomes in another order, are the
+    same event), keyed: the proof names a person, and a plain hash could be checked against guesses."""
     content = body.model_dump(mode="json")
-    if content["packages"] is not None:
+    content["occurred_at"] = body.occurred_at.astimezone(UTC).isoformat()  # one instant, in any zone
+    if "packages" in content:
         content["packages"] = sorted(content["packages"], key=lambda p: p["package_id"])
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return keyed_hash(lookup_key, "shipment-event", shipment_id, canonical)
@@ -189,7 +192,9 @@ async def post_event(
             recorded_at=now,
             location=body.location,
             note=body.note,
-            proof_encrypted=encrypt(cipher, body.proof.model_dump_json()) if body.proof is not None else None,
+            proof_encrypted=(
+                encrypt(cipher, body.proof.model_dump_json()) if isinstance(body, DeliveredEventIn) else None
+            ),
             result=decision.result,
             reason=decision.reason,
             status_before=current,
@@ -223,11 +228,20 @@ async def _checked_outcomes(
 ) -> list[tuple[str, str, str | None]]:
     """A receipt's outcomes, which must name every box of the shipment and no other (accepted + damaged +
     missing = shipped)."""
-    if body.packages is None:
+    if not isinstance(body, ReceiptEventIn):
         return []
     shipped = set(await repository.shipment_package_ids(db, shipment_id))
     given = {p.package_id for p in body.packages}
     errors = []
+    if repeated := sorted(p for p, n in Counter(p.package_id for p in body.packages).items() if n > 1):
+        errors.append(
+            {
+                "loc": ["body", "packages"],
+                "msg": "each package has one outcome; given more than once: "
+                + ", ".join(repeated[:SHOWN_IDS]),
+                "type": "packages_repeated",
+            }
+        )
     if missing := sorted(shipped - given):
         errors.append(
             {
@@ -254,7 +268,7 @@ async def _checked_outcomes(
             f"({len(shipped)}); got {len(given)}.",
             errors=errors,
         )
-    return [(p.package_id, p.outcome, p.reason) for p in body.packages]
+    return [(p.package_id, p.outcome, getattr(p, "reason", None)) for p in body.packages]
 
 
 async def _apply(

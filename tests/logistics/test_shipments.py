@@ -4,7 +4,7 @@ per-package outcomes — and the money, the students' records and the merchants'
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 from tests.helpers import assert_problem, audit_ok, bearer, create_key, create_partner, get_order
@@ -266,12 +266,12 @@ async def test_an_event_id_sent_again_gets_the_first_answer_and_other_content_is
     )
     assert first.status_code == 201 and first.json()["result"] == "applied"
     assert "idempotent-replayed" not in first.headers
-    # The same event, the time written another way: the first answer, marked as a replay, nothing new.
+    # The same event, the time written in another zone: the first answer, marked as a replay, nothing new.
     again = await shipping.client.post(
         f"/v1/shipments/{shipment['id']}/events",
         json={
             "location": "Kathmandu hub",
-            "occurred_at": at.isoformat().replace("+00:00", "Z"),
+            "occurred_at": at.astimezone(timezone(timedelta(hours=5, minutes=45))).isoformat(),  # Kathmandu
             "status": "handed_over",
             "event_id": "HX-1",
         },
@@ -656,3 +656,22 @@ async def test_a_student_whose_box_was_damaged_comes_first_in_the_next_run_of_th
     assert (records[ben["id"]][1]["reason"], records[ben["id"]][1]["rank"]) == ("replacement", 1)
     assert records[cara["id"]] == records[dev["id"]] == []
     await audit_ok(shipping.client, shipping.admin)
+
+
+async def test_a_receipt_for_thousands_of_boxes_fits_and_a_larger_body_does_not(shipping: Shipping) -> None:
+    outcomes = [
+        {"package_id": f"pkg_{n:026d}", "outcome": "damaged", "reason": "carton crushed in the truck " * 10}
+        for n in range(4_000)
+    ]
+    body = {"event_id": "R-1", "status": "receipt_confirmed", "occurred_at": shipping.now().isoformat()}
+    # More than the usual 1 MiB of outcomes is read and validated (then: no such shipment) ...
+    big = await shipping.client.post(
+        "/v1/shipments/shp_nothing/events", json=body | {"packages": outcomes}, headers=shipping.admin
+    )
+    assert len(big.request.content) > 1_200_000
+    assert_problem(big, 404, "not-found")
+    # ... and over 8 MiB is refused before it is read.
+    huge = await shipping.client.post(
+        "/v1/shipments/shp_nothing/events", json=body | {"note": "x" * 9_000_000}, headers=shipping.admin
+    )
+    assert_problem(huge, 413, "payload-too-large")
