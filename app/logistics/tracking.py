@@ -124,7 +124,9 @@ def event_out(
     )
 
 
-def _answer(row: asyncpg.Record, outcomes: list[asyncpg.Record], cipher: MultiFernet) -> ShipmentEventAnswer:
+def _answer(
+    row: asyncpg.Record, outcomes: Sequence[Mapping[str, Any]], cipher: MultiFernet
+) -> ShipmentEventAnswer:
     """The answer to a post, made from the stored event alone, so a retry gets exactly the first answer."""
     out = event_out(row, outcomes, cipher)
     programme = row["posted_by"] == "programme"
@@ -160,7 +162,12 @@ async def post_event(
                 f"Event {body.event_id!r} of shipment {shipment_id} was recorded with other content; "
                 "send a new event_id for a new event."
             )
-        return _answer(existing, await repository.event_outcomes(db, existing["id"]), cipher), True
+        stored = (
+            await repository.event_outcomes(db, existing["id"])
+            if existing["status"] == "receipt_confirmed"
+            else []
+        )
+        return _answer(existing, stored, cipher), True
 
     if body.occurred_at > now + FUTURE_TOLERANCE:
         raise _invalid("occurred_at", "more than 5 minutes in the future", "future_time")
@@ -220,7 +227,9 @@ async def post_event(
         status_before=current,
         posted_by=row["posted_by"],
     )
-    return _answer(row, await repository.event_outcomes(db, row["id"]), cipher), False
+    # In the order a replay reads them back (by package id), so the first answer and a replay are the same.
+    recorded = [{"package_id": p, "outcome": o, "reason": r} for p, o, r in sorted(outcomes)]
+    return _answer(row, recorded, cipher), False
 
 
 async def _checked_outcomes(
