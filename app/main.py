@@ -33,6 +33,7 @@ from app.donations.inbox import OrderEventInbox
 from app.events.endpoints import router as webhook_endpoints
 from app.health.endpoints import router as health
 from app.ledger.endpoints import router as ledger
+from app.logistics.endpoints import MAX_SHIPMENT_EVENT_BYTES, shipments
 from app.logistics.endpoints import router as logistics_partners
 from app.merchants.endpoints import router as merchants
 from app.packages.endpoints import router as packages
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         allowances=[
             BodyAllowance("POST", re.compile(r"/v1/webhooks/orders/[^/]+"), MAX_EVENT_BYTES),
             BodyAllowance("POST", re.compile(r"/v1/schools/[^/]+/students"), settings.max_import_bytes),
+            BodyAllowance("POST", re.compile(r"/v1/shipments/[^/]+/events"), MAX_SHIPMENT_EVENT_BYTES),
         ],
     )
     app.add_middleware(SecurityHeaders)
@@ -132,6 +134,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(platforms)
     app.include_router(merchants)
     app.include_router(logistics_partners)
+    app.include_router(shipments)
     app.include_router(donations)
     app.include_router(ledger)
     app.include_router(settlement)

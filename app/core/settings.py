@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # Request bodies, bounded while they stream (413 beyond): most endpoints, and bulk student imports.
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     max_import_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 16 * 1024 * 1024
+    # Shipments: one not in a final state with no event for this many days is listed by `GET /v1/shipments?stale=true`.
+    shipment_stale_days: Annotated[int, Field(ge=1, le=365)] = 14
 
     # Public transparency report: figures are recomputed in the background once they are this old (0: on
     # every read, before answering).

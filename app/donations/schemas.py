@@ -204,6 +204,14 @@ class TrailItem(BaseModel):
     grade: str | None
     delivery_status: str
     """The package's status: allocated, shipped, delivered, accepted, damaged, missing, in_stock, cancelled."""
+    stage: Literal["in_transit", "delivered", "written_off", "in_stock", "released"]
+    """Where its money is: in transit until the school confirms receipt, then delivered (accepted) or written
+    off (damaged, missing); in stock (came back, for a later student); released (cancelled before it left: the
+    money went back to the pool and pays for another package, which the trail lists too)."""
+    delivered_at: datetime | None
+    """When its shipment reached the school."""
+    receipt_confirmed_at: datetime | None
+    """When the school confirmed what it received."""
 
 
 Stage = Literal["pledged", "final", "billed", "collected", "reversed"]

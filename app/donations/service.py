@@ -25,6 +25,7 @@ from app.donations.schemas import (
     Stage,
     TrailItem,
 )
+from app.logistics.machine import PACKAGE_STAGE
 from app.models import DonationRule, Merchant, Order
 from app.packages.allocation_repository import order_trail
 
@@ -151,9 +152,20 @@ async def order_donation(
             region=region,
             grade=grade,
             delivery_status=status,
+            stage=PACKAGE_STAGE[status],
+            delivered_at=delivered_at,
+            receipt_confirmed_at=receipt_confirmed_at,
         )
-        for package_id, share, currency, country, region, grade, status in await order_trail(
-            await driver_connection(session), order.id
-        )
+        for (
+            package_id,
+            share,
+            currency,
+            country,
+            region,
+            grade,
+            status,
+            delivered_at,
+            receipt_confirmed_at,
+        ) in await order_trail(await driver_connection(session), order.id)
     ]
     return OrderDonationOut(**row.model_dump(), merchant_id=merchant.external_id, trail=trail)

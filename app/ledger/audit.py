@@ -11,6 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.donations.calculation import reversed_total
+from app.ledger import accounts
+from app.logistics.machine import ALLOCATION_STATUS, PACKAGE_STAGE
 
 EXAMPLES = 10
 
@@ -240,22 +242,83 @@ async def _no_money_spent_twice(session: AsyncSession) -> list[dict[str, Any]]:
 
 
 async def _package_money_matches_boxes(session: AsyncSession) -> list[dict[str, Any]]:
-    """Each package account holds exactly the cost of the packages in its stage: assigned (allocated, shipped,
-    delivered but not yet confirmed), delivered (accepted), written off (damaged, missing), in stock."""
+    """Each package account holds exactly the cost of the packages in its stage, per currency: assigned
+    (allocated, shipped, delivered but not yet confirmed), delivered (accepted), written off (damaged, missing),
+    in stock."""
     return await _rows(
         session,
-        """WITH ledger AS (SELECT account, sum(amount) AS balance FROM ledger_postings
-                           WHERE account LIKE 'programme:packages:%' GROUP BY 1),
-                boxes AS (SELECT CASE WHEN status IN ('allocated', 'shipped', 'delivered') THEN 'programme:packages:assigned'
-                                      WHEN status = 'accepted' THEN 'programme:packages:delivered'
-                                      WHEN status IN ('damaged', 'missing') THEN 'programme:packages:written_off'
-                                      WHEN status = 'in_stock' THEN 'programme:packages:in_stock' END AS account,
-                                 sum(cost) AS amount
-                          FROM love_packages WHERE status <> 'cancelled' GROUP BY 1)
-           SELECT coalesce(l.account, b.account) AS account, coalesce(l.balance, 0) AS ledger,
-                  coalesce(b.amount, 0) AS packages
-           FROM ledger l FULL JOIN boxes b ON b.account = l.account
-           WHERE coalesce(l.balance, 0) <> coalesce(b.amount, 0)""",
+        f"""WITH ledger AS (SELECT account, currency, sum(amount) AS balance FROM ledger_postings
+                           WHERE account LIKE 'programme:packages:%' GROUP BY 1, 2),
+                stage(status, account) AS (VALUES {_stage_accounts()}),
+                boxes AS (SELECT stage.account, k.currency, sum(k.cost) AS amount
+                          FROM love_packages k JOIN stage ON stage.status = k.status GROUP BY 1, 2)
+           SELECT coalesce(l.account, b.account) AS account, coalesce(l.currency, b.currency) AS currency,
+                  coalesce(l.balance, 0) AS ledger, coalesce(b.amount, 0) AS packages
+           FROM ledger l FULL JOIN boxes b ON b.account = l.account AND b.currency = l.currency
+           WHERE coalesce(l.balance, 0) <> coalesce(b.amount, 0)""",  # noqa: S608 - constants
+    )
+
+
+async def _allocated_is_in_the_boxes(session: AsyncSession) -> list[dict[str, Any]]:
+    """Per currency, what left the pool for packages (the queue's spent money, less what cancelled shipments
+    released back into it) is exactly in transit + delivered + written off + in stock."""
+    return await _rows(
+        session,
+        """WITH spent AS (SELECT s.currency, sum(f.amount) AS amount FROM package_funding f
+                          JOIN funding_sources s ON s.id = f.source_id GROUP BY 1),
+                released AS (SELECT currency, sum(amount) AS amount FROM funding_sources
+                             WHERE kind = 'released' GROUP BY 1),
+                stages AS (SELECT currency, sum(amount) AS amount FROM ledger_postings
+                           WHERE account LIKE 'programme:packages:%' GROUP BY 1)
+           SELECT coalesce(sp.currency, r.currency, st.currency) AS currency,
+                  coalesce(sp.amount, 0) - coalesce(r.amount, 0) AS allocated, coalesce(st.amount, 0) AS stages
+           FROM spent sp FULL JOIN released r ON r.currency = sp.currency
+                FULL JOIN stages st ON st.currency = coalesce(sp.currency, r.currency)
+           WHERE coalesce(sp.amount, 0) - coalesce(r.amount, 0) <> coalesce(st.amount, 0)""",
+    )
+
+
+_STAGE_ACCOUNTS = {
+    "in_transit": accounts.PACKAGES_ASSIGNED,
+    "delivered": accounts.PACKAGES_DELIVERED,
+    "written_off": accounts.PACKAGES_WRITTEN_OFF,
+    "in_stock": accounts.PACKAGES_IN_STOCK,
+}
+
+
+def _stage_accounts() -> str:
+    """(package status, its stage's account) for every status whose money is in a package account (a cancelled
+    box's went back to the pool)."""
+    return ", ".join(
+        f"('{status}', '{_STAGE_ACCOUNTS[stage]}')"
+        for status, stage in PACKAGE_STAGE.items()
+        if stage in _STAGE_ACCOUNTS
+    )
+
+
+def _pairs(mapping: dict[str, tuple[str, ...]]) -> str:
+    """A VALUES list of (key, value) pairs, from a mapping of constant names (the state machine's tables)."""
+    return ", ".join(f"('{key}', '{value}')" for key, values in mapping.items() for value in values)
+
+
+async def _boxes_follow_their_shipments(session: AsyncSession) -> list[dict[str, Any]]:
+    """Each student's record is where its shipment's status puts it (`machine.ALLOCATION_STATUS`), and each package
+    is where its latest record puts it (returned or cancelled from stock: in stock; cancelled new: cancelled)."""
+    return await _rows(
+        session,
+        f"""WITH allowed(shipment_status, allocation_status) AS (VALUES {_pairs(ALLOCATION_STATUS)}),
+                 latest AS (SELECT DISTINCT ON (package_id) package_id, status, from_stock FROM allocations
+                            ORDER BY package_id, created_at DESC, id DESC)
+            SELECT 'allocation' AS what, a.id, a.status, s.status AS shipment_status
+            FROM allocations a JOIN shipments s ON s.id = a.shipment_id
+            WHERE NOT EXISTS (SELECT 1 FROM allowed w
+                              WHERE w.shipment_status = s.status AND w.allocation_status = a.status)
+            UNION ALL
+            SELECT 'package', k.id, k.status, l.status
+            FROM love_packages k JOIN latest l ON l.package_id = k.id
+            WHERE k.status <> CASE WHEN l.status = 'returned' THEN 'in_stock'
+                                   WHEN l.status = 'cancelled' AND l.from_stock THEN 'in_stock'
+                                   ELSE l.status END""",  # noqa: S608 - constants from the state machine
     )
 
 
@@ -340,8 +403,18 @@ CHECKS: list[tuple[str, str, Callable[[AsyncSession], Awaitable[list[dict[str, A
     ),
     (
         "package_money_matches_boxes",
-        "each package account holds the cost of the packages in its stage",
+        "each package account holds the cost of the packages in its stage, per currency",
         _package_money_matches_boxes,
+    ),
+    (
+        "allocated_is_in_the_boxes",
+        "money allocated to packages (spent less released) = in transit + delivered + written off + in stock",
+        _allocated_is_in_the_boxes,
+    ),
+    (
+        "boxes_follow_their_shipments",
+        "each student's record and each package are where their shipment's events put them",
+        _boxes_follow_their_shipments,
     ),
     ("inbox_settled", "no delivery was committed half-processed", _no_half_processed_deliveries),
 ]

@@ -28,6 +28,8 @@ from app.models.report_summary import ReportSummary
 from app.models.school import School
 from app.models.settlement_run import SettlementRun
 from app.models.shipment import Shipment
+from app.models.shipment_event import ShipmentEvent
+from app.models.shipment_package_outcome import ShipmentPackageOutcome
 from app.models.statement import Statement
 from app.models.statement_carryover import StatementCarryover
 from app.models.statement_line import StatementLine
@@ -68,6 +70,8 @@ __all__ = [
     "School",
     "SettlementRun",
     "Shipment",
+    "ShipmentEvent",
+    "ShipmentPackageOutcome",
     "Statement",
     "StatementCarryover",
     "StatementLine",

@@ -59,3 +59,6 @@ class LovePackage(CreatedAt, Base):
     funding_start: Mapped[int] = mapped_column(BigInteger, nullable=False)
     funding_end: Mapped[int] = mapped_column(BigInteger, nullable=False)
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The current trip's delivery (its shipment's `delivered` event) and the school's receipt (`receipt_confirmed`).
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    receipt_confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

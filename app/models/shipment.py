@@ -36,6 +36,8 @@ class Shipment(CreatedAt, Base):
     school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True, nullable=False)
     logistics_partner_id: Mapped[str] = mapped_column(ForeignKey("logistics_partners.id"), nullable=False)
     status: Mapped[str] = mapped_column(String(20), nullable=False)
+    # When the current status took effect: the `occurred_at` of the event that set it (creation, for `planned`).
+    # An event that occurred before it is kept in history and changes nothing (`app.logistics.machine`).
     status_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    # The latest event's time (or creation): `stale=true` lists shipments with no event for a while.
+    # The latest `occurred_at` of any event (or creation): `stale=true` lists shipments with no event for a while.
     last_event_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

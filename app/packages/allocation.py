@@ -311,6 +311,8 @@ async def get_package(session: AsyncSession, principal: Principal, package_id: s
         shipment_id=None if restricted else package.shipment_id,
         run_id=package.run_id,
         created_at=package.created_at,
+        delivered_at=package.delivered_at,
+        receipt_confirmed_at=package.receipt_confirmed_at,
         funding=[
             FundingLineOut(
                 merchant_id=merchant,

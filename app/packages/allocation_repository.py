@@ -439,15 +439,19 @@ async def funding_by_merchant(
 
 
 async def order_trail(db: asyncpg.Connection, order_id: str) -> list[asyncpg.Record]:
-    """The packages an order's money helped fund, with its share, where they went and how far they got."""
+    """The packages an order's money helped fund, with its share, where they went and how far they got. Packages
+    of a cancelled shipment are left out: their money went back to the pool and funds other packages, which are
+    in the trail in their place."""
     return list(
         await db.fetch(
             """
-            SELECT k.id AS package_id, sum(f.amount) AS share, k.currency, sc.country, sc.region, k.grade, k.status
+            SELECT k.id AS package_id, sum(f.amount) AS share, k.currency, sc.country, sc.region, k.grade, k.status,
+                   k.delivered_at, k.receipt_confirmed_at
             FROM package_funding f JOIN love_packages k ON k.id = f.package_id
             LEFT JOIN schools sc ON sc.id = k.school_id
-            WHERE f.order_id = $1
-            GROUP BY k.id, k.currency, sc.country, sc.region, k.grade, k.status
+            WHERE f.order_id = $1 AND k.status <> 'cancelled'
+            GROUP BY k.id, k.currency, sc.country, sc.region, k.grade, k.status, k.delivered_at,
+                     k.receipt_confirmed_at
             ORDER BY k.id
             """,
             order_id,

@@ -373,6 +373,10 @@ class PackageOut(BaseModel):
     shipment_id: str | None
     run_id: str
     created_at: datetime
+    delivered_at: datetime | None
+    """When its shipment reached the school (this trip)."""
+    receipt_confirmed_at: datetime | None
+    """When the school confirmed what it received."""
     funding: list[FundingLineOut]
     """Whose money paid for it, summing exactly to its cost (a merchant sees only its own lines)."""
 

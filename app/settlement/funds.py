@@ -68,6 +68,19 @@ async def funds_view(
         return MoneyOut(amount=balances.get(account, 0), currency=base_currency)
 
     pool = money(accounts.POOL)
+    # What left the pool for packages, from the queue rather than the stage accounts, so `allocated` = in transit
+    # + delivered + written off + in stock is a check, not a definition.
+    queue = (
+        await session.execute(
+            text(
+                """SELECT (SELECT coalesce(sum(f.amount), 0) FROM package_funding f
+                           JOIN funding_sources s ON s.id = f.source_id WHERE s.currency = :base) AS spent,
+                          (SELECT coalesce(sum(amount), 0) FROM funding_sources
+                           WHERE kind = 'released' AND currency = :base) AS released"""
+            ),
+            {"base": base_currency},
+        )
+    ).one()
     cheapest = (
         await session.execute(
             text(
@@ -93,13 +106,12 @@ async def funds_view(
         stages=[StageTotals.model_validate(dict(r._mapping)) for r in rows],
         pool=pool,
         packages=PackagedMoney(
-            allocated=MoneyOut(
-                amount=sum(balances.get(a, 0) for a in _PACKAGE_ACCOUNTS), currency=base_currency
-            ),
+            allocated=MoneyOut(amount=int(queue.spent) - int(queue.released), currency=base_currency),
             in_transit=money(accounts.PACKAGES_ASSIGNED),
             delivered=money(accounts.PACKAGES_DELIVERED),
             written_off=money(accounts.PACKAGES_WRITTEN_OFF),
             in_stock=money(accounts.PACKAGES_IN_STOCK),
+            released=MoneyOut(amount=int(queue.released), currency=base_currency),
         ),
         next_package=next_package,
     )

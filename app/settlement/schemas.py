@@ -212,7 +212,9 @@ class NextPackage(BaseModel):
 
 
 class PackagedMoney(BaseModel):
-    """Money in Love Packages (base currency), by where the boxes are; `allocated` is the sum of the others."""
+    """Money in Love Packages (base currency), by where the boxes are. `allocated` is what left the pool for
+    packages, less what cancelled shipments gave back; it equals the sum of the four stages exactly (the audit's
+    `allocated_is_in_the_boxes`)."""
 
     allocated: MoneyOut
     in_transit: MoneyOut
@@ -223,6 +225,8 @@ class PackagedMoney(BaseModel):
     """Damaged or missing."""
     in_stock: MoneyOut
     """Came back; waits for a student of a later run (no new money is spent on it)."""
+    released: MoneyOut
+    """Given back to the pool by cancelled shipments (already counted in the pool again, not in `allocated`)."""
 
 
 class FundsOut(BaseModel):
