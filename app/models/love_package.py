@@ -41,7 +41,7 @@ class LovePackage(CreatedAt, Base):
         ExcludeConstraint(
             (func.int8range(text("funding_start"), text("funding_end")), "&&"),
             name="funding_never_overlaps",
-            using="gist",
+            using="spgist",
         ),
     )
 

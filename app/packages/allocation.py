@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.auth import Principal
 from app.core.database import driver_connection
 from app.core.errors import Conflict, NotFound
-from app.core.ids import new_id
+from app.core.ids import new_id, new_ids_in_bulk
 from app.core.money import MoneyOut
 from app.events.outbox import EventDraft, emit_many
 from app.events.repository import subscribers
@@ -158,7 +158,7 @@ async def _make_packages(
     await repository.plan_students(db, body.term, version.countries, version.grades, capacity.limit)
     planned = await repository.plan_size(db)
     stock = capacity.stock[:planned]
-    new_ids = [new_id("pkg") for _ in range(planned - len(stock))]
+    new_ids = new_ids_in_bulk("pkg", planned - len(stock))
     schools = await repository.planned_schools(db)
     shipments = {s["school_id"]: new_id("shp") for s in schools}
     # The run row first: packages, allocations and shipments refer to it (its summary is filled in at the end).
@@ -169,7 +169,7 @@ async def _make_packages(
         [(shipments[s["school_id"]], s["school_id"], s["logistics_partner_id"]) for s in schools],
         now,
     )
-    await repository.assign_packages(db, [new_id("alc") for _ in range(planned)], stock, new_ids, shipments)
+    await repository.assign_packages(db, new_ids_in_bulk("alc", planned), stock, new_ids, shipments)
     await repository.create_packages(
         db,
         run_id=run_id,

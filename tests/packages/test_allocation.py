@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from tests.helpers import assert_problem, audit_ok, bearer, create_key, get_order
 from tests.packages.conftest import Pool
@@ -92,6 +94,34 @@ async def test_a_run_turns_the_pool_into_packages_funded_oldest_money_first(pool
     ).json()
     assert [(f["order_id"], f["amount"]["amount"]) for f in third["funding"]] == [("C-1", 200), ("C-2", 300)]
     await audit_ok(pool.client, pool.admin)
+
+
+async def test_the_database_refuses_a_package_whose_money_overlaps_another(pool: Pool) -> None:
+    """Belt and braces under the run's lock: even a writer that bypasses the service cannot make two packages
+    share a unit of the pool queue (the stretches' exclusion constraint), however the stretch is shifted."""
+    shop = await pool.merchant()
+    await pool.collect([(shop, "O-1", 1000)])
+    kind = await pool.kind(unit_cost={"amount": 500, "currency": "USD"})
+    await pool.school(["1"])
+    await pool.run(term="2027-T1", package_kind_id=kind["id"])
+    copy_with_stretch_at = """
+        INSERT INTO love_packages (id, kind_id, kind_version_id, cost, currency, run_id, status, school_id, grade,
+                                   shipment_id, status_changed_at, funding_start, funding_end)
+        SELECT :id, kind_id, kind_version_id, cost, currency, run_id, 'in_stock', school_id, grade, shipment_id,
+               status_changed_at, funding_start + :shift, funding_end + :shift
+        FROM love_packages"""
+    for shift in (1, 250, 499, -1):
+        async with pool.app.state.engine.connect() as connection:
+            with pytest.raises(
+                IntegrityError, match=r"funding_never_overlaps|ck_love_packages_funding_is_cost"
+            ):
+                await connection.execute(
+                    text(copy_with_stretch_at), {"id": f"pkg_overlap{shift}", "shift": shift}
+                )
+    # Right after the last unit spent is free: the constraint refuses overlaps, not neighbours.
+    async with pool.app.state.engine.connect() as connection:
+        await connection.execute(text(copy_with_stretch_at), {"id": "pkg_next", "shift": 500})
+        await connection.rollback()
 
 
 async def test_students_are_served_in_fairness_order_round_robin_across_schools(pool: Pool) -> None:
