@@ -17,12 +17,13 @@ run: $(STAMP)
 	$(BIN)/g4g migrate
 	$(BIN)/g4g serve
 
-## The whole test suite, on DATABASE_URL's server or an embedded one.
+## The whole test suite, on DATABASE_URL's server or an embedded one, in one process per core (each with its own
+## databases; a test file's tests stay in one process). PYTEST_ARGS adds options, e.g. PYTEST_ARGS="-n 0 -x".
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 ## Regenerate openapi/openapi.json from the app.
 openapi: $(STAMP)

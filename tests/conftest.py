@@ -5,6 +5,7 @@ import itertools
 import json
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -27,15 +28,26 @@ _counter = itertools.count()
 _postgres_tests_passed = 0
 DATA_KEY = Fernet.generate_key().decode()
 LOOKUP_KEY = secrets.token_urlsafe(32)
-# The in-process service's log for the whole session, JSON lines at debug level, checked at the end for roster
-# codes (with every `g4g serve` log of the session).
-SUITE_LOG = Path(tempfile.gettempdir()) / f"g4g-suite-{os.getpid()}.log"
+# The run's logs live in one directory, shared by the pytest-xdist workers (they inherit it from the process
+# that starts them): each process's in-process service log, JSON lines at debug level, and the list of the
+# `g4g serve` logs it started. The session's last step checks them all for roster codes.
+_LOGS_DIR_VARIABLE = "G4G_TEST_LOGS_DIR"
 _suite_log = None
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _logs_dir() -> Path:
+    return Path(os.environ[_LOGS_DIR_VARIABLE])
 
 
 def pytest_configure(config: pytest.Config) -> None:
     global _suite_log
-    _suite_log = SUITE_LOG.open("w", encoding="utf-8")
+    if not _is_xdist_worker(config):
+        os.environ[_LOGS_DIR_VARIABLE] = tempfile.mkdtemp(prefix="g4g-suite-logs-")
+    _suite_log = (_logs_dir() / f"service-{os.getpid()}.log").open("w", encoding="utf-8")
     configure_logging("debug", stream=_suite_log)
 
 
@@ -133,30 +145,51 @@ async def shop(client: httpx.AsyncClient, admin: dict[str, str]) -> Shop:
     return Shop(platform, merchant)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Schemathesis names each operation's test only in the item's name (`test_x[POST /v1/quotes]`), not in its
+    node id; give those tests the full name as their id, so reports tell them apart and pytest-xdist (which knows a
+    test by its id) runs every one of them."""
+    from _pytest.nodeid import NodeId  # where pytest 9 keeps a node's id
+
+    for item in items:
+        if "[" in item.name and not item.nodeid.endswith("]"):
+            item._id = NodeId.parse(item.nodeid.rpartition("::")[0] + "::" + item.name)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
-    report = outcome.get_result()
+    if getattr(item, "uses_postgres", False):
+        # On the report, which pytest-xdist carries from its workers to the process that counts.
+        outcome.get_result().user_properties.append(("uses_postgres", True))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     global _postgres_tests_passed
-    if report.when == "call" and report.passed and getattr(item, "uses_postgres", False):
+    if report.when == "call" and report.passed and ("uses_postgres", True) in report.user_properties:
         _postgres_tests_passed += 1
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Leave a count of passed PostgreSQL-backed tests where `.ci/run` can check it; fail the session if any
-    log it wrote holds a roster code."""
+    log the run wrote holds a roster code. (In a pytest-xdist worker: only note the logs it wrote.)"""
+    if _suite_log is not None:
+        _suite_log.flush()
+    (_logs_dir() / f"served-{os.getpid()}.txt").write_text(
+        json.dumps({"logs": [str(path) for path in LIVE_LOGS], "roster_codes": roster_codes.issued()})
+    )
+    if _is_xdist_worker(session.config):
+        return
     report = os.environ.get("G4G_TEST_REPORT")
     if report:
         Path(report).write_text(json.dumps({"postgres_tests_passed": _postgres_tests_passed}))
-    if _suite_log is not None:
-        _suite_log.flush()
     problem = _roster_codes_in_logs()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if problem is None:
         if exitstatus == 0:
-            SUITE_LOG.unlink(missing_ok=True)
+            shutil.rmtree(_logs_dir(), ignore_errors=True)
         elif reporter is not None:
-            reporter.write_line(f"the service's log lines of this run: {SUITE_LOG}")
+            reporter.write_line(f"the service's log lines of this run: {_logs_dir()}")
         return
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if reporter is not None:
@@ -166,13 +199,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _roster_codes_in_logs() -> str | None:
-    if roster_codes.issued() == 0:
+    processes = [json.loads(path.read_text()) for path in _logs_dir().glob("served-*.txt")]
+    issued = sum(process["roster_codes"] for process in processes)
+    if issued == 0:
         return None
-    logs = roster_codes.read_logs([SUITE_LOG, *LIVE_LOGS])
+    served = [Path(log) for process in processes for log in process["logs"]]
+    logs = roster_codes.read_logs([*_logs_dir().glob("service-*.log"), *served])
     leaks = roster_codes.leaks(logs)
     if leaks:
         return f"{len(leaks)} log lines hold a roster code, e.g. {', '.join(leaks[:10])}"
     # Not vacuous: the logs checked must show the imports that used the codes.
     if not any('"route": "/v1/schools/{school_id}/students"' in text for _, text in logs):
-        return f"{roster_codes.issued()} roster codes were used, but no log shows a student import"
+        return f"{issued} roster codes were used, but no log shows a student import"
     return None
