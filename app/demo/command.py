@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
-    on_terminal = console.is_terminal and sys.stdin.isatty()
+    # The merchant's key is a secret: printed to a terminal only, never into a file or a pipe.
+    show_key = console.is_terminal
+    stay = console.is_terminal and sys.stdin.isatty() and not args.stop
     if args.orders < 1:
         console.print("g4g demo: --orders must be at least 1", style="red")
         return 2
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 f"[green]✓[/green] g4g serve on {service.url} (pid {service.pid}), log {service.log_path}"
             )
             url = service.url
-        summary = asyncio.run(_drive(url, admin_key, args, console, keep_sign_in_key=on_terminal))
+        summary = asyncio.run(_drive(url, admin_key, args, console, keep_sign_in_key=show_key))
     except DemoError as exc:
         console.print(f"g4g demo: {exc}", style="red")
         if service is not None:
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(summary.as_json(), indent=2) + "\n")
     summary.render(console)
     if service is not None:
-        if on_terminal and not args.stop:
+        if stay:
             console.print(
                 f"\nThe service keeps running for you to look around (pid {service.pid}); "
                 "[bold]Ctrl-C[/bold] stops it and its database. `make run` serves the same data later."

@@ -143,6 +143,7 @@ class DemoRun:
         if not created:
             platform = await api.call("POST", f"/v1/platforms/{platform['id']}/rotate-webhook-secret", admin)
         cast.platform_id, cast.platform_secret = platform["id"], platform["webhook_secret"]
+        self.summary.platform_id = cast.platform_id
         cast.platform_key = await self._key(
             f"demo {self.tag} platform", "platform", platform_id=cast.platform_id
         )
@@ -157,6 +158,7 @@ class DemoRun:
                 body={"external_id": plan.external_id, "name": plan.name, "country": plan.country},
             )
             cast.merchants[plan.external_id] = merchant
+            self.summary.merchants[plan.external_id] = merchant["id"]
             rules = await api.call("GET", f"/v1/merchants/{merchant['id']}/donation-rules", admin)
             if not any(
                 _rule_matches(rule, plan.rule) for rule in rules["data"] if rule["status"] == "in_effect"

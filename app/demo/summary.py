@@ -14,9 +14,14 @@ from rich.table import Table
 STAGES = ("pledged", "final", "billed", "collected", "reversed")
 
 
-def format_money(amount: int, currency: str) -> str:
+def format_amount(amount: int, currency: str) -> str:
+    """Minor units as the currency's amount: 196 CNY → `1.96`, 2958 JPY → `2,958`."""
     exponent = Currency(currency).exponent or 0
-    return f"{Decimal(amount).scaleb(-exponent):,.{exponent}f} {currency}"
+    return f"{Decimal(amount).scaleb(-exponent):,.{exponent}f}"
+
+
+def format_money(amount: int, currency: str) -> str:
+    return f"{format_amount(amount, currency)} {currency}"
 
 
 @dataclass
@@ -26,6 +31,9 @@ class Summary:
     run_tag: str
     term: str
     orders_planned: int
+    platform_id: str = ""
+    merchants: dict[str, str] = field(default_factory=dict)
+    """Our ids (`mer_…`) by the platform's ids for them."""
     orders_applied: int = 0
     duplicates: int = 0
     refunds: int = 0
@@ -64,12 +72,12 @@ class Summary:
         funds = self.funds
         console.print()
         console.rule("[bold]Goods for Good: the demo programme")
-        table = Table(title="Money by stage and currency (GET /v1/funds, minor units shown as amounts)")
+        table = Table(title="The programme's money by stage and currency (GET /v1/funds)")
         table.add_column("currency")
         for stage in STAGES:
             table.add_column(stage, justify="right")
         for row in funds.get("stages", []):
-            table.add_row(row["currency"], *(format_money(row[s], row["currency"]) for s in STAGES))
+            table.add_row(row["currency"], *(format_amount(row[s], row["currency"]) for s in STAGES))
         console.print(table)
         packaged = funds.get("packages", {})
         if funds:
