@@ -31,7 +31,9 @@ def _g4g(*args: str) -> list[str]:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether `g4g serve` could listen there (uvicorn reuses an address whose old connections are closing)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -57,15 +59,15 @@ class DemoService:
         self.process: subprocess.Popen[bytes] | None = None
 
     def migrate(self) -> None:
+        if not port_is_free(self.port):
+            raise DemoError(
+                f"port {self.port} is taken (another g4g serve?): pass --port, or --url and --admin-key to use it"
+            )
         done = subprocess.run(_g4g("migrate"), env=self.env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise DemoError(f"g4g migrate failed: {done.stderr.strip()}")
 
     def start(self, timeout: float = 60.0) -> None:
-        if not port_is_free(self.port):
-            raise DemoError(
-                f"port {self.port} is taken (another g4g serve?): pass --port, or --url and --admin-key to use it"
-            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             # Its own session: Ctrl-C reaches the demo, which then stops the service in order.
