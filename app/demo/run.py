@@ -75,6 +75,7 @@ class DemoRun:
         # Unique per run, so a run on the same data adds to it: order ids, webhook ids, the school term.
         self.tag = f"{datetime.now(UTC):%Y%m%d%H%M%S}{secrets.token_hex(2)}"
         self.term = f"demo-{self.tag}"
+        self.allocation: dict[str, Any] = {"schools": []}
         self.summary = Summary(
             base_url=api.base_url, seed=seed, run_tag=self.tag, term=self.term, orders_planned=orders
         )
@@ -378,10 +379,10 @@ class DemoRun:
         by_currency = Counter[str]()
         for s in statements:
             by_currency[s["currency"]] += 1
+        paid = ", ".join(f"{n} {c}" for c, n in sorted(by_currency.items()))
         self._step(
-            f"settlement run {run['id']}: {len(statements)} statements ("
-            + ", ".join(f"{n} {c}" for c, n in sorted(by_currency.items()))
-            + ") paid by bank transfer and converted into the pool"
+            f"settlement run {run['id']}: {len(statements)} statements"
+            + (f" ({paid}) paid by bank transfer and converted into the pool" if statements else "")
         )
 
     async def allocate(self) -> None:
@@ -390,7 +391,12 @@ class DemoRun:
             "/v1/allocation-runs",
             self.cast.admin,
             body={"term": self.term, "package_kind_id": self.cast.kind_id},
+            expect=(201, 409),
         )
+        if "id" not in run:  # nothing to allocate: the pool can't pay for a package, or nobody is waiting
+            self.summary.notes.append(f"no allocation: {run.get('detail') or run.get('title')}")
+            self._step(f"allocation (term {self.term}): no package this time")
+            return
         self.summary.allocation_run = run["id"]
         self.summary.packages = run["packages"]
         self.summary.students_served = run["students_served"]

@@ -93,7 +93,7 @@ class Summary:
             f"as duplicates, {self.refunds} partial refunds, {self.cancellations} cancellations",
             f"statements: {len(self.statements)} paid by bank transfer"
             + (f", {self.carried_forward} carried forward" if self.carried_forward else ""),
-            f"Love Packages: {self.packages} for {self.students_served} students "
+            f"Love Packages: {self.packages}, students reached: {self.students_served} "
             f"({self.students_waiting} still waiting), term {self.term}"
             + (f", {_money(self.money_spent)} spent" if self.money_spent else ""),
             f"shipments: {self.shipments_delivered} of {self.shipments} delivered; boxes "
