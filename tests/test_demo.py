@@ -85,6 +85,11 @@ def test_demo_runs_the_programme_end_to_end_and_its_seed_repeats_the_orders(
         token = run_g4g("create-api-key", "--role", "admin", "--name", "checker", env=env).stdout.strip()
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as api:
             _check_against_the_api(api, first)
+            # It made keys for its platform, partners and itself, and left none of them live.
+            keys = [k for k in api.get("/v1/api-keys", params={"limit": 100}).json()["data"]]
+            made = [k for k in keys if k["name"].startswith("demo ")]
+            assert {k["role"] for k in made} == {"admin", "platform", "logistics"}
+            assert all(k["revoked_at"] for k in made)
             # The same seed against a running service on the same data: new ids, the same orders and amounts.
             second = _demo(
                 "--url", server.url, env=env | {"G4G_ADMIN_KEY": token}, summary=tmp_path / "second.json"

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.admin_key:
                 console.print("g4g demo: --url needs --admin-key (or G4G_ADMIN_KEY)", style="red")
                 return 2
-            url, admin_key = args.url, args.admin_key
+            url, admin_key, bootstrap_key = args.url, args.admin_key, None
         else:
             data_dir = args.data_dir or Path(os.environ.get("G4G_DATA_DIR") or ".g4g")
             port = args.port or int(os.environ.get("G4G_PORT") or 8000)
@@ -70,12 +71,13 @@ def run(args: argparse.Namespace) -> int:
             with console.status(f"starting g4g serve on {service.url} ({where})"):
                 service.migrate()
                 service.start()
-                admin_key = service.create_admin_key("demo")
+                bootstrap_key = f"demo bootstrap {secrets.token_hex(4)}"
+                admin_key = service.create_admin_key(bootstrap_key)
             console.print(
                 f"[green]✓[/green] g4g serve on {service.url} (pid {service.pid}), log {service.log_path}"
             )
             url = service.url
-        summary = asyncio.run(_drive(url, admin_key, args, console, keep_sign_in_key=show_key))
+        summary = asyncio.run(_drive(url, admin_key, bootstrap_key, args, console, show_sign_in_key=show_key))
     except DemoError as exc:
         console.print(f"g4g demo: {exc}", style="red")
         if service is not None:
@@ -105,7 +107,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _drive(
-    url: str, admin_key: str, args: argparse.Namespace, console: Console, *, keep_sign_in_key: bool
+    url: str,
+    admin_key: str,
+    bootstrap_key: str | None,
+    args: argparse.Namespace,
+    console: Console,
+    *,
+    show_sign_in_key: bool,
 ) -> Summary:
     api = Api(url)
     receiver = EventReceiver().start()
@@ -120,7 +128,8 @@ async def _drive(
             seed=args.seed,
             console=console,
             receiver=receiver,
-            keep_sign_in_key=keep_sign_in_key,
+            show_sign_in_key=show_sign_in_key,
+            revoke_admin_key_named=bootstrap_key,
         )
         return await demo.run()
     except httpx.HTTPError as exc:

@@ -63,10 +63,12 @@ class DemoRun:
         seed: int,
         console: Console,
         receiver: EventReceiver,
-        keep_sign_in_key: bool,
+        show_sign_in_key: bool,
+        revoke_admin_key_named: str | None = None,
     ) -> None:
         self.api = api
-        self.keep_sign_in_key = keep_sign_in_key
+        self.revoke_admin_key_named = revoke_admin_key_named
+        self.show_sign_in_key = show_sign_in_key
         self.cast = Cast(admin=admin_key)
         self.seed = seed
         self.plan = programme.plan_orders(seed, orders)
@@ -94,8 +96,7 @@ class DemoRun:
         await self.await_events()
         await self.read_figures()
         await self.tidy_up()
-        if self.keep_sign_in_key:
-            self.summary.sign_in_key = self.cast.sign_in_key
+        self.summary.sign_in_key = self.cast.sign_in_key
         self.summary.seconds = round(time.monotonic() - started, 1)
         return self.summary
 
@@ -134,6 +135,12 @@ class DemoRun:
         return str(created["token"])
 
     async def set_up(self) -> None:
+        await self._set_up_platform()
+        await self._set_up_schools()
+        await self._set_up_endpoint()
+
+    async def _set_up_platform(self) -> None:
+        """The platform, its merchants with their rules and billing, and the FX rates."""
         api, cast = self.api, self.cast
         admin = cast.admin
         # The platform: created once, its webhook secret rotated on later runs (the secret is shown only then).
@@ -169,16 +176,15 @@ class DemoRun:
             await api.call(
                 "PUT", f"/v1/merchants/{merchant['id']}/billing", admin, body={"method": "bank_transfer"}
             )
-        first = cast.merchants[MERCHANTS[0].external_id]
-        created_key = await api.call(
-            "POST",
-            "/v1/api-keys",
-            admin,
-            body={"role": "merchant", "name": f"demo {self.tag} dashboard", "merchant_id": first["id"]},
-        )
-        cast.sign_in_key = created_key["token"]  # the user signs in to /merchant with it
-        if not self.keep_sign_in_key:  # nobody will see it
-            cast.keys_to_revoke.append(created_key["id"])
+        if self.show_sign_in_key:  # for the user to sign in to /merchant with; made only when it can be shown
+            first = cast.merchants[MERCHANTS[0].external_id]
+            created_key = await api.call(
+                "POST",
+                "/v1/api-keys",
+                admin,
+                body={"role": "merchant", "name": f"demo {self.tag} dashboard", "merchant_id": first["id"]},
+            )
+            cast.sign_in_key = created_key["token"]
         for currency, rate in programme.FX_RATES.items():
             await api.call("PUT", f"/v1/fx-rates/{currency}", admin, body={"rate": rate})
         currencies = sorted({c for m in MERCHANTS for c in m.catalogue})
@@ -187,6 +193,10 @@ class DemoRun:
             f"{', '.join(currencies)}; FX rates set"
         )
 
+    async def _set_up_schools(self) -> None:
+        """Logistics partners, schools with their students, and the package kind."""
+        api, cast = self.api, self.cast
+        admin = cast.admin
         partners: dict[str, str] = {}
         for partner in PARTNERS:
             found, _ = await self._find_or_create(
@@ -216,12 +226,13 @@ class DemoRun:
             roster = programme.students_of(plan_school)
             await api.call("POST", f"/v1/schools/{school['id']}/students", admin, body={"students": roster})
             students += len(roster)
-        kind, _ = await self._find_or_create(
-            "/v1/package-kinds",
-            admin,
-            programme.PACKAGE_KIND,
-            status="active",
+        kind, created = await self._find_or_create(
+            "/v1/package-kinds", admin, programme.PACKAGE_KIND, status="active"
         )
+        if not created:  # the same definition changes nothing; another one becomes its next version
+            kind = await api.call(
+                "PUT", f"/v1/package-kinds/{kind['id']}", admin, body=programme.PACKAGE_KIND
+            )
         cast.kind_id = kind["id"]
         self.summary.package_cost = kind["unit_cost"]
         self._step(
@@ -230,8 +241,10 @@ class DemoRun:
             f"({_money(kind['unit_cost'])})"
         )
 
-        # The platform's endpoint for events out: the receiver this process runs. Endpoints left by earlier runs
-        # point at receivers that are gone; they go first.
+    async def _set_up_endpoint(self) -> None:
+        """The platform's endpoint for events out: the receiver this process runs. Endpoints left by earlier runs
+        point at receivers that are gone; they go first."""
+        api, cast = self.api, self.cast
         for endpoint in await api.every("/v1/webhook-endpoints", cast.platform_key):
             if programme.RECEIVER_PATH in endpoint["url"]:
                 await api.call("DELETE", f"/v1/webhook-endpoints/{endpoint['id']}", cast.platform_key)
@@ -556,11 +569,16 @@ class DemoRun:
             self.summary.boxes = dict(Counter(p["status"] for p in packages))
 
     async def tidy_up(self) -> None:
-        """The run's own platform and partner keys go; so does the endpoint (its receiver stops with us)."""
+        """The run's own keys go (the admin key it made for itself last); so does the endpoint, whose receiver
+        stops with us. The merchant's sign-in key stays, for the user."""
         if self.cast.endpoint_id is not None:
             await self.api.call(
                 "DELETE", f"/v1/webhook-endpoints/{self.cast.endpoint_id}", self.cast.platform_key
             )
+        if self.revoke_admin_key_named is not None:
+            for key in await self.api.every("/v1/api-keys", self.cast.admin):
+                if key["name"] == self.revoke_admin_key_named and key["revoked_at"] is None:
+                    self.cast.keys_to_revoke.append(key["id"])
         for key_id in self.cast.keys_to_revoke:
             await self.api.call("DELETE", f"/v1/api-keys/{key_id}", self.cast.admin)
 
