@@ -71,6 +71,19 @@ def _check_against_the_api(api: httpx.Client, figures: dict[str, Any]) -> None:
     assert figures["events_sent"] == figures["events_received"] == sum(verified.values())
 
 
+def test_the_seed_decides_the_orders_and_what_happens_to_them() -> None:
+    plan = programme.plan_orders(7, 300)
+    assert plan == programme.plan_orders(7, 300)
+    assert plan != programme.plan_orders(8, 300)
+    assert {o.merchant for o in plan} == {m.external_id for m in programme.MERCHANTS}
+    assert {o.currency for o in plan} == {c for m in programme.MERCHANTS for c in m.catalogue}
+    assert any(o.refund for o in plan) and any(o.cancelled for o in plan) and any(o.resent for o in plan)
+    assert all(o.refund is None or 0 < o.refund < o.subtotal for o in plan)
+    stories = {programme.shipment_story(7, s.name, 40) for s in programme.SCHOOLS}
+    assert stories == {programme.shipment_story(7, s.name, 40) for s in programme.SCHOOLS}
+    assert {outcome for story in stories for outcome in story.outcomes} == {"accepted", "damaged", "missing"}
+
+
 def test_demo_runs_the_programme_end_to_end_and_its_seed_repeats_the_orders(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -86,7 +99,7 @@ def test_demo_runs_the_programme_end_to_end_and_its_seed_repeats_the_orders(
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as api:
             _check_against_the_api(api, first)
             # It made keys for its platform, partners and itself, and left none of them live.
-            keys = [k for k in api.get("/v1/api-keys", params={"limit": 100}).json()["data"]]
+            keys = api.get("/v1/api-keys", params={"limit": 100}).json()["data"]
             made = [k for k in keys if k["name"].startswith("demo ")]
             assert {k["role"] for k in made} == {"admin", "platform", "logistics"}
             assert all(k["revoked_at"] for k in made)
