@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -87,14 +88,18 @@ class DemoRun:
 
     async def run(self) -> Summary:
         started = time.monotonic()
-        await self.set_up()
-        await self.send_orders()
-        await self.send_reversals()
-        await self.settle()
-        await self.allocate()
-        await self.deliver()
-        await self.await_events()
-        await self.read_figures()
+        try:
+            await self.set_up()
+            await self.send_orders()
+            await self.send_reversals()
+            await self.settle()
+            await self.allocate()
+            await self.deliver()
+            await self.await_events()
+            await self.read_figures()
+        except Exception:
+            await self.tidy_up(best_effort=True)  # what failed is what the user must see
+            raise
         await self.tidy_up()
         self.summary.sign_in_key = self.cast.sign_in_key
         self.summary.seconds = round(time.monotonic() - started, 1)
@@ -568,9 +573,16 @@ class DemoRun:
             packages = await self.api.every("/v1/packages", admin, {"run_id": self.summary.allocation_run})
             self.summary.boxes = dict(Counter(p["status"] for p in packages))
 
-    async def tidy_up(self) -> None:
+    async def tidy_up(self, *, best_effort: bool = False) -> None:
         """The run's own keys go (the admin key it made for itself last); so does the endpoint, whose receiver
         stops with us. The merchant's sign-in key stays, for the user."""
+        try:
+            await self._revoke_and_remove()
+        except (DemoError, httpx.HTTPError):
+            if not best_effort:
+                raise
+
+    async def _revoke_and_remove(self) -> None:
         if self.cast.endpoint_id is not None:
             await self.api.call(
                 "DELETE", f"/v1/webhook-endpoints/{self.cast.endpoint_id}", self.cast.platform_key
