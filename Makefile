@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test openapi migration translations bench localstripe clean
+.PHONY: run demo test openapi migration translations bench localstripe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/g4g migrate
 	$(BIN)/g4g serve
+
+## The whole programme end to end through the HTTP API on a fresh `g4g serve` (embedded PostgreSQL under ./.g4g/):
+## make demo DEMO_ARGS="--orders 1000 --seed 7"; on a terminal the service stays up until Ctrl-C.
+demo: $(STAMP)
+	$(BIN)/g4g demo $(DEMO_ARGS)
 
 ## The whole test suite, on DATABASE_URL's server or an embedded one, in one process per core (each with its own
 ## databases; a test file's tests stay in one process). PYTEST_ARGS adds options, e.g. PYTEST_ARGS="-n 0 -x".

@@ -1,5 +1,5 @@
-"""`g4g`: serve the API, run background jobs, migrate the schema, create API keys, audit, write the OpenAPI
-document. Exit codes: see `app/core/preflight.py` (0 ok, 1 the command failed, 2 bad setting, 3 database
+"""`g4g`: serve the API, run background jobs, migrate the schema, create API keys, audit, run the demo, write the
+OpenAPI document. Exit codes: see `app/core/preflight.py` (0 ok, 1 the command failed, 2 bad setting, 3 database
 unreachable, 4 schema not current, 5 data key can't read this database)."""
 
 from __future__ import annotations
@@ -173,10 +173,22 @@ def main(argv: list[str] | None = None) -> int:
         help="recompute the ledger's invariants; exit 1 if any is broken, 3 if the database can't be reached, "
         "4 if its schema isn't current",
     )
+    demo = commands.add_parser(
+        "demo",
+        help="seed a programme and drive it end to end through the HTTP API: orders, refunds, settlement, "
+        "allocation, shipments to delivery, events out; against --url or a g4g serve it starts",
+    )
+    from app.demo.command import add_arguments
+
+    add_arguments(demo)
     openapi = commands.add_parser("openapi", help="write the OpenAPI document")
     openapi.add_argument("--output", type=Path, default=Path("openapi/openapi.json"))
     args = parser.parse_args(argv)
 
+    if args.command == "demo":
+        from app.demo.command import run
+
+        return run(args)
     settings = get_settings()
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
