@@ -1,7 +1,9 @@
-"""The OpenAPI document as clients see it: every error documented as RFC 9457 problem+json."""
+"""The OpenAPI document as clients see it: every error documented as RFC 9457 problem+json, and every created
+resource linked to the operations that take its id."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -92,7 +94,65 @@ def install_openapi(app: FastAPI) -> None:
                     codes.add("503")
                 for code in codes:
                     responses[code] = _problem(code)
+        _link_created_resources(document)
         app.openapi_schema = document
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_PATH_PARAMETER = re.compile(r"^\{([^{}]+)\}$")
+_CREATED = ("201", "202")
+
+
+def _link_created_resources(document: dict[str, Any]) -> None:
+    """OpenAPI links from each `POST /collection` that answers with a new resource's `id` to every operation
+    under `/collection/{param}`: the id fills `{param}`, the request's own path parameters fill the others.
+    Clients (and schemathesis's stateful phase) follow them: create, then read, update, delete."""
+    paths: dict[str, dict[str, Any]] = document.get("paths", {})
+    schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
+    for path, operations in paths.items():
+        create = operations.get("post")
+        if create is None:
+            continue
+        for code in _CREATED:
+            response = create["responses"].get(code)
+            if response is None or "id" not in _response_properties(response, schemas):
+                continue
+            links = {}
+            for target_path, target_operations in paths.items():
+                parameter = _item_parameter(path, target_path)
+                if parameter is None:
+                    continue
+                given = set(re.findall(r"\{([^{}]+)\}", path))
+                needed = set(re.findall(r"\{([^{}]+)\}", target_path)) - {parameter}
+                if not needed <= given:
+                    continue  # another id the create operation doesn't know
+                for target in target_operations.values():
+                    values = {parameter: "$response.body#/id"}
+                    values.update({name: f"$request.path.{name}" for name in sorted(needed)})
+                    links[target["operationId"]] = {
+                        "operationId": target["operationId"],
+                        "parameters": values,
+                        "description": f"`{parameter}` is the `id` of the resource just created",
+                    }
+            if links:
+                response["links"] = links
+
+
+def _item_parameter(collection: str, path: str) -> str | None:
+    """`merchant_id` for `/v1/merchants` and `/v1/merchants/{merchant_id}/billing`; otherwise None."""
+    if not path.startswith(collection + "/"):
+        return None
+    segment = path[len(collection) + 1 :].split("/", 1)[0]
+    match = _PATH_PARAMETER.match(segment)
+    return match.group(1) if match else None
+
+
+def _response_properties(response: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = schemas.get(ref.removeprefix("#/components/schemas/"), {})
+    properties: dict[str, Any] = schema.get("properties", {})
+    return properties

@@ -402,7 +402,13 @@ async def erase_student(
 
 
 @router.post(
-    "/allocation-runs", status_code=201, response_model=AllocationRunOut, operation_id="run_allocation"
+    "/allocation-runs",
+    status_code=201,
+    response_model=AllocationRunOut,
+    operation_id="run_allocation",
+    responses={
+        200: {"model": AllocationRunOut, "description": "A dry run: the plan, nothing written (`id` null)"}
+    },
 )
 async def run_allocation(
     body: AllocationRunIn,

@@ -141,6 +141,13 @@ class TeacherContact(BaseModel):
     """International (`+977 1 4412345`) or as dialled in the school's country; answered in E.164."""
     email: EmailStr | None = None
 
+    @field_validator("phone", "email", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:  # the contract says left out, not null (see `_absent_not_null`)
+            raise ValueError("leave the field out rather than sending null")
+        return value
+
     @model_validator(mode="after")
     def _reachable(self) -> TeacherContact:
         if self.phone is None and self.email is None:

@@ -80,7 +80,10 @@ async def get_billing_profile(
 
 
 @router.put(
-    "/merchants/{merchant_id}/billing", response_model=BillingProfileOut, operation_id="set_billing_profile"
+    "/merchants/{merchant_id}/billing",
+    response_model=BillingProfileOut,
+    operation_id="set_billing_profile",
+    responses={503: {"description": "Stripe is not configured or did not answer (method `stripe`)"}},
 )
 async def set_billing_profile(
     merchant_id: ResourceId,
