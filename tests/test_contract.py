@@ -174,16 +174,6 @@ def _unique_by(items: list[Any], field: str) -> list[Any]:
     return kept
 
 
-def _without_blank_text(value: Any) -> Any:
-    if isinstance(value, str) and value and not value.strip():
-        return value + "x"
-    if isinstance(value, dict):
-        return {key: _without_blank_text(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_without_blank_text(item) for item in value]
-    return value
-
-
 def _meet_rules_the_schema_cannot_state(case: schemathesis.Case, platform_id: str, partner_id: str) -> None:
     """Rules JSON Schema can't express (a field required for one role, one amount per currency, a time not in
     the past) are enforced with a 422 the fuzzer would count as "valid data rejected". Bring a generated case
@@ -191,10 +181,6 @@ def _meet_rules_the_schema_cannot_state(case: schemathesis.Case, platform_id: st
     label = case.operation.label
     if case.meta is not None and case.meta.generation.mode.is_negative:
         return  # invalid on purpose: sent as generated, and must be refused
-    # Names, regions and places are stripped before their minimum length is checked, so one made only of
-    # whitespace (" ", U+0085, U+2003) is refused; the pattern can't say "one non-space character" the same way
-    # in ECMA and Python regexes (they disagree on U+0085). Reported to the lead; sent with a letter added.
-    case.body = _without_blank_text(case.body)
     if label in ("POST /v1/merchants", "POST /v1/quotes") and isinstance(case.body, dict):
         if case.body.get("platform_id") is None:
             case.body["platform_id"] = platform_id
@@ -239,16 +225,6 @@ def _meet_rules_the_schema_cannot_state(case: schemathesis.Case, platform_id: st
             for item in items:
                 item["item"] = str(item.get("item", "")).casefold()
             case.body["contents"] = _unique_by(items, "item")
-    if label == "POST /v1/shipments/{shipment_id}/events" and isinstance(case.body, dict):
-        evidence = (
-            (case.body.get("proof") or {}).get("evidence")
-            if isinstance(case.body.get("proof"), dict)
-            else None
-        )
-        if isinstance(evidence, dict) and isinstance(evidence.get("url"), str):
-            # The pattern says https and printable; the service also parses the URL (a bracket in the host,
-            # credentials in it, no host at all are refused). Noted in the report as a pattern to tighten.
-            evidence["url"] = "https://evidence.example.org/proof.jpg"
     if label == "POST /v1/schools/{school_id}/students" and case.media_type == "text/csv":
         # The CSV's grammar (RFC 4180 quoting, the two columns in any order and case, each code once) is more
         # than a JSON Schema `pattern` can say without refusing files the service reads: send a well-formed one.

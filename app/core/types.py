@@ -24,10 +24,24 @@ CountryCode = Annotated[
     AfterValidator(_known_country),
     WithJsonSchema({"type": "string", "enum": _COUNTRY_CODES, "description": "ISO 3166-1 alpha-2"}),
 ]
+# Whitespace that stripping removes (Python's str.strip and pydantic's alike), spelt out rather than `\s`, which
+# JSON Schema's (ECMA) regexes and Python's read differently.
+_SPACE = r"\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+ONE_LINE_CONTROLS = r"\x00-\x1f\x7f-\x9f"
+
+
+def visible_text(controls: str) -> str:
+    """The pattern of text a person wrote: none of `controls`, and not blank once stripped, so that what the
+    published schema allows is what the service keeps."""
+    return rf"^[^{controls}]*[^{controls}{_SPACE}][^{controls}]*$"
+
+
 # Free text a person reads: no control characters (PostgreSQL refuses NUL; logs and CSVs hate the rest).
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=200, pattern=visible_text(ONE_LINE_CONTROLS)
+    ),
 ]
 # Our own ids (`mer_01J…`); anything else cannot name a resource of ours.
 ResourceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")]

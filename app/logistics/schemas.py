@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from app.core.types import Instant, Name, ResourceId
+from app.core.types import ONE_LINE_CONTROLS, Instant, Name, ResourceId, visible_text
 from app.packages.schemas import ContentItem, TeacherContactOut
 
 
@@ -58,8 +58,8 @@ AllocationStatus = Literal[
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 # Text a person wrote, stripped: no control characters (PostgreSQL refuses NUL; logs and CSVs hate the rest), except
 # line breaks and tabs in remarks.
-_ONE_LINE = r"^[^\x00-\x1f\x7f]+$"
-_LINES = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$"
+_ONE_LINE = visible_text(ONE_LINE_CONTROLS)
+_LINES = visible_text(r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f")
 Remark = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000, pattern=_LINES)
 ]
@@ -86,7 +86,13 @@ def _https_url(value: str) -> str:
 
 EvidenceUrl = Annotated[
     str,
-    StringConstraints(min_length=9, max_length=2000, pattern=r"^https://[\x21-\x7e]+$"),
+    # A host name (letters, digits, dots, hyphens: no credentials, no bracketed address), an optional port, then
+    # any printable path, query or fragment.
+    StringConstraints(
+        min_length=9,
+        max_length=2000,
+        pattern=r"^https://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:[/?#][\x21-\x7e]*)?$",
+    ),
     AfterValidator(_https_url),
 ]
 Sha256Hex = Annotated[
