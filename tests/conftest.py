@@ -26,6 +26,7 @@ from tests.postgres import TestServer
 
 _counter = itertools.count()
 _postgres_tests_passed = 0
+_screenshots: list[str] = []
 DATA_KEY = Fernet.generate_key().decode()
 LOOKUP_KEY = secrets.token_urlsafe(32)
 # The run's logs live in one directory, shared by the pytest-xdist workers (they inherit it from the process
@@ -168,6 +169,17 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     global _postgres_tests_passed
     if report.when == "call" and report.passed and ("uses_postgres", True) in report.user_properties:
         _postgres_tests_passed += 1
+    if report.when == "teardown":
+        _screenshots.extend(value for name, value in report.user_properties if name == "screenshot")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The browser tests' page screenshots (tests/web), wherever they ran."""
+    if _screenshots:
+        terminalreporter.section("page screenshots")
+        for path in _screenshots:
+            terminalreporter.write_line(path)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,12 +105,17 @@ async def screenshot(page: Page, folder: Path, name: str) -> None:
     await page.set_viewport_size(DESKTOP)  # type: ignore[arg-type]
 
 
+@pytest.fixture(autouse=True)
+def _report_screenshots(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Name the test's screenshots on its report, which pytest-xdist carries to the process that prints them (the
+    top conftest lists them at the end of the run)."""
+    taken = len(_screenshots)
+    yield
+    request.node.user_properties.extend(("screenshot", str(path)) for path in _screenshots[taken:])
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _screenshots:
-        terminalreporter.section("page screenshots")
-        for path in _screenshots:
-            terminalreporter.write_line(str(path))
     for reason in sorted(set(_skipped_because)):
         terminalreporter.section("browser tests")
         terminalreporter.write_line(reason)
