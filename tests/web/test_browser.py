@@ -22,6 +22,7 @@ from tests.conftest import DATA_KEY
 from tests.helpers import order_paid, settle, signed_headers
 from tests.live import LiveServer, g4g_env, run_g4g
 from tests.postgres import TestServer
+from tests.roster_codes import roster_codes
 from tests.stripe_server import LocalStripe, create_chargeable_customer, open_stripe_client
 from tests.web.conftest import screenshot
 
@@ -109,6 +110,68 @@ async def _seed(site: Site) -> None:
         assert statements == [(750, "paid"), (1176, "paid")]
         assert (await http.put("/v1/fx-rates/CNY", json={"rate": "0.14"})).status_code == 200
         await pay("TEA-1007", "tea", "CNY", TEA, placed_at=datetime.now(UTC) + timedelta(days=32))
+        await _boxes(http)
+
+
+async def _boxes(http: httpx.AsyncClient) -> None:
+    """The pool ($9.15) becomes 18 boxes at $0.50: 10 for a school in Nepal, 8 for one in Cambodia. The Nepali
+    school's shipment is delivered and confirmed (9 boxes accepted, 1 damaged); the Cambodian one is on its way."""
+    partner = (await http.post("/v1/logistics-partners", json={"name": "Himalaya Express"})).json()
+    key = await http.post(
+        "/v1/api-keys", json={"role": "logistics", "name": "carrier", "logistics_partner_id": partner["id"]}
+    )
+    carrier = {"Authorization": f"Bearer {key.json()['token']}"}
+    kind = {
+        "name": "Starter box",
+        "contents": [{"item": "notebook", "quantity": 4}],
+        "unit_cost": {"amount": 50, "currency": "USD"},
+        "countries": ["NP", "KH"],
+        "grades": ["1", "2"],
+    }
+    kind_id = (await http.post("/v1/package-kinds", json=kind)).json()["id"]
+    for country, region, students in (("NP", "Bagmati", 10), ("KH", "Siem Reap", 8)):
+        school = {
+            "name": f"School in {region}",
+            "country": country,
+            "region": region,
+            "logistics_partner_id": partner["id"],
+            "teacher_contact": {"name": "Teacher", "email": "teacher@example.org"},
+        }
+        school_id = (await http.post("/v1/schools", json=school)).json()["id"]
+        rows = [{"roster_code": code, "grade": "1"} for code in roster_codes(students)]
+        imported = await http.post(f"/v1/schools/{school_id}/students", json={"students": rows})
+        assert imported.status_code == 200, imported.text
+    run = await http.post("/v1/allocation-runs", json={"term": "2027-T1", "package_kind_id": kind_id})
+    assert run.status_code == 201 and run.json()["packages"] == 18, run.text
+    shipments = {s["packages"]: s["shipment_id"] for s in run.json()["schools"]}
+
+    at = datetime.now(UTC) - timedelta(hours=1)
+
+    async def event(shipment_id: str, status: str, **extra: Any) -> None:
+        nonlocal at
+        at += timedelta(minutes=1)
+        body = {
+            "event_id": f"{shipment_id}-{status}",
+            "status": status,
+            "occurred_at": at.isoformat(),
+            **extra,
+        }
+        answer = await http.post(f"/v1/shipments/{shipment_id}/events", json=body, headers=carrier)
+        assert answer.status_code == 201 and answer.json()["result"] == "applied", answer.text
+
+    for status in ("handed_over", "in_transit", "out_for_delivery"):
+        await event(shipments[10], status)
+    proof = {
+        "receiver_name": "Teacher",
+        "receiver_role": "teacher",
+        "evidence": {"url": "https://evidence.example.org/pod.jpg", "sha256": "ab" * 32},
+    }
+    await event(shipments[10], "delivered", proof=proof)
+    boxes = (await http.get(f"/v1/shipments/{shipments[10]}", headers=carrier)).json()["packages"]
+    outcomes = [{"package_id": box["id"], "outcome": "accepted"} for box in boxes[1:]]
+    outcomes.append({"package_id": boxes[0]["id"], "outcome": "damaged", "reason": "soaked in the rain"})
+    await event(shipments[10], "receipt_confirmed", packages=outcomes)
+    await event(shipments[8], "handed_over")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -236,6 +299,23 @@ async def test_the_public_page_shows_the_programme(
     assert await cell(page, "money-by-currency", "USD", 5) == "$7.50"  # in the pool
     in_pool = page.locator("#to-the-pool-table tbody tr").nth(3)
     assert await in_pool.locator("td").all_inner_texts() == ["$9.15", "87%"]
+
+    # Where the money went: 18 boxes, 9 of the Nepali school's accepted (one damaged), Cambodia's on the way.
+    assert await page.locator("#total-packages dd").inner_text() == "18"
+    assert await page.locator("#total-students dd").inner_text() == "9"
+    assert await page.locator("#total-schools-share dd").inner_text() == "42.8%"  # 9 × $0.50 of $10.52
+    assert await page.locator("#total-cost dd").inner_text() == "$0.50"
+    bars = await page.locator("#packages-by-country svg title").all_text_contents()
+    assert "Nepal: 10" in bars and "Cambodia: 8" in bars, bars
+    assert await cell(page, "packages-by-country-table", "Nepal", 2) == "10"  # allocated
+    assert await cell(page, "packages-by-country-table", "Nepal", 3) == "9"  # delivered (accepted)
+    assert await cell(page, "packages-by-country-table", "Cambodia", 4) == "0"  # none reached yet
+    assert await cell(page, "packages-by-country-table", "Total", 4) == "9"
+    funnel = {
+        step: await cell(page, "delivery-funnel-table", step, 1)
+        for step in ("Allocated to a student", "Shipped", "Delivered to the school", "Accepted by the school")
+    }
+    assert list(funnel.values()) == ["18", "18", "10", "9"]
 
     await watched.assert_clean()
     await screenshot(page, screenshot_dir, "public-en")
