@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         engine = database.engine(pool_size=settings.db_pool_size)
         app.state.database = database
         app.state.engine = engine
+        app.state.read_pool = await database.read_pool(size=settings.db_pool_size)
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.webhook_secrets = WebhookSecretCache(app.state.sessionmaker, app.state.cipher)
         app.state.order_inbox = OrderEventInbox(
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             await app.state.transparency.close()
             if app.state.stripe is not None:
                 await app.state.stripe.close()
+            await app.state.read_pool.close()
             await engine.dispose()
 
     app = FastAPI(
