@@ -27,7 +27,7 @@ from app.core.openapi import install_openapi
 from app.core.secrets import cipher_for, lookup_key_for
 from app.core.settings import Settings, get_settings
 from app.core.strict_query import reject_unknown_query_parameters
-from app.donations.endpoints import MAX_EVENT_BYTES, OrderWebhookFastPath, webhooks
+from app.donations.endpoints import MAX_EVENT_BYTES, OrderWebhookFastPath, QuoteFastPath, webhooks
 from app.donations.endpoints import router as donations
 from app.donations.inbox import OrderEventInbox
 from app.events.endpoints import router as webhook_endpoints
@@ -113,7 +113,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(OrderWebhookFastPath)  # innermost: the hottest route, answered without the framework
+    app.add_middleware(OrderWebhookFastPath)  # innermost: the hottest routes, answered without the framework
+    app.add_middleware(QuoteFastPath)
     app.add_middleware(
         BodySizeLimit,
         default=settings.max_body_bytes,
