@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
+from starlette.datastructures import State
 
 from app.core.errors import InvalidRequest, NotFound, ProblemError, Unauthorized
 from app.models import ApiKey
@@ -111,15 +112,19 @@ async def authenticate(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as `Authorization: Bearer <token>`.")
-    token = credentials.credentials
+    return await principal_for(request.app.state, credentials.credentials)
+
+
+async def principal_for(state: State, token: str) -> Principal:
+    """The caller a bearer token stands for; `Unauthorized` if it is unknown or revoked."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         raise Unauthorized("Unknown or revoked API key.")
     token_hash = hash_token(token)
-    cache: ApiKeyCache = request.app.state.api_keys
+    cache: ApiKeyCache = state.api_keys
     principal = cache.get(token_hash)
     if principal is not None:
         return principal
-    async with request.app.state.sessionmaker() as session:
+    async with state.sessionmaker() as session:
         key = await session.scalar(
             select(ApiKey).where(ApiKey.token_hash == token_hash, ApiKey.revoked_at.is_(None))
         )
@@ -141,12 +146,16 @@ def Authorized(*roles: Role) -> Any:
     allowed = frozenset(roles)
 
     async def check(request: Request, principal: Principal = Depends(authenticate)) -> Principal:
-        if principal.role not in allowed:
-            raise Forbidden(f"Allowed roles: {', '.join(sorted(r.value for r in allowed))}.")
+        ensure_role(principal, allowed)
         request.state.principal = principal
         return principal
 
     return Depends(check)
+
+
+def ensure_role(principal: Principal, allowed: frozenset[Role]) -> None:
+    if principal.role not in allowed:
+        raise Forbidden(f"Allowed roles: {', '.join(sorted(r.value for r in allowed))}.")
 
 
 def ensure_visible(visible: bool, what: str) -> None:

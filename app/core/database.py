@@ -21,6 +21,9 @@ def asyncpg_url(url: str) -> str:
     raise ValueError("not a PostgreSQL URL")
 
 
+_SERVER_SETTINGS = {"application_name": "g4g", "timezone": "UTC"}
+
+
 class Database:
     """Where the service's data lives: the configured server, or an embedded one started on demand."""
 
@@ -37,8 +40,27 @@ class Database:
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=False,
-            connect_args={"server_settings": {"application_name": "g4g", "timezone": "UTC"}},
+            connect_args={"server_settings": _SERVER_SETTINGS},
         )
+
+    async def read_pool(self, *, size: int = 10) -> asyncpg.Pool:
+        """Plain asyncpg connections for requests whose database work is one read statement (quotes). Under a
+        burst the engine's pool opens overflow connections and closes them on return, so each burst pays for new
+        connections with empty statement caches; this pool queues instead, and its connections stay open (opened
+        on first use) with their prepared statements."""
+        return await asyncpg.create_pool(
+            "postgresql://" + self.url.removeprefix("postgresql+asyncpg://"),
+            min_size=0,
+            max_size=size,
+            server_settings=_SERVER_SETTINGS,
+            reset=_session_untouched,
+        )
+
+
+async def _session_untouched(connection: asyncpg.Connection) -> None:
+    """A connection of the read pool goes back as it is: its single read statements set no session state (no SET,
+    LISTEN, cursor or advisory lock), so asyncpg's reset statement would cost each request a round trip for
+    nothing. (asyncpg still rolls back a transaction left open.)"""
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -63,12 +85,11 @@ SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
 
 
 async def _read_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection for a request whose database work is one read statement: no transaction is opened
-    or committed around it (a single statement is its own snapshot)."""
-    engine: AsyncEngine = request.app.state.engine
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        yield raw.driver_connection
+    """A connection of the read pool for a request whose database work is one read statement: no transaction is
+    opened or committed around it (a single statement is its own snapshot)."""
+    pool: asyncpg.Pool = request.app.state.read_pool
+    async with pool.acquire() as connection:
+        yield connection
 
 
 ReadConnectionDep = Annotated[asyncpg.Connection, Depends(_read_connection, scope="function")]

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -14,9 +15,10 @@ from pydantic import TypeAdapter
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.auth import Authorized, Principal, Role
+from app.core.auth import Authorized, Principal, Role, ensure_role, principal_for
 from app.core.database import ReadConnectionDep, SessionDep
 from app.core.errors import (
     PROBLEM_MEDIA_TYPE,
@@ -27,7 +29,7 @@ from app.core.errors import (
     problem_for,
 )
 from app.core.idempotency import IdempotencyDep
-from app.core.json_body import ExactJsonRoute
+from app.core.json_body import ExactJsonRoute, parse_json
 from app.core.pagination import Page, PageParams, page_of
 from app.core.signatures import verify_standard_webhook
 from app.core.types import ResourceId
@@ -103,25 +105,108 @@ async def list_donation_rules(
 
 # ---- quotes ----
 
+_QUOTE_ROLES = frozenset({Role.platform, Role.admin})
+
 
 @router.post("/quotes", response_model=QuoteOut, operation_id="create_quote")
 async def create_quote(
     body: QuoteIn,
     request: Request,
-    principal: Principal = Authorized(Role.platform, Role.admin),
+    principal: Principal = Authorized(*_QUOTE_ROLES),
     *,
     db: ReadConnectionDep,  # after the caller is known: a request holds one pooled connection at a time
 ) -> QuoteOut:
     """The donation this order would get if placed now (or at `placed_at`), for display at checkout."""
-    platform_id = principal.acting_platform(body.platform_id)
+    return await _quote(request.app.state, principal, body, db)
+
+
+async def _quote(state: State, principal: Principal, body: QuoteIn, db: asyncpg.Connection) -> QuoteOut:
     return await service.quote(
         db,
-        platform_id=platform_id,
+        platform_id=principal.acting_platform(body.platform_id),
         merchant_external_id=body.merchant_id,
         currency=body.currency,
-        placed_at=body.placed_at or request.app.state.clock.now(),
+        placed_at=body.placed_at or state.clock.now(),
         items=body.items,
     )
+
+
+class QuoteFastPath:
+    """Serves `POST /v1/quotes`, asked at every checkout, straight from ASGI as `OrderWebhookFastPath` does the
+    webhook (FastAPI's routing and dependency solving cost more than the quote itself, see docs/scaling.md).
+    It answers a valid quote in a JSON body with a bearer key, and the errors the route would give such a
+    request (unknown key, role, merchant): same bodies and headers. Any other request (another content type,
+    bad JSON, an invalid quote, another Authorization scheme, a query string) goes on to the FastAPI route
+    with its body, so those errors stay the route's own, in the route's order."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        (self._route,) = [
+            route for route in router.routes if isinstance(route, APIRoute) and route.endpoint is create_quote
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == "/v1/quotes"
+            and not scope["query_string"]
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await _read_body(receive)
+        except ClientDisconnect:
+            return
+        except StarletteHTTPException as exc:  # the body limit
+            scope["route"] = self._route
+            await http_problem_for(exc)(scope, receive, send)
+            return
+        plain = _plain_quote(scope["headers"], body)
+        if plain is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        quote_in, token = plain
+        scope["route"] = self._route  # the access line and metrics name the route
+        state = scope["app"].state
+        try:
+            principal = await principal_for(state, token)
+            ensure_role(principal, _QUOTE_ROLES)
+            async with state.read_pool.acquire() as db:
+                quote = await _quote(state, principal, quote_in, db)
+            response: Response = Response(quote.model_dump_json(), media_type="application/json")
+        except ProblemError as exc:
+            response = problem_for(exc)
+        await response(scope, receive, send)
+
+
+def _plain_quote(headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[QuoteIn, str] | None:
+    """The quote and the bearer token of a request the route would read the same way, else None. (The first
+    of repeated headers counts, as in Starlette.)"""
+    found = dict(reversed(headers))
+    content_type = found.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    scheme, _, token = found.get(b"authorization", b"").decode("latin-1").partition(" ")
+    token = token.strip()
+    if content_type != b"application/json" or scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        return QuoteIn.model_validate(parse_json(body)), token
+    except ValueError:  # not JSON, or not a valid quote (a ValidationError is a ValueError)
+        return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` for an app downstream, after the body was read here."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 # ---- order events in ----

@@ -37,10 +37,18 @@ async def lock_keys(db: asyncpg.Connection, keys: Sequence[tuple[int, int, bool]
         )
 
 
+def _rule_in_effect(placed_at: str) -> str:
+    """The rule version of merchant `m` in effect at `placed_at`: one lookup for orders and quotes alike."""
+    return f"""
+           SELECT r.id FROM donation_rules r
+           WHERE r.merchant_id = m.id AND r.effective_from <= {placed_at}
+           ORDER BY r.effective_from DESC, r.created_at DESC, r.id DESC LIMIT 1"""  # noqa: S608 - a column or a parameter
+
+
 # Every lookup is a LATERAL probe per wanted key, kept from being flattened into a join (LIMIT 1 on unique keys,
 # OFFSET 0 otherwise), so the plan is index lookups whatever the statistics said when the statement was first
 # prepared: a plan cached while a table was tiny would otherwise scan it for the life of the connection.
-_READ_BATCH = """
+_READ_BATCH = f"""
     SELECT
       (SELECT array_agg(ROW(d.platform_id, d.webhook_id, d.status, d.response_status, d.response_body::text))
        FROM unnest($1::text[], $2::text[]) AS u(p, w)
@@ -52,11 +60,7 @@ _READ_BATCH = """
        LEFT JOIN LATERAL (
            SELECT m.id FROM merchants m WHERE m.platform_id = e.p AND m.external_id = e.x LIMIT 1
        ) m ON true
-       LEFT JOIN LATERAL (
-           SELECT r.id FROM donation_rules r
-           WHERE r.merchant_id = m.id AND r.effective_from <= e.placed_at
-           ORDER BY r.effective_from DESC, r.created_at DESC, r.id DESC LIMIT 1
-       ) r ON true) AS merchants,
+       LEFT JOIN LATERAL ({_rule_in_effect("e.placed_at")}) r ON true) AS merchants,
       (SELECT array_agg(ROW(o.*)) FROM (
            SELECT o.id, o.platform_id, o.external_id, m.external_id, o.merchant_id, o.currency, o.base_amount,
                   o.donation_amount, o.refunded_amount, o.reversed_amount, o.cancelled_at IS NOT NULL,
@@ -90,7 +94,7 @@ _READ_BATCH = """
            ORDER BY d.received_at, d.webhook_id
            FOR UPDATE OF d
        ) d) AS parked
-"""
+"""  # noqa: S608 - constant text, values are parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +162,18 @@ async def parked_waiting_for(
 async def merchant_and_rule(
     db: asyncpg.Connection, platform_id: str, merchant_external_id: str, at: datetime
 ) -> tuple[str | None, str | None]:
-    """The merchant (or None) and the rule version in effect at `at` (or None): the order webhook's own lookup,
-    so a quote and the recorded donation are computed from the same rule."""
-    facts = await read_batch(db, BatchLookups(merchants_for=[(platform_id, merchant_external_id, at)]))
-    merchant_id, rule_id = facts.merchants[0]
-    return merchant_id, rule_id
+    """The merchant (or None) and the rule version in effect at `at` (or None), found as the order webhook finds
+    them, so a quote and the recorded donation are computed from the same rule. A statement of its own: PostgreSQL
+    keeps a generic plan for it, where the batch statement is planned afresh on each execution."""
+    row = await db.fetchrow(_MERCHANT_AND_RULE, platform_id, merchant_external_id, at)
+    return (None, None) if row is None else (row[0], row[1])
+
+
+_MERCHANT_AND_RULE = f"""
+    SELECT m.id, r.id FROM merchants m
+    LEFT JOIN LATERAL ({_rule_in_effect("$3")}) r ON true
+    WHERE m.platform_id = $1 AND m.external_id = $2
+"""  # noqa: S608 - constant text, values are parameters
 
 
 async def rule_terms(db: asyncpg.Connection, rule_ids: Sequence[str]) -> list[tuple[str, int, Any, Any]]:
