@@ -2,8 +2,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, String, func, text
-from sqlalchemy.dialects.postgresql import ExcludeConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt
@@ -26,8 +37,8 @@ class LovePackage(CreatedAt, Base):
 
     Its funding is its stretch of the pool queue, `[funding_start, funding_end)`: exactly its cost, and the
     orders whose funding sources overlap that stretch paid for it, each with the overlap. The queue is
-    append-only and packages take consecutive stretches from its front, so the stretches never overlap (the
-    database refuses an overlap) and no unit of money pays for two packages."""
+    append-only and packages take consecutive stretches from its front, so the stretches never overlap and no
+    unit of money pays for two packages; the database holds it too (each stretch must follow another's end)."""
 
     __tablename__ = "love_packages"
     __table_args__ = (
@@ -37,11 +48,16 @@ class LovePackage(CreatedAt, Base):
         Index(
             "ix_love_packages_stock", "kind_id", "created_at", postgresql_where=text("status = 'in_stock'")
         ),
+        # The stretches tile the spent part of the queue: each starts where another ends (or at 0), and no two
+        # start, or end, at the same place. So no unit of money is in two packages, and none is skipped.
         Index("ix_love_packages_funding_start", "funding_start", unique=True),
-        ExcludeConstraint(
-            (func.int8range(text("funding_start"), text("funding_end")), "&&"),
-            name="funding_never_overlaps",
-            using="spgist",
+        UniqueConstraint("funding_end"),
+        ForeignKeyConstraint(["follows_end"], ["love_packages.funding_end"]),
+        # Which packages an order's money went into: the packages whose stretch overlaps its funding sources'.
+        Index(
+            "ix_love_packages_funding_stretch",
+            func.int8range(text("funding_start"), text("funding_end")),
+            postgresql_using="spgist",
         ),
     )
 
@@ -58,6 +74,10 @@ class LovePackage(CreatedAt, Base):
     shipment_id: Mapped[str | None] = mapped_column(ForeignKey("shipments.id"), index=True, nullable=True)
     funding_start: Mapped[int] = mapped_column(BigInteger, nullable=False)
     funding_end: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # The end of the stretch this one follows; none for the stretch that starts the queue.
+    follows_end: Mapped[int | None] = mapped_column(
+        BigInteger, Computed("NULLIF(funding_start, 0)", persisted=True), nullable=True
+    )
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # The current trip's delivery (its shipment's `delivered` event) and the school's receipt (`receipt_confirmed`).
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

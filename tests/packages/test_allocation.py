@@ -96,29 +96,35 @@ async def test_a_run_turns_the_pool_into_packages_funded_oldest_money_first(pool
     await audit_ok(pool.client, pool.admin)
 
 
-async def test_the_database_refuses_a_package_whose_money_overlaps_another(pool: Pool) -> None:
+async def test_the_database_refuses_a_package_whose_money_overlaps_another_or_skips_some(pool: Pool) -> None:
     """Belt and braces under the run's lock: even a writer that bypasses the service cannot make two packages
-    share a unit of the pool queue (the stretches' exclusion constraint), however the stretch is shifted."""
+    share a unit of the pool queue, nor leave a gap before a package: each stretch must start where another ends."""
     shop = await pool.merchant()
     await pool.collect([(shop, "O-1", 1000)])
     kind = await pool.kind(unit_cost={"amount": 500, "currency": "USD"})
     await pool.school(["1"])
-    await pool.run(term="2027-T1", package_kind_id=kind["id"])
+    await pool.run(term="2027-T1", package_kind_id=kind["id"])  # one package: [0, 500)
     copy_with_stretch_at = """
         INSERT INTO love_packages (id, kind_id, kind_version_id, cost, currency, run_id, status, school_id, grade,
                                    shipment_id, status_changed_at, funding_start, funding_end)
         SELECT :id, kind_id, kind_version_id, cost, currency, run_id, 'in_stock', school_id, grade, shipment_id,
                status_changed_at, funding_start + :shift, funding_end + :shift
         FROM love_packages"""
-    for shift in (1, 250, 499, -1):
+    refusals = {
+        0: "ix_love_packages_funding_start",  # the same stretch again
+        1: "fk_love_packages_follows_end",  # overlapping by 499
+        250: "fk_love_packages_follows_end",
+        499: "fk_love_packages_follows_end",  # overlapping by 1
+        600: "fk_love_packages_follows_end",  # a gap of 100 before it
+        -1: "ck_love_packages_funding_is_cost",  # before the queue's start
+    }
+    for shift, constraint in refusals.items():
         async with pool.app.state.engine.connect() as connection:
-            with pytest.raises(
-                IntegrityError, match=r"funding_never_overlaps|ck_love_packages_funding_is_cost"
-            ):
+            with pytest.raises(IntegrityError, match=constraint):
                 await connection.execute(
-                    text(copy_with_stretch_at), {"id": f"pkg_overlap{shift}", "shift": shift}
+                    text(copy_with_stretch_at), {"id": f"pkg_bad{shift}", "shift": shift}
                 )
-    # Right after the last unit spent is free: the constraint refuses overlaps, not neighbours.
+    # Right after the last unit spent is where the next package goes.
     async with pool.app.state.engine.connect() as connection:
         await connection.execute(text(copy_with_stretch_at), {"id": "pkg_next", "shift": 500})
         await connection.rollback()
