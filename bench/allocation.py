@@ -8,8 +8,8 @@ funding sources with the ledger entry that put the money in the pool, schools ac
 runs one allocation through the service code (`app.packages.allocation.run_allocation`, in one transaction as
 the API does) and prints: wall time, packages per second, the lineage (package × order rows of the
 `package_funding` view: the run writes each package's stretch of the pool queue, and the orders paying for it are
-the funding sources that stretch overlaps), the run's peak memory (Python's, traced in a dry run of the same plan
-just before the timed run, which runs untraced; and the timed run's RSS growth), and runs with the same number of packages over
+the funding sources that stretch overlaps), the run's peak memory (Python's, traced with tracemalloc in a dry run of
+the same plan just before the timed run, which runs untraced), and runs with the same number of packages over
 a tenth of the students and over all of them (memory must not grow with the number of students). Verifies that every
 package is funded exactly, no money is spent twice and no student got two packages. Drops the database at the end.
 """
@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import gc
 import os
-import resource
 import time
 import tracemalloc
 import uuid
@@ -152,7 +151,6 @@ async def one_run(url: str, kind_id: str, *, packages: int, dry_run: bool = Fals
     gc.collect()
     if dry_run:
         tracemalloc.start()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     try:
         async with sessionmaker() as session, session.begin():
@@ -173,7 +171,6 @@ async def one_run(url: str, kind_id: str, *, packages: int, dry_run: bool = Fals
         "seconds": elapsed,
         "packages": out.packages,
         "python_peak_mib": peak / 2**20,
-        "rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024,
         "run": out,
     }
 
@@ -244,8 +241,7 @@ async def bench(args: argparse.Namespace) -> int:
             print(
                 f"  run: {result['seconds']:.2f} s, {result['packages']:,} packages "
                 f"({result['packages'] / result['seconds']:,.0f}/s), {lineage:,} lineage rows, "
-                f"Python peak {result['python_peak_mib']:.1f} MiB in its dry run "
-                f"(the run's RSS grew {result['rss_growth_mib']:.0f} MiB), "
+                f"Python peak {result['python_peak_mib']:.1f} MiB (traced in its dry run), "
                 f"verification: {'ok' if not problems else '; '.join(problems)}"
             )
         finally:
