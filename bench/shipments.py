@@ -75,6 +75,21 @@ def _ok(response: httpx.Response) -> Any:
     return response.json()
 
 
+def _settled(http: httpx.Client) -> Any:
+    """A settlement run: queued through the API, run by the service's worker, waited for."""
+    started = http.post("/v1/settlement-runs", json={})
+    if started.status_code != 202:
+        raise SystemExit(f"POST /v1/settlement-runs: {started.status_code} {started.text}")
+    deadline = time.monotonic() + 120
+    while True:
+        run = _ok(http.get(f"/v1/settlement-runs/{started.json()['id']}"))
+        if run["status"] in ("done", "failed") or time.monotonic() > deadline:
+            if run["status"] != "done":
+                raise SystemExit(f"settlement run did not finish: {run}")
+            return run
+        time.sleep(0.1)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -106,7 +121,7 @@ def _setup(http: httpx.Client, boxes: int, shipments: int) -> tuple[str, list[st
             headers=signed_headers(platform["webhook_secret"], body),
         )
     )
-    [statement] = _ok(http.post("/v1/settlement-runs", json={}))["statements"]
+    [statement] = _settled(http)["statements"]
     _ok(
         http.post(
             f"/v1/statements/{statement['id']}/payments",
