@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from tests.conftest import Shop
@@ -29,11 +31,16 @@ async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) ->
     assert replaced.headers["x-request-id"] != "bad id\twith tab"
 
 
-async def test_health_and_readiness(client: httpx.AsyncClient, app: object) -> None:
+async def test_health_and_readiness(
+    client: httpx.AsyncClient, app: object, caplog: pytest.LogCaptureFixture
+) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
+    caplog.set_level(logging.DEBUG)
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["schema_revision"] == app.state.schema_head  # type: ignore[attr-defined]
+    # Probed every few seconds by an orchestrator: its request line, and nothing of Alembic's each time.
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
 
     async with app.state.engine.begin() as connection:  # type: ignore[attr-defined]
         await connection.execute(text("UPDATE alembic_version SET version_num = 'somewhere-else'"))

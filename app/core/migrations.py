@@ -6,8 +6,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -38,4 +38,9 @@ def head_revision() -> str | None:
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:
-    return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+    """The schema's revision, read straight from Alembic's table: a readiness probe polled every few seconds must
+    not log Alembic's start-up lines each time, as a migration context would."""
+    if not (await connection.execute(text("SELECT to_regclass('alembic_version') IS NOT NULL"))).scalar_one():
+        return None
+    revision = (await connection.execute(text("SELECT version_num FROM alembic_version LIMIT 1"))).scalar()
+    return str(revision) if revision is not None else None
