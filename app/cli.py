@@ -52,11 +52,14 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     import uvicorn
 
     from app.core.logging import configure_logging
-    from app.core.preflight import check_ready_to_serve
+    from app.core.preflight import check_address_free, check_ready_to_serve
 
     configure_logging(settings.log_level)
+    host, port = host or settings.host, port or settings.port
     keep_alive, url = _database_url(settings)
     if code := _preflight(check_ready_to_serve(url, settings)):
+        return code
+    if code := _preflight(check_address_free(host, port)):
         return code
     metrics_dir = None
     if settings.workers > 1:
@@ -73,8 +76,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     uvicorn.run(
         "app.main:app_factory",
         factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=host,
+        port=port,
         workers=settings.workers,
         log_config=None,
         access_log=False,

@@ -173,6 +173,20 @@ async def test_commands_refuse_a_missing_or_unmigrated_database_in_one_line(
         await pg_server.drop_database(name)
 
 
+def test_serving_where_another_server_listens_is_refused_in_one_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = g4g_env(DATABASE_URL=database_url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path))
+    first = LiveServer(env, tmp_path / "first.log")
+    try:
+        second = run_g4g("serve", "--port", str(first.port), env=env)
+        assert second.returncode == 6
+        assert f"127.0.0.1:{first.port} is already in use" in _one_line(second)
+        assert httpx.get(first.url + "/readyz").status_code == 200  # the first one is untouched
+    finally:
+        assert first.stop() == 0
+
+
 def test_audit_exit_codes_tell_a_broken_invariant_from_an_unreachable_database(
     database_url: str, tmp_path: Path
 ) -> None:

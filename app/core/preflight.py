@@ -2,7 +2,7 @@
 
 Exit codes of `g4g` (documented in the README): 0 success, 1 the command's own failure (e.g. `audit` found a
 broken invariant), 2 an invalid setting, 3 the database can't be reached, 4 the schema isn't current (run
-`g4g migrate`), 5 the data key can't read the data encrypted in this database."""
+`g4g migrate`), 5 the data key can't read the data encrypted in this database, 6 the address to serve on is taken."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from app.core.settings import Settings
 EXIT_DATABASE_UNREACHABLE = 3
 EXIT_SCHEMA_NOT_CURRENT = 4
 EXIT_DATA_KEY_MISMATCH = 5
+EXIT_ADDRESS_IN_USE = 6
 
 
 class PreflightError(Exception):
@@ -24,6 +25,27 @@ class PreflightError(Exception):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether `g4g serve` could listen there (uvicorn reuses an address whose old connections are closing)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+async def check_address_free(host: str, port: int) -> None:
+    """Refuse to start where another process already listens (another `g4g serve`?), before the database is
+    touched, rather than start the workers and stop again."""
+    if not port_is_free(host, port):
+        raise PreflightError(
+            f"{host}:{port} is already in use (another g4g serve?); stop it, or choose a port with G4G_PORT",
+            EXIT_ADDRESS_IN_USE,
+        )
 
 
 def driver_dsn(url: str) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from app.core.preflight import port_is_free
 from app.demo.api import DemoError
 
 # The demo's service settles what it was sent straight away (no 30-day return window), keeps the public figures
@@ -28,17 +28,6 @@ DEMO_SETTINGS = {
 
 def _g4g(*args: str) -> list[str]:
     return [sys.executable, "-m", "app.cli", *args]
-
-
-def port_is_free(port: int) -> bool:
-    """Whether `g4g serve` could listen there (uvicorn reuses an address whose old connections are closing)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class DemoService:
@@ -59,7 +48,7 @@ class DemoService:
         self.process: subprocess.Popen[bytes] | None = None
 
     def migrate(self) -> None:
-        if not port_is_free(self.port):
+        if not port_is_free("127.0.0.1", self.port):
             raise DemoError(
                 f"port {self.port} is taken (another g4g serve?): pass --port, or --url and --admin-key to use it"
             )
