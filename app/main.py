@@ -63,8 +63,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.read_pool = await database.read_pool(size=settings.db_pool_size)
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.webhook_secrets = WebhookSecretCache(app.state.sessionmaker, app.state.cipher)
+        app.state.inbox_pool = await database.inbox_pool(size=settings.ingest_concurrency)
         app.state.order_inbox = OrderEventInbox(
-            engine,
+            app.state.inbox_pool,
             app.state.clock,
             max_batch=settings.ingest_max_batch,
             concurrency=settings.ingest_concurrency,
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                     await worker_task
                 await app.state.worker.context.http.aclose()
             await app.state.order_inbox.stop()
+            await app.state.inbox_pool.close()
             await app.state.transparency.close()
             if app.state.stripe is not None:
                 await app.state.stripe.close()

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import asyncpg
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.clock import Clock
 from app.core.observability import ORDER_WEBHOOKS
@@ -40,9 +39,9 @@ class _Waiting:
 
 class OrderEventInbox:
     def __init__(
-        self, engine: AsyncEngine, clock: Clock, *, max_batch: int = 64, concurrency: int = 4
+        self, pool: asyncpg.Pool, clock: Clock, *, max_batch: int = 64, concurrency: int = 4
     ) -> None:
-        self._engine = engine
+        self._pool = pool
         self._clock = clock
         self._max_batch = max_batch
         self._concurrency = concurrency
@@ -111,8 +110,5 @@ class OrderEventInbox:
         raise AssertionError("unreachable")
 
     async def _apply_once(self, deliveries: list[ingest.Delivery]) -> list[Outcome]:
-        async with self._engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            db: asyncpg.Connection = raw.driver_connection
-            async with db.transaction():
-                return await ingest.receive(db, deliveries, now=self._clock.now())
+        async with self._pool.acquire() as db, db.transaction():
+            return await ingest.receive(db, deliveries, now=self._clock.now())

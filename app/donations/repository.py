@@ -251,6 +251,10 @@ class BatchWrites:
     events: list[NewEvent] = field(default_factory=list)
 
 
+# The rows it updates are found as the read statement finds rows, by a LATERAL probe per key, and then updated
+# by their ctid, so the plan is index probes whatever the statistics said when it was prepared (a plan made on
+# nearly empty tables would otherwise hash-join a whole-table scan). The rows were row-locked by the batch's
+# read, so no concurrent update can move them between the probe and the update.
 _WRITE_BATCH = f"""
     WITH deliveries_claimed AS (
         INSERT INTO webhook_deliveries (platform_id, webhook_id, body, event_type, status, response_status,
@@ -267,7 +271,10 @@ _WRITE_BATCH = f"""
             waiting_for = u.wf, settled_at = now()
         FROM unnest($10::text[], $11::text[], $12::text[], $13::int[], $14::text[], $15::text[], $16::text[])
              AS u(p, w, s, rs, rb, nk, wf)
-        WHERE d.platform_id = u.p AND d.webhook_id = u.w
+        CROSS JOIN LATERAL (
+            SELECT ctid FROM webhook_deliveries WHERE platform_id = u.p AND webhook_id = u.w LIMIT 1
+        ) found
+        WHERE d.ctid = found.ctid
     ), orders_written AS (
         INSERT INTO orders (id, platform_id, external_id, merchant_id, currency, placed_at, items, base_amount,
                             donation_amount, rule_id, content_hash, refunded_amount, reversed_amount,
@@ -285,7 +292,8 @@ _WRITE_BATCH = f"""
         UPDATE orders o SET refunded_amount = u.r, reversed_amount = u.v,
                             cancelled_at = COALESCE(o.cancelled_at, u.c)
         FROM unnest($38::text[], $39::bigint[], $40::bigint[], $41::timestamptz[]) AS u(id, r, v, c)
-        WHERE o.id = u.id
+        CROSS JOIN LATERAL (SELECT ctid FROM orders WHERE id = u.id LIMIT 1) found
+        WHERE o.ctid = found.ctid
     ), anomalies_written AS (
         INSERT INTO webhook_anomalies (id, platform_id, webhook_id, kind, natural_key, detail)
         SELECT * FROM unnest($42::text[], $43::text[], $44::text[], $45::text[], $46::text[], $47::text[])
