@@ -21,50 +21,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import secrets
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import order_paid, signed_headers  # noqa: E402 - after the path is set
+from served import served  # noqa: E402 - after the path is set
 
-G4G = str(Path(sys.executable).with_name("g4g"))
-DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+from tests.helpers import order_paid, signed_headers  # noqa: E402
+
 COST = 2500
-
-
-def _database_url(base: str, name: str) -> str:
-    return urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _execute(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 def _ok(response: httpx.Response) -> Any:
@@ -238,57 +211,21 @@ async def _many(
 
 
 def main(args: argparse.Namespace) -> int:
-    base = os.environ.get("DATABASE_URL", DEFAULT_SERVER_URL)
-    name = f"g4g_bench_shipments_{secrets.token_hex(4)}"
-    url = _database_url(base, name)
-    asyncio.run(_execute(base, f'CREATE DATABASE "{name}"'))
-    work = Path(tempfile.mkdtemp(prefix="g4g-bench-shipments-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("G4G_")}
-    env.update(DATABASE_URL=url, G4G_DATA_DIR=str(work), G4G_LOG_LEVEL="warning", G4G_RETURN_WINDOW_DAYS="0")
-    server = None
-    try:
-        subprocess.run([G4G, "migrate"], env=env, check=True, capture_output=True)
-        token = subprocess.run(
-            [G4G, "create-api-key", "--role", "admin", "--name", "bench"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        port = _free_port()
-        log = (work / "serve.log").open("w")
-        server = subprocess.Popen(
-            [G4G, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    with served("shipments", G4G_RETURN_WINDOW_DAYS="0") as service:
+        http = service.http
+        big, small, partner = _setup(http, args.boxes, args.shipments)
+        _big_shipment(http, big, partner)
+        started = time.perf_counter()
+        times = asyncio.run(_many(service.url, small, partner, args.concurrency))
+        elapsed = time.perf_counter() - started
+        times.sort()
+        print(
+            f"\n{len(times)} shipments handed over, {args.concurrency} in flight: {len(times) / elapsed:.0f} events/s,"
+            f" p50 {statistics.median(times) * 1000:.1f} ms, p99 {times[int(len(times) * 0.99) - 1] * 1000:.1f} ms"
         )
-        base_url = f"http://127.0.0.1:{port}"
-        with httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=300
-        ) as http:
-            for _ in range(300):
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            big, small, partner = _setup(http, args.boxes, args.shipments)
-            _big_shipment(http, big, partner)
-            started = time.perf_counter()
-            times = asyncio.run(_many(base_url, small, partner, args.concurrency))
-            elapsed = time.perf_counter() - started
-            times.sort()
-            print(
-                f"\n{len(times)} shipments handed over, {args.concurrency} in flight: {len(times) / elapsed:.0f} events/s,"
-                f" p50 {statistics.median(times) * 1000:.1f} ms, p99 {times[int(len(times) * 0.99) - 1] * 1000:.1f} ms"
-            )
-            audit = _ok(http.get("/v1/audit"))
-            print(f"\naudit ok: {audit['ok']}")
-            return 0 if audit["ok"] else 1
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-        asyncio.run(_execute(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        shutil.rmtree(work, ignore_errors=True)
+        audit = _ok(http.get("/v1/audit"))
+        print(f"\naudit ok: {audit['ok']}")
+        return 0 if audit["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -26,24 +26,18 @@ import asyncio
 import csv
 import io
 import json
-import os
 import secrets
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+from served import served
 
 ROOT = Path(__file__).resolve().parent.parent
-G4G = str(Path(sys.executable).with_name("g4g"))
-DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 GRADES = ["K", *map(str, range(1, 13))]
 
 
@@ -61,18 +55,6 @@ def _csv_body(rows: list[tuple[str, str]]) -> bytes:
     writer.writerow(["roster_code", "grade"])
     writer.writerows(rows)
     return out.getvalue().encode()
-
-
-def _database_url(base: str, name: str) -> str:
-    return urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _in_process_costs(rows: list[tuple[str, str]]) -> dict[str, float]:
@@ -122,61 +104,14 @@ def main() -> int:
     parser.add_argument("--big", type=int, default=50_000)
     args = parser.parse_args()
 
-    base = os.environ.get("DATABASE_URL", DEFAULT_SERVER_URL)
-    name = f"g4g_bench_students_{secrets.token_hex(4)}"
-    admin_url = base
-    url = _database_url(base, name)
-    asyncio.run(_execute(admin_url, f'CREATE DATABASE "{name}"'))
-    work = Path(tempfile.mkdtemp(prefix="g4g-bench-students-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("G4G_")}
-    env.update(DATABASE_URL=url, G4G_DATA_DIR=str(work), G4G_LOG_LEVEL="warning")
-    server = None
-    failed = False
-    try:
-        subprocess.run([G4G, "migrate"], env=env, check=True, capture_output=True)
-        token = subprocess.run(
-            [G4G, "create-api-key", "--role", "admin", "--name", "bench"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        port = _free_port()
-        log = (work / "serve.log").open("w")
-        server = subprocess.Popen(
-            [G4G, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        with httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=300
-        ) as http:
-            for _ in range(300):
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            failed = _run(http, url, args)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-        asyncio.run(_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        shutil.rmtree(work, ignore_errors=True)
+    with served("students") as service:
+        failed = _run(service.http, service.database_url, args)
     costs = _in_process_costs(_rows(args.rows, "COST"))
     print(
         f"\nin-process, one {args.rows}-row body: "
         + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in costs.items())
     )
     return 1 if failed else 0
-
-
-async def _execute(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 def _run(http: httpx.Client, url: str, args: argparse.Namespace) -> bool:
