@@ -57,6 +57,7 @@ from app.logistics.schemas import (
     ShipmentEventOut,
 )
 from app.packages import pool
+from app.packages.allocation import package_share
 
 log = structlog.get_logger("g4g.logistics")
 
@@ -371,13 +372,7 @@ async def _announce(
             if row["merchant_id"] not in listening.merchant_ids:
                 continue
             data = {
-                "package_id": row["package_id"],
-                "merchant_id": row["merchant_id"],
-                "share": {"amount": int(row["share"]), "currency": row["currency"]},
-                "cost": {"amount": int(row["cost"]), "currency": row["currency"]},
-                "country": row["country"],
-                "region": row["region"],
-                "grade": row["grade"],
+                **package_share(row),
                 "delivered_at": row["delivered_at"].isoformat() if row["delivered_at"] else None,
                 "receipt_confirmed_at": row["receipt_confirmed_at"].isoformat(),
             }

@@ -18,6 +18,7 @@ does all of it inside a savepoint and rolls it back: it is exactly the plan the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -231,15 +232,7 @@ async def _announce(db: asyncpg.Connection, package_ids: list[str], *, now: date
     shares = await repository.merchant_shares(db, package_ids)
     events: list[EventDraft] = []
     for row in shares:
-        data = {
-            "package_id": row["package_id"],
-            "merchant_id": row["merchant_id"],
-            "share": {"amount": int(row["share"]), "currency": row["currency"]},
-            "cost": {"amount": int(row["cost"]), "currency": row["currency"]},
-            "country": row["country"],
-            "region": row["region"],
-            "grade": row["grade"],
-        }
+        data = package_share(row)
         if row["merchant_id"] in listening.merchant_ids:
             events.append(EventDraft("package.allocated", data, now, merchant_id=row["merchant_id"]))
         if row["platform_id"] in listening.platform_ids:
@@ -249,6 +242,20 @@ async def _announce(db: asyncpg.Connection, package_ids: list[str], *, now: date
             EventDraft("package.allocated", {"package_id": package_id}, now) for package_id in package_ids
         ]
     await emit_many(db, events)
+
+
+def package_share(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What a merchant's `package.*` event says of a package it helped pay for: its share, the box's cost and
+    where the box went (never a student)."""
+    return {
+        "package_id": row["package_id"],
+        "merchant_id": row["merchant_id"],
+        "share": {"amount": int(row["share"]), "currency": row["currency"]},
+        "cost": {"amount": int(row["cost"]), "currency": row["currency"]},
+        "country": row["country"],
+        "region": row["region"],
+        "grade": row["grade"],
+    }
 
 
 def _why_nothing(
