@@ -21,6 +21,7 @@ from app.core.secrets import cipher_for
 from app.core.settings import Settings
 from app.donations import tasks as donations
 from app.events import tasks as events
+from app.events.destinations import events_client
 from app.reports import tasks as reports
 from app.settlement import tasks as settlement
 
@@ -60,13 +61,9 @@ def periodic_tasks(settings: Settings) -> list[Periodic]:
 
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
-    """For events out: a timeout on every phase of every call, no redirects (a redirect could lead anywhere)."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            settings.events_timeout_seconds, connect=min(5.0, settings.events_timeout_seconds)
-        ),
-        follow_redirects=False,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    """For events out: see `events_client`; public addresses only unless the settings allow private ones."""
+    return events_client(
+        timeout_seconds=settings.events_timeout_seconds, public_only=not settings.private_urls_allowed
     )
 
 

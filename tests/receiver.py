@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ class Received:
     webhook_id: str
     body: dict[str, Any]
     verified_with: list[int]  # indexes of the receiver's secrets that verify this message
+    host_header: str
 
 
 @dataclass
@@ -24,6 +26,9 @@ class Receiver:
     # Status codes to answer with, in order; once used up, 200.
     answers: list[int] = field(default_factory=list)
     delay: float = 0.0
+    host: str = "127.0.0.1"
+    port: int = 0
+    tls: ssl.SSLContext | None = None  # serve https with this context's certificate
     received: list[Received] = field(default_factory=list)
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -38,7 +43,7 @@ class Receiver:
                 verified.append(index)
             except WebhookVerificationError:
                 pass
-        self.received.append(Received(headers["webhook-id"], json.loads(body), verified))
+        self.received.append(Received(headers["webhook-id"], json.loads(body), verified, headers["host"]))
         if self.delay:
             await asyncio.sleep(self.delay)
         status = self.answers.pop(0) if self.answers else 200
@@ -49,10 +54,10 @@ class Receiver:
         app.router.add_post("/hook", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.tls)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/hook"
         return self
 
     async def stop(self) -> None:

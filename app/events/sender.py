@@ -1,54 +1,23 @@
-"""Sending one signed message to a receiver: address checks, Standard Webhooks signatures, bounded reads."""
+"""Sending one signed message to a receiver: Standard Webhooks signatures, bounded reads, and failures told in
+words that say nothing about the network beyond the receiver (where events may go is `destinations`'s)."""
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from app.events.destinations import UnsafeAddress
+
 MAX_RESPONSE_BYTES = 4096  # of a receiver's answer we read and keep; the rest is never read
 KEPT_RESPONSE_CHARS = 1000
-
-
-class UnsafeAddress(Exception):
-    """The URL's host resolves to an address events may not be sent to."""
-
-
-def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
-
-
-async def check_public_address(url: str) -> None:
-    """Refuse a URL whose host is, or resolves to, a private, loopback, link-local (cloud metadata), multicast or
-    reserved address. Every address it resolves to counts: one private answer is enough to refuse."""
-    host = urlsplit(url).hostname
-    if not host:
-        raise UnsafeAddress("the URL has no host")
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise UnsafeAddress(f"{host} does not resolve ({exc.strerror or exc})") from None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if _forbidden(address):
-            raise UnsafeAddress(f"{host} resolves to {address}, a private, loopback or link-local address")
+# Every failure to get an answer reads the same: a refused connection, a timeout and a TLS failure told apart would
+# let an endpoint's owner use the service to scan ports. The cause goes to the service's own log only.
+NO_ANSWER = "could not deliver: the endpoint did not answer"
 
 
 def signature_headers(message_id: str, body: str, secrets: Sequence[str], *, at: datetime) -> dict[str, str]:
@@ -70,6 +39,7 @@ class SendResult:
     duration_ms: int
     error: str | None
     response_body: str | None
+    cause: str | None = None  # for the service's log: what really went wrong, when `error` keeps it vague
 
 
 async def send(
@@ -78,19 +48,18 @@ async def send(
     message_id: str,
     body: str,
     secrets: Sequence[str],
-    *,
-    check_address: bool,
 ) -> SendResult:
-    """POST the message. 2xx is success; anything else (another status, a refused address, a timeout, a
-    connection error) is a failure with its reason. Never raises for what the receiver does."""
+    """POST the message with the events client (`destinations.events_client`, which refuses addresses that are
+    not public when told to). 2xx is success; anything else (another status, a refused address, no answer) is a
+    failure with its reason. Never raises for what the receiver does."""
     started = time.perf_counter()
 
-    def result(ok: bool, status: int | None, error: str | None, text: str | None = None) -> SendResult:
-        return SendResult(ok, status, round((time.perf_counter() - started) * 1000), error, text)
+    def result(
+        ok: bool, status: int | None, error: str | None, text: str | None = None, cause: str | None = None
+    ) -> SendResult:
+        return SendResult(ok, status, round((time.perf_counter() - started) * 1000), error, text, cause)
 
     try:
-        if check_address:
-            await check_public_address(url)
         headers = signature_headers(message_id, body, secrets, at=datetime.now(UTC))
         async with client.stream("POST", url, content=body.encode(), headers=headers) as response:
             received = bytearray()
@@ -103,7 +72,5 @@ async def send(
             return result(ok, response.status_code, None if ok else f"HTTP {response.status_code}", text)
     except UnsafeAddress as exc:
         return result(False, None, f"refused: {exc}")
-    except httpx.TimeoutException as exc:
-        return result(False, None, f"timed out ({type(exc).__name__})")
-    except httpx.HTTPError as exc:
-        return result(False, None, f"{type(exc).__name__}: {exc}"[:500])
+    except (httpx.HTTPError, OSError) as exc:
+        return result(False, None, NO_ANSWER, cause=f"{type(exc).__name__}: {exc}"[:500])

@@ -26,7 +26,7 @@ from app.core.ids import new_id
 from app.core.jobs import JobContext, enqueue
 from app.core.observability import EVENT_ATTEMPTS
 from app.core.secrets import decrypt, encrypt
-from app.events import repository, sender
+from app.events import destinations, repository, sender
 from app.events.catalogue import EVENT_TYPES, Audience, allowed_for
 from app.events.outbox import DELIVER_TASK, job_dedupe_key, job_payload
 from app.models import EventDelivery, WebhookEndpoint, WebhookEndpointSecret
@@ -112,10 +112,12 @@ async def check_url(url: str, *, production: bool, private_allowed: bool) -> Non
         raise InvalidRequest("url: may not carry a user name or password; authenticate with the signature.")
     if production and parts.scheme != "https":
         raise InvalidRequest("url: must be https in production.")
+    if not parts.hostname:
+        raise InvalidRequest("url: has no host.")
     if not private_allowed:
         try:
-            await sender.check_public_address(url)
-        except sender.UnsafeAddress as exc:
+            await destinations.public_addresses(parts.hostname)
+        except destinations.UnsafeAddress as exc:
             raise InvalidRequest(f"url: refused: {exc}.") from None
 
 
@@ -264,14 +266,8 @@ async def attempt_delivery(ctx: JobContext, job: DeliveryJob) -> None:
             final: str | None = "failed"
         else:
             body = message_body(claimed["type"], claimed["occurred_at"], claimed["data"])
-            result = await sender.send(
-                ctx.http,
-                claimed["url"],
-                job.delivery_id,
-                body,
-                secrets,
-                check_address=not ctx.settings.private_urls_allowed,
-            )
+            # ctx.http is the events client: it connects to public addresses only unless private ones are allowed.
+            result = await sender.send(ctx.http, claimed["url"], job.delivery_id, body, secrets)
             final = None
         attempts = claimed["attempts"] + 1
         next_at: datetime | None = None
@@ -319,6 +315,7 @@ async def attempt_delivery(ctx: JobContext, job: DeliveryJob) -> None:
         status_code=result.status_code,
         duration_ms=result.duration_ms,
         error=result.error,
+        cause=result.cause,
     )
 
 
