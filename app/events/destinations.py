@@ -110,7 +110,7 @@ async def public_addresses(host: str) -> list[Address]:
 
 class PublicOnlyNetwork(httpcore.AsyncNetworkBackend):
     """httpcore's network, except that a TCP connection goes only to the public addresses its host resolved to,
-    checked and connected to in one step. Tried in the resolver's order, within the one connect timeout."""
+    checked and connected to in one step: tried in the resolver's order, all within the one connect timeout."""
 
     def __init__(self) -> None:
         self._network = httpcore.AnyIOBackend()
@@ -123,21 +123,29 @@ class PublicOnlyNetwork(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        deadline = None if timeout is None else anyio.current_time() + timeout
         try:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(timeout):  # a resolver that hangs counts against the connect timeout too
                 addresses = await public_addresses(host)
-                failure: httpcore.ConnectError | None = None
-                for address in addresses:
-                    try:
-                        return await self._network.connect_tcp(
-                            str(address), port, local_address=local_address, socket_options=socket_options
-                        )
-                    except httpcore.ConnectError as exc:
-                        failure = exc
-                assert failure is not None  # public_addresses returns at least one
-                raise failure
         except TimeoutError:
-            raise httpcore.ConnectTimeout(f"no connection to {host} within {timeout} s") from None
+            raise httpcore.ConnectTimeout(f"{host} did not resolve within {timeout} s") from None
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for index, address in enumerate(addresses):
+            # What is left of the timeout, shared among the addresses not tried yet: one that never answers (an
+            # IPv6 address without a route, say) leaves time for the next.
+            share = None if deadline is None else (deadline - anyio.current_time()) / (len(addresses) - index)
+            try:
+                return await self._network.connect_tcp(
+                    str(address),
+                    port,
+                    timeout=share,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None  # public_addresses returns at least one address
+        raise failure
 
     async def connect_unix_socket(
         self,
