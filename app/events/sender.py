@@ -1,5 +1,6 @@
 """Sending one signed message to a receiver: Standard Webhooks signatures, bounded reads, and failures told in
-words that say nothing about the network beyond the receiver (where events may go is `destinations`'s)."""
+words that say nothing about the network behind the receiver. Which addresses may be reached is `destinations`'
+business (its client does the connecting)."""
 
 from __future__ import annotations
 
