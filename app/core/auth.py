@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from starlette.datastructures import State
@@ -110,6 +111,9 @@ class ApiKeyCache:
 async def authenticate(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> Principal:
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:  # checked before the body was read (`authorize_early`)
+        return known
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as `Authorization: Bearer <token>`.")
     return await principal_for(request.app.state, credentials.credentials)
@@ -141,6 +145,10 @@ async def principal_for(state: State, token: str) -> Principal:
     return principal
 
 
+# Each `Authorized(...)` dependency and the roles it allows, so a route can check them before reading a body.
+_ROLE_CHECKS: dict[Any, frozenset[Role]] = {}
+
+
 def Authorized(*roles: Role) -> Any:
     """A dependency giving the caller's `Principal`, refusing any role not listed with 403."""
     allowed = frozenset(roles)
@@ -150,7 +158,27 @@ def Authorized(*roles: Role) -> Any:
         request.state.principal = principal
         return principal
 
+    _ROLE_CHECKS[check] = allowed
     return Depends(check)
+
+
+def roles_required(dependant: Dependant) -> frozenset[Role] | None:
+    """The roles an endpoint's `Authorized(...)` allows (None: it takes no API key)."""
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        if current.call in _ROLE_CHECKS:
+            return _ROLE_CHECKS[current.call]
+        pending.extend(current.dependencies)
+    return None
+
+
+async def authorize_early(request: Request, roles: frozenset[Role]) -> None:
+    """What `Authorized(*roles)` decides, from the Authorization header alone: called before the body is read,
+    so a request without a valid key of an allowed role is answered 401 or 403 having sent nothing we read."""
+    principal = await authenticate(request, await _bearer(request))
+    ensure_role(principal, roles)
+    request.state.principal = principal
 
 
 def ensure_role(principal: Principal, allowed: frozenset[Role]) -> None:

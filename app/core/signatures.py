@@ -34,12 +34,9 @@ def _v1_entries(header: str) -> str:
     return " ".join(kept)
 
 
-def verify_standard_webhook(body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> str:
-    """Check `webhook-signature` against each secret (several during a rotation); returns the webhook id.
-
-    The signature may list several space-separated entries; one `v1` entry matching one secret is enough.
-    The timestamp must be within 5 minutes either way (fixed by the package). A body that isn't UTF-8 can't be
-    JSON and can't be checked (the scheme signs text): it is unauthenticated like any other unverifiable one."""
+def signed_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The three signature headers, refused with 401 if any is missing or none carries a well-formed `v1`
+    signature. It needs no body, so a request that could never verify is answered before its body is read."""
     wanted = {
         name: headers.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
     }
@@ -50,6 +47,16 @@ def verify_standard_webhook(body: bytes, headers: Mapping[str, str], secrets: Se
     wanted["webhook-signature"] = _v1_entries(wanted["webhook-signature"])
     if not wanted["webhook-signature"]:
         raise Unauthorized("No well-formed v1 signature in webhook-signature.")
+    return wanted
+
+
+def verify_standard_webhook(body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> str:
+    """Check `webhook-signature` against each secret (several during a rotation); returns the webhook id.
+
+    The signature may list several space-separated entries; one `v1` entry matching one secret is enough.
+    The timestamp must be within 5 minutes either way (fixed by the package). A body that isn't UTF-8 can't be
+    JSON and can't be checked (the scheme signs text): it is unauthenticated like any other unverifiable one."""
+    wanted = signed_headers(headers)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

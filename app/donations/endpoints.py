@@ -31,7 +31,7 @@ from app.core.errors import (
 from app.core.idempotency import IdempotencyDep
 from app.core.json_body import ExactJsonRoute, parse_json
 from app.core.pagination import Page, PageParams, page_of
-from app.core.signatures import verify_standard_webhook
+from app.core.signatures import signed_headers, verify_standard_webhook
 from app.core.types import ResourceId
 from app.donations import ingest, repository, service
 from app.donations.schemas import (
@@ -134,10 +134,11 @@ async def _quote(state: State, principal: Principal, body: QuoteIn, db: asyncpg.
 class QuoteFastPath:
     """Serves `POST /v1/quotes`, asked at every checkout, straight from ASGI as `OrderWebhookFastPath` does the
     webhook (FastAPI's routing and dependency solving cost more than the quote itself, see docs/scaling.md).
-    It answers a valid quote in a JSON body with a bearer key, and the errors the route would give such a
-    request (unknown key, role, merchant): same bodies and headers. Any other request (another content type,
-    bad JSON, an invalid quote, another Authorization scheme, a query string) goes on to the FastAPI route
-    with its body, so those errors stay the route's own, in the route's order."""
+    Like the route, it checks the bearer key and its role before reading the body, answering those errors
+    itself; then it answers a valid quote in a JSON body, and the errors the route would give it (unknown
+    merchant): same bodies and headers. Any other request (no bearer key, another content type, bad JSON, an
+    invalid quote, a query string) goes on to the FastAPI route with its body, so those errors stay the
+    route's own, in the route's order."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -146,32 +147,38 @@ class QuoteFastPath:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            scope["type"] == "http"
+        token = (
+            _bearer_token(scope["headers"])
+            if scope["type"] == "http"
             and scope["method"] == "POST"
             and scope["path"] == "/v1/quotes"
             and not scope["query_string"]
-        ):
+            else None
+        )
+        if token is None:
             await self.app(scope, receive, send)
+            return
+        scope["route"] = self._route  # the access line and metrics name the route
+        state = scope["app"].state
+        try:
+            principal = await principal_for(state, token)
+            ensure_role(principal, _QUOTE_ROLES)
+        except ProblemError as exc:
+            await problem_for(exc)(scope, receive, send)
             return
         try:
             body = await _read_body(receive)
         except ClientDisconnect:
             return
         except StarletteHTTPException as exc:  # the body limit
-            scope["route"] = self._route
             await http_problem_for(exc)(scope, receive, send)
             return
-        plain = _plain_quote(scope["headers"], body)
-        if plain is None:
+        quote_in = _plain_quote(scope["headers"], body)
+        if quote_in is None:
+            scope.setdefault("state", {})["principal"] = principal  # the route need not look the key up again
             await self.app(scope, _replay(body, receive), send)
             return
-        quote_in, token = plain
-        scope["route"] = self._route  # the access line and metrics name the route
-        state = scope["app"].state
         try:
-            principal = await principal_for(state, token)
-            ensure_role(principal, _QUOTE_ROLES)
             async with state.read_pool.acquire() as db:
                 quote = await _quote(state, principal, quote_in, db)
             response: Response = Response(quote.model_dump_json(), media_type="application/json")
@@ -180,18 +187,25 @@ class QuoteFastPath:
         await response(scope, receive, send)
 
 
-def _plain_quote(headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[QuoteIn, str] | None:
-    """The quote and the bearer token of a request the route would read the same way, else None. (The first
-    of repeated headers counts, as in Starlette.)"""
-    found = dict(reversed(headers))
-    content_type = found.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-    scheme, _, token = found.get(b"authorization", b"").decode("latin-1").partition(" ")
-    token = token.strip()
-    if content_type != b"application/json" or scheme.lower() != "bearer" or not token:
+def _bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The token of an `Authorization: Bearer …` header, else None. (The first of repeated headers counts, as
+    in Starlette.)"""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+def _plain_quote(headers: list[tuple[bytes, bytes]], body: bytes) -> QuoteIn | None:
+    """The quote in a JSON body the route would read the same way, else None."""
+    content_type = next((value for name, value in headers if name == b"content-type"), b"")
+    if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
         return None
     try:
-        return QuoteIn.model_validate(parse_json(body)), token
-    except ValueError:  # not JSON, or not a valid quote (a ValidationError is a ValueError)
+        return QuoteIn.model_validate(parse_json(body))
+    except (ValueError, ProblemError):  # not JSON, over the limits, or not a valid quote
         return None
 
 
@@ -244,16 +258,23 @@ async def receive_order_event(platform_id: ResourceId, request: Request) -> JSON
     `parked` (waits for its merchant or its payment) or `duplicate` (already applied under another webhook id).
     The same webhook id again gets the same answer and changes nothing; the same order, refund or cancellation
     with other content is a 409 and an anomaly for the operator."""
+    secrets = await _signing_secrets(request.app.state, platform_id, request.headers)
     body = await request.body()  # at most MAX_EVENT_BYTES: bounded while it streams (app/core/body_limit.py)
-    return await _answer_order_event(request.app.state, platform_id, request.headers, body)
+    return await _answer_order_event(request.app.state, platform_id, request.headers, secrets, body)
+
+
+async def _signing_secrets(state: State, platform_id: str, headers: Mapping[str, str]) -> list[str]:
+    """The platform's secrets, once its headers could carry a signature: checked before the body is read."""
+    secrets: list[str] | None = await state.webhook_secrets.get(platform_id)
+    if secrets is None:
+        raise NotFound(f"No platform {platform_id}.")
+    signed_headers(headers)
+    return secrets
 
 
 async def _answer_order_event(
-    state: State, platform_id: str, headers: Mapping[str, str], body: bytes
+    state: State, platform_id: str, headers: Mapping[str, str], secrets: list[str], body: bytes
 ) -> JSONResponse:
-    secrets = await state.webhook_secrets.get(platform_id)
-    if secrets is None:
-        raise NotFound(f"No platform {platform_id}.")
     try:
         webhook_id = verify_standard_webhook(body, headers, secrets)
     except Unauthorized:
@@ -302,9 +323,11 @@ class OrderWebhookFastPath:
         for name, value in scope["headers"]:
             if name in _SIGNATURE_HEADER_NAMES:
                 headers.setdefault(name.decode(), value.decode("latin-1"))  # the first, as Starlette's
+        state = scope["app"].state
         try:
+            secrets = await _signing_secrets(state, matched[1], headers)
             body = await _read_body(receive)
-            response = await _answer_order_event(scope["app"].state, matched[1], headers, body)
+            response = await _answer_order_event(state, matched[1], headers, secrets, body)
         except ClientDisconnect:
             return  # nobody to answer; nothing was submitted
         except ProblemError as exc:

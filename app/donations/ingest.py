@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 from pydantic import TypeAdapter, ValidationError
 
+from app.core.errors import ProblemError
 from app.core.ids import new_id
 from app.core.json_body import parse_json
 from app.core.money import MAX_ORDER_MINOR_UNITS
@@ -69,6 +70,9 @@ def parse_delivery(platform_id: str, webhook_id: str, body: bytes) -> Delivery:
         document = parse_json(body)
     except ValueError as exc:
         delivery.rejection = outcomes.rejected(f"not JSON: {exc}", status=400, kind="malformed-event")
+        return delivery
+    except ProblemError as exc:  # more values or deeper nesting than any event has
+        delivery.rejection = outcomes.rejected(str(exc), status=exc.status, kind="malformed-event")
         return delivery
     try:
         delivery.event = EVENT_ADAPTER.validate_python(document)

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.errors import InvalidRequest
+from app.core.json_body import JsonLimits, check_shape
 from app.packages.schemas import (
     MAX_ROSTER_CODE_LENGTH,
     MAX_STUDENTS_PER_IMPORT,
@@ -26,6 +27,9 @@ COLUMNS = ("roster_code", "grade")
 _NOT_A_STUDENT_FIELD = (
     "not accepted: a student is only a roster_code and a grade (no names, birth dates, photos or other data)"
 )
+# A full import is 3 values a student (the row, its code, its grade): room for a few too many students, so
+# those get the row-count message below rather than a bare 413.
+ROSTER_LIMITS = JsonLimits(depth=32, values=4 * MAX_STUDENTS_PER_IMPORT)
 _ROSTER_CODE_RULE = f"must be 1 to {MAX_ROSTER_CODE_LENGTH} characters, without control characters"
 
 
@@ -98,6 +102,7 @@ def _duplicates(rows: list[RosterRow], locate: Any) -> list[dict[str, Any]]:
 
 def read_json(body: bytes) -> list[RosterRow]:
     """`{"students": [{"roster_code", "grade"}, ...]}`."""
+    check_shape(body, ROSTER_LIMITS)
     try:
         parsed = StudentImportIn.model_validate_json(body)
     except ValidationError as exc:

@@ -135,6 +135,10 @@ async def test_both_paths_answer_alike(
         ("not one of our tokens", 401, bearer("abc"), _body()),
         ("a revoked key", 401, bearer(revoked["token"]), _body()),
         ("a merchant's key", 403, merchant, _body()),
+        # The key comes before the body, in both paths: a body from an unknown key is never read.
+        ("bad JSON, unknown key", 401, bearer("g4g_x"), b"{"),
+        ("an invalid quote, unknown key", 401, bearer("g4g_x"), b"[]"),
+        ("a deep body, unknown key", 401, bearer("g4g_x"), b"[" * 100_000),
     ]
     for what, status, headers, content in lean_cases:
         lean = await _both(client, route_only, headers={**json_type, **headers}, content=content)
@@ -145,20 +149,18 @@ async def test_both_paths_answer_alike(
             assert lean.headers["WWW-Authenticate"] == "Bearer"
     assert passed_on.requests == []
 
-    # Passed on to the route, which answers them in its own order (bad JSON before the key, the key before the
-    # quote's validity).
-    unknown = bearer("g4g_x")
+    # Passed on to the route, which answers them in its own order (the key, then the body).
     fractional = _body(items=[{"sku": "A", "quantity": 1, "amount": 999999999999999.99}])
     routed_cases: list[tuple[str, int, dict[str, str], bytes]] = [
         ("bad JSON", 422, {**json_type, **platform}, b'{"merchant_id": '),
-        ("bad JSON, unknown key", 422, {**json_type, **unknown}, b"{"),
         ("an empty body", 422, {**json_type, **platform}, b""),
         ("no items", 422, {**json_type, **platform}, _body(items=[])),
         ("an amount with a fraction", 422, {**json_type, **platform}, fractional),
-        ("an invalid quote, unknown key", 401, {**json_type, **unknown}, b"[]"),
+        ("too many values", 413, {**json_type, **platform}, b"[" + b"[]," * 100_000 + b"[]]"),
+        ("too deep", 422, {**json_type, **platform}, b"[" * 33 + b"]" * 33),
         ("another content type", 422, {**platform, "Content-Type": "text/plain"}, _body()),
         ("no content type", 422, platform, _body()),
-        ("another content type, unknown key", 401, {"Content-Type": "text/plain", **unknown}, _body()),
+        ("another content type, no key", 401, {"Content-Type": "text/plain"}, _body()),
         ("no credentials", 401, json_type, _body()),
         ("another scheme", 401, {**json_type, "Authorization": "Basic YTpi"}, _body()),
     ]
