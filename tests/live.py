@@ -24,8 +24,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The checkout whose `app` these tests import: the served process runs the same code (the installed `g4g` may
+# point at another checkout, e.g. from a git worktree).
+CODE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
 def g4g_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("G4G_") and k != "DATABASE_URL"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (CODE_ROOT, env.get("PYTHONPATH")) if p)
     env.update(values)
     return env
 
