@@ -91,6 +91,8 @@ async def test_unverifiable_deliveries_are_401_and_change_nothing(
 
 BODY_CASES: dict[str, tuple[Callable[[Shop], bytes], int, str]] = {
     "not json": (lambda shop: b"{this is not json", 400, "malformed-event"),
+    "more values than any event has": (lambda shop: b"[" + b"0," * 100_000 + b"0]", 413, "malformed-event"),
+    "nested deeper than any event": (lambda shop: b"[" * 33 + b"]" * 33, 422, "malformed-event"),
     "json but not an object": (lambda shop: b"[1, 2, 3]", 422, "invalid-event"),
     "unknown event type": (
         lambda shop: json.dumps(

@@ -679,3 +679,34 @@ async def test_a_receipt_for_thousands_of_boxes_fits_and_a_larger_body_does_not(
         "/v1/shipments/shp_nothing/events", json=body | {"note": "x" * 9_000_000}, headers=shipping.admin
     )
     assert_problem(huge, 413, "payload-too-large")
+
+
+async def test_a_body_over_the_json_limits_is_refused_whole_and_changes_nothing(shipping: Shipping) -> None:
+    shipment = await shipping.shipment(["1"])
+    before = await shipping.read(shipment["id"])
+    event = {"event_id": "E-limits", "status": "handed_over", "occurred_at": shipping.now().isoformat()}
+    url = f"/v1/shipments/{shipment['id']}/events"
+    prefix = json.dumps(event)[:-1].encode() + b', "packages": '
+    many = prefix + b"[" + b",".join([b"[]"] * 100_000) + b"]}"  # about 300 KiB, 100,006 values
+    deep = prefix + b"[" * 40 + b"]" * 40 + b"}"
+    for body, status, kind in ((many, 413, "payload-too-large"), (deep, 422, "invalid-request")):
+        response = await shipping.client.post(
+            url, content=body, headers={**shipping.partner_key, "content-type": "application/json"}
+        )
+        assert_problem(response, status, kind)
+    assert await shipping.read(shipment["id"]) == before
+    # Nothing of it was kept: the same event id with a sound body is applied as new.
+    applied = await shipping.client.post(url, json=event, headers=shipping.partner_key)
+    assert applied.status_code == 201, applied.text
+    assert applied.json()["result"] == "applied"
+
+
+async def test_the_largest_receipt_is_within_the_json_limits(shipping: Shipping) -> None:
+    outcomes = [
+        {"package_id": f"pkg_{n:026d}", "outcome": "damaged", "reason": "crushed"} for n in range(10_000)
+    ]
+    body = {"event_id": "R-1", "status": "receipt_confirmed", "occurred_at": shipping.now().isoformat()}
+    response = await shipping.client.post(
+        "/v1/shipments/shp_nothing/events", json=body | {"packages": outcomes}, headers=shipping.admin
+    )
+    assert_problem(response, 404, "not-found")  # read and validated: only the shipment is missing

@@ -341,6 +341,13 @@ async def test_imports_are_bounded_in_rows_and_bytes(
         headers=admin | {"content-type": "text/csv"},
     )
     assert_problem(huge, 413, "payload-too-large")
+    # Within the byte limit but not the shape: refused before a single object is built.
+    many = b'{"students":[' + b",".join([b"[]"] * 200_000) + b"]}"
+    assert_problem(
+        await _post(client, admin, school["id"], many, "application/json"), 413, "payload-too-large"
+    )
+    deep = b'{"students":[' + b"[" * 40 + b"]" * 40 + b"]}"
+    assert_problem(await _post(client, admin, school["id"], deep, "application/json"), 422, "invalid-request")
     assert await _student_rows(database_url) == []
 
 
