@@ -7,6 +7,7 @@ import csv
 import io
 import itertools
 import json
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -292,3 +293,21 @@ async def settle(
             assert run["status"] == "done", run
             return dict(run)
         await asyncio.sleep(0.05)
+
+
+# Spreadsheet formula starts (with the full-width forms some locales accept), and a bare number, which is no formula.
+_FORMULA_START = "=+-@\uff1d\uff0b\uff0d\uff20"
+_BARE_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def formula_cells(csv_file: str) -> list[str]:
+    """Every piece of a CSV file that a spreadsheet could take for a formula, whichever separator (comma,
+    semicolon, tab, pipe) it splits the lines on, with quotes honoured or not, spaces trimmed or not: [] when
+    the file is safe to open."""
+    found = []
+    for line in re.split(r"\r\n|\r|\n", csv_file):
+        for piece in re.split(r"[,;\t|]", line):
+            start = piece.lstrip(' \u00a0"')
+            if start and start[0] in _FORMULA_START and not _BARE_NUMBER.fullmatch(start.rstrip('"')):
+                found.append(piece)
+    return found

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from app.api_keys import repository, service
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
@@ -22,15 +21,20 @@ async def create_api_key(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin),
-) -> ApiKeyCreated | JSONResponse:
-    """Create an API key. The token is in this answer only; we keep just its hash."""
+) -> ApiKeyCreated:
+    """Create an API key. The token is in this answer only; we keep just its hash. A retry with the same
+    `Idempotency-Key` gets 409 `secret-shown-once` naming the key it created, never the token again."""
 
     async def create() -> ApiKeyCreated:
         scope = body.model_dump(exclude={"role", "name"})
         key, token = await service.create_api_key(session, role=body.role, name=body.name, **scope)
         return ApiKeyCreated(**ApiKeyRead.model_validate(key).model_dump(), token=token)
 
-    return await idempotency.run(principal, create)
+    return await idempotency.run_showing_secret_once(
+        principal,
+        create,
+        if_lost="If that answer was lost, revoke the key and create another under a new Idempotency-Key.",
+    )
 
 
 @router.get("", response_model=Page[ApiKeyRead], operation_id="list_api_keys")

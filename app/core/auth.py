@@ -53,12 +53,6 @@ class Principal:
             raise NotFound(f"No platform {requested}.")
         return self.platform_id
 
-    @property
-    def tenant(self) -> str:
-        """The scope that owns this caller's idempotency keys: all admin keys share one, a platform its own."""
-        scope = self.platform_id or self.merchant_id or self.logistics_partner_id or "-"
-        return f"{self.role.value}:{scope}"
-
 
 class Forbidden(ProblemError):
     status, kind, title = 403, "forbidden", "This credential's role may not do this"

@@ -48,6 +48,13 @@ class IdempotencyKeyReused(Conflict):
     kind, title = "idempotency-key-reused", "Idempotency-Key was used with a different request"
 
 
+class SecretShownOnce(Conflict):
+    kind, title = (
+        "secret-shown-once",
+        "This request was already answered, with a secret that is shown only once",
+    )
+
+
 class InvalidRequest(ProblemError):
     status, kind, title = 422, "invalid-request", "The request body or parameters are invalid"
 

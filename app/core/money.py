@@ -11,6 +11,7 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Any
 
@@ -50,6 +51,13 @@ def _exponent_of(code: str) -> int:
     if not isinstance(exponent, int):
         raise UnknownCurrency(f"{code!r} has no minor unit in ISO 4217 and cannot be used as money")
     return exponent
+
+
+def major_units(amount: int, currency: str) -> Decimal:
+    """`amount` minor units as an exact decimal of the major unit, to the currency's places: 196 USD is 1.96,
+    500 JPY is 500. For showing and exporting only; nothing computes with it."""
+    # Exact: an int of at most 19 digits moved by at most a few places fits the default 28-digit context.
+    return Decimal(amount).scaleb(-currency_exponent(currency))
 
 
 def is_known_currency(code: str) -> bool:

@@ -4,7 +4,6 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import SessionDep
@@ -81,9 +80,10 @@ async def create_webhook_endpoint(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(*_OWNERS),
-) -> EndpointWithSecret | JSONResponse:
+) -> EndpointWithSecret:
     """Where to send events, and which. A platform's or merchant's key registers an endpoint for itself; an admin's
-    is the programme's (every event of the types it names). The signing secret is in this answer only."""
+    is the programme's (every event of the types it names). The signing secret is in this answer only: a retry
+    with the same `Idempotency-Key` gets 409 `secret-shown-once` naming the endpoint it created."""
     url = await _checked_url(request, str(body.url))
 
     async def create() -> EndpointWithSecret:
@@ -92,7 +92,9 @@ async def create_webhook_endpoint(
         )
         return EndpointWithSecret(**endpoint_out(endpoint).model_dump(), secret=secret)
 
-    return await idempotency.run(principal, create)
+    return await idempotency.run_showing_secret_once(
+        principal, create, if_lost="If that answer was lost, rotate the endpoint's secret."
+    )
 
 
 @router.get("", response_model=Page[EndpointOut], operation_id="list_webhook_endpoints")

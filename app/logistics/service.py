@@ -4,8 +4,6 @@ with roster codes is the programme's alone. Posting events is `tracking.py`."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,6 +11,7 @@ from cryptography.fernet import MultiFernet
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
+from app.core.csv_export import csv_text
 from app.core.errors import NotFound
 from app.core.ids import new_id
 from app.core.secrets import decrypt
@@ -155,9 +154,13 @@ async def packing_list(session: AsyncSession, shipment_id: str, *, cipher: Multi
     erased student's code is gone, the line says so)."""
     if await repository.shipment(session, shipment_id) is None:
         raise NotFound(f"No shipment {shipment_id}.")
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["package_id", "package", "grade", "roster_code"])
-    for package_id, name, grade, code in await repository.packing_list(session, shipment_id):
-        writer.writerow([package_id, name, grade, decrypt(cipher, code) if code is not None else "(erased)"])
-    return out.getvalue()
+    rows = await repository.packing_list(session, shipment_id)
+    return csv_text(
+        [
+            ["package_id", "package", "grade", "roster_code"],
+            *(
+                [package_id, name, grade, decrypt(cipher, code) if code is not None else "(erased)"]
+                for package_id, name, grade, code in rows
+            ),
+        ]
+    )

@@ -3,7 +3,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from app.core.auth import Authorized, Principal, Role, ensure_visible
 from app.core.database import SessionDep
@@ -24,8 +23,10 @@ async def create_platform(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin),
-) -> PlatformWithSecret | JSONResponse:
-    """Register a platform. Its webhook signing secret is in this answer and nowhere else."""
+) -> PlatformWithSecret:
+    """Register a platform. Its webhook signing secret is in this answer and nowhere else: a retry with the same
+    `Idempotency-Key` gets 409 `secret-shown-once` naming the platform it created (rotate the secret if it was
+    lost)."""
 
     async def create() -> PlatformWithSecret:
         platform, secret = await service.create_platform(session, request.app.state.cipher, name=body.name)
@@ -33,7 +34,9 @@ async def create_platform(
             id=platform.id, name=platform.name, created_at=platform.created_at, webhook_secret=secret
         )
 
-    return await idempotency.run(principal, create)
+    return await idempotency.run_showing_secret_once(
+        principal, create, if_lost="If that answer was lost, rotate the platform's webhook secret."
+    )
 
 
 @router.get("", response_model=Page[PlatformRead], operation_id="list_platforms")

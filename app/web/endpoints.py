@@ -186,14 +186,12 @@ async def merchant_sign_out(
 
 
 @router.get("/merchant/donations.csv")
-async def merchant_donations_csv(request: Request, language: Language, signed_in: Merchant) -> Response:
+async def merchant_donations_csv(request: Request, signed_in: Merchant) -> Response:
     if signed_in is None:
         return RedirectResponse("/merchant", status_code=303)
     state = request.app.state
     final_before = state.clock.now() - timedelta(days=state.settings.return_window_days)
-    lines = service.donations_csv(
-        state.sessionmaker, signed_in.merchant.id, final_before=final_before, fmt=Formatter(language)
-    )
+    lines = service.donations_csv(state.sessionmaker, signed_in.merchant.id, final_before=final_before)
     return StreamingResponse(
         lines,
         media_type="text/csv; charset=utf-8",

@@ -18,7 +18,7 @@ from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal, format_percent
 from babel.support import NullTranslations, Translations
 
-from app.core.money import currency_exponent
+from app.core.money import major_units
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LANGUAGES = ("en", "id")  # English is the source language; the others have a catalogue
@@ -89,13 +89,7 @@ class Formatter:
 
     def money(self, amount: int, currency: str) -> str:
         """Minor units as an amount in the currency (exact: Decimal from the integer, never a float)."""
-        major = Decimal(amount).scaleb(-currency_exponent(currency))
-        return format_currency(major, currency, locale=self.language)
-
-    def major_units(self, amount: int, currency: str) -> str:
-        """Minor units as a plain decimal number, e.g. 196 CNY → "1.96" (for CSV files)."""
-        exponent = currency_exponent(currency)
-        return f"{Decimal(amount).scaleb(-exponent):.{exponent}f}"
+        return format_currency(major_units(amount, currency), currency, locale=self.language)
 
     def percent_bps(self, bps: int) -> str:
         return format_percent(Decimal(bps).scaleb(-4), "#,##0.#%", locale=self.language)

@@ -6,10 +6,8 @@ derived from the session token once signed in, equal to a random `g4g_csrf` cook
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
-import io
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,11 +19,12 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.auth import TOKEN_PREFIX, hash_token
+from app.core.csv_export import Cell, csv_text
 from app.core.ids import new_id
-from app.core.money import round_half_even
+from app.core.money import major_units, round_half_even
 from app.donations import repository as donations_repository
 from app.donations import service as donations
-from app.donations.schemas import DonationRuleOut
+from app.donations.schemas import DonationRow, DonationRuleOut
 from app.models import Merchant, WebSession
 from app.reports.schemas import MerchantImpactOut, StageMoney, TransparencyOut
 from app.reports.service import merchant_figures, merchant_impact, raised, value_in_base
@@ -530,12 +529,6 @@ CSV_COLUMNS = [
     "reversed_minor_units",
     "net_minor_units",
 ]
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
-
-
-def spreadsheet_safe(text: str) -> str:
-    """Text a spreadsheet would run as a formula is kept as text (a leading apostrophe, as OWASP advises)."""
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 async def donations_csv(
@@ -543,15 +536,11 @@ async def donations_csv(
     merchant_id: str,
     *,
     final_before: datetime,
-    fmt: Formatter,
     page_size: int = 1000,
 ) -> AsyncIterator[str]:
     """The merchant's donations, one row per order, oldest first: the rows of `GET /v1/merchants/{id}/donations`,
     read from one snapshot of the database page by page."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    yield out.getvalue()
+    yield csv_text([CSV_COLUMNS])
     async with sessionmaker() as session:
         await session.connection(
             execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
@@ -563,26 +552,26 @@ async def donations_csv(
             )
             if not rows:
                 return
-            out.seek(0)
-            out.truncate()
-            for order, status in rows:
-                row = donations.donation_row(order, status, final_before=final_before)
-                writer.writerow(
-                    [
-                        spreadsheet_safe(row.order_id),
-                        row.model_dump(mode="json")["placed_at"],
-                        row.stage,
-                        row.currency,
-                        fmt.major_units(row.donation.amount, row.currency),
-                        fmt.major_units(row.reversed.amount, row.currency),
-                        fmt.major_units(row.net.amount, row.currency),
-                        row.donation.amount,
-                        row.reversed.amount,
-                        row.net.amount,
-                    ]
-                )
-            yield out.getvalue()
+            yield csv_text(
+                _donation_cells(donations.donation_row(order, status, final_before=final_before))
+                for order, status in rows
+            )
             after = rows[-1][0].id
+
+
+def _donation_cells(row: DonationRow) -> list[Cell]:
+    return [
+        row.order_id,
+        row.model_dump(mode="json")["placed_at"],
+        row.stage,
+        row.currency,
+        major_units(row.donation.amount, row.currency),
+        major_units(row.reversed.amount, row.currency),
+        major_units(row.net.amount, row.currency),
+        row.donation.amount,
+        row.reversed.amount,
+        row.net.amount,
+    ]
 
 
 # ---- the billing page ----

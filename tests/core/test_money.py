@@ -20,6 +20,7 @@ from app.core.money import (
     UnknownCurrency,
     currency_exponent,
     is_known_currency,
+    major_units,
     round_half_even,
     split,
 )
@@ -308,3 +309,17 @@ def test_currency_code_validates_in_any_model() -> None:
 def test_money_out_has_the_api_shape() -> None:
     out = MoneyOut.from_money(Money(256, "CNY"))
     assert out.model_dump(mode="json") == {"amount": 256, "currency": "CNY"}
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "major"),
+    [
+        (196, "CNY", "1.96"),
+        (200, "USD", "2.00"),
+        (-98, "USD", "-0.98"),
+        (500, "JPY", "500"),
+        (5, "KWD", "0.005"),
+    ],
+)
+def test_major_units_is_exact_to_the_currencys_places(amount: int, currency: str, major: str) -> None:
+    assert str(major_units(amount, currency)) == major

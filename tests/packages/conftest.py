@@ -84,13 +84,14 @@ class Pool:
         return [statements[m] for m in order]
 
     async def school(
-        self, students: list[str], **overrides: Any
+        self, students: list[str], *, codes: list[str] | None = None, **overrides: Any
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """A school with students in the given grades (registered in that order)."""
+        """A school with students in the given grades (registered in that order), with the given roster codes or
+        new ones."""
         if not self.partner:
             self.partner = await create_partner(self.client, self.admin)
         school = await create_school(self.client, self.admin, partner_id=self.partner["id"], **overrides)
-        codes = roster_codes(len(students))
+        codes = codes or roster_codes(len(students))
         imported = await import_students(
             self.client, self.admin, school["id"], list(zip(codes, students, strict=True))
         )

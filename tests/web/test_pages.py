@@ -7,6 +7,7 @@ import hashlib
 import io
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -14,11 +15,13 @@ import pytest
 from sqlalchemy import text
 
 from app.core.clock import FrozenClock
+from app.core.csv_export import inert
 from app.web.security import DEFAULT_CSP
 from tests.conftest import Shop
 from tests.helpers import (
     create_key,
     create_merchant,
+    formula_cells,
     order_paid,
     order_refunded,
     send_event,
@@ -238,6 +241,7 @@ async def test_the_csv_export_has_the_apis_figures_and_is_spreadsheet_safe(
 ) -> None:
     await pay(client, shop, '=HYPERLINK("http://evil.example")')
     await pay(client, shop, "@SUM(A1)")
+    await pay(client, shop, "INV-7;=cmd|'/Ccalc'!A0;")  # a formula where Excel splits on semicolons
     refund = order_refunded("TEA-ORDER-2", "R-1", 6400, merchant=shop.external_id)
     assert (await send_event(client, shop.platform, refund)).json() == {"status": "applied"}
     await sign_in(client, two_shops["key"]["token"])
@@ -261,9 +265,10 @@ async def test_the_csv_export_has_the_apis_figures_and_is_spreadsheet_safe(
         api += page["data"]
         if not (cursor := page["next_cursor"]):
             break
-    assert len(rows) == len(api) == 5
+    assert len(rows) == len(api) == 6
+    assert formula_cells(download.text) == []
     for row, expected in zip(rows, api, strict=True):
-        assert row["order_id"].lstrip("'") == expected["order_id"]
+        assert row["order_id"] == inert(expected["order_id"])
         assert (row["stage"], row["currency"], row["placed_at"]) == (
             expected["stage"],
             expected["currency"],
@@ -271,10 +276,14 @@ async def test_the_csv_export_has_the_apis_figures_and_is_spreadsheet_safe(
         )
         for field in ("donation", "reversed", "net"):
             assert int(row[f"{field}_minor_units"]) == expected[field]["amount"]
+            # A bare number in major units (CNY: two places), as a spreadsheet adds it up.
+            assert re.fullmatch(r"-?\d+\.\d\d", row[field])
+            assert Decimal(row[field]) == Decimal(expected[field]["amount"]) / 100
     assert (
-        sum(int(r["net_minor_units"]) for r in rows) == sum(e["net"]["amount"] for e in api) == 5 * 196 - 98
+        sum(int(r["net_minor_units"]) for r in rows) == sum(e["net"]["amount"] for e in api) == 6 * 196 - 98
     )  # half of TEA-ORDER-2 refunded
     by_id = {r["order_id"]: r for r in rows}
     assert '\'=HYPERLINK("http://evil.example")' in by_id and "'@SUM(A1)" in by_id
+    assert "INV-7;'=cmd|'/Ccalc'!A0;" in by_id
     assert by_id["TEA-ORDER-2"]["reversed"] == "0.98" and by_id["TEA-ORDER-2"]["net"] == "0.98"
     assert "RIVAL-ORDER-1" not in download.text
