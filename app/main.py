@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api_keys.endpoints import router as api_keys
 from app.core.auth import ApiKeyCache
+from app.core.auth_failures import AuthFailures
 from app.core.body_limit import BodyAllowance, BodySizeLimit
 from app.core.clock import Clock, SystemClock
 from app.core.database import Database, make_sessionmaker
@@ -111,6 +112,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.cipher = cipher_for(settings)
     app.state.lookup_key = lookup_key_for(settings)
     app.state.api_keys = ApiKeyCache(settings.api_key_cache_seconds)
+    app.state.auth_failures = AuthFailures(
+        per_address=settings.auth_failures_per_address, per_key=settings.auth_failures_per_key
+    )
     app.state.schema_head = head_revision()
 
     install_error_handlers(app)

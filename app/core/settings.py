@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     # API keys are remembered this long per process (0: looked up on every request); a revoked key is refused
     # at once by the process that revoked it and by every other process within this bound.
     api_key_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 5.0
+    # Wrong API keys (API and dashboard sign-in) allowed per minute from one client address (IPv6: its /64) and with
+    # one key prefix; beyond them, 429 with Retry-After until the minute has passed.
+    auth_failures_per_address: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    auth_failures_per_key: Annotated[int, Field(ge=1, le=1_000_000)] = 10
     idempotency_ttl_hours: Annotated[int, Field(ge=24, le=24 * 30)] = 48
     webhook_secret_grace_hours: Annotated[int, Field(ge=0, le=24 * 7)] = 24
     # Order webhooks: how many deliveries may share one transaction, and how many transactions run at once.

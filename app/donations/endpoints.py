@@ -170,7 +170,7 @@ class QuoteFastPath:
         scope["route"] = self._route  # the access line and metrics name the route
         state = scope["app"].state
         try:
-            principal = await principal_for(state, token)
+            principal = await principal_for(state, token, scope.get("client"))
             ensure_role(principal, _QUOTE_ROLES)
             async with state.read_pool.acquire() as db:
                 quote = await _quote(state, principal, quote_in, db)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from app.core.auth import Forbidden
+from app.core.auth_failures import TooManyAttempts
 from app.core.database import SessionDep
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
@@ -143,14 +144,22 @@ async def merchant_sign_in(
     ):
         message = fmt.gettext("This form has expired. Please try again.")
         return _sign_in_page(request, language, error=message, status_code=403)
-    settings = request.app.state.settings
+    state = request.app.state
+    settings = state.settings
     try:
-        cookie_token = await service.sign_in(
-            session,
-            api_key,
-            now=request.app.state.clock.now(),
-            lifetime=timedelta(hours=settings.web_session_hours),
-        )
+        async with state.auth_failures.guard(
+            state.engine, request.client, api_key, now=state.clock.now(), refused=SignInRefused
+        ):
+            cookie_token = await service.sign_in(
+                session, api_key, now=state.clock.now(), lifetime=timedelta(hours=settings.web_session_hours)
+            )
+    except TooManyAttempts as exc:
+        message = fmt.gettext("Too many wrong keys from here. Wait %(seconds)s seconds, then try again.") % {
+            "seconds": fmt.count(exc.retry_after)
+        }
+        page = _sign_in_page(request, language, error=message, status_code=429)
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     except SignInRefused:
         message = fmt.gettext("That is not a valid merchant API key. Check the key and try again.")
         return _sign_in_page(request, language, error=message, status_code=401)

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import re
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -202,6 +203,31 @@ async def test_sign_in_refuses_wrong_keys_forged_forms_and_other_sites(
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert rubbish.status_code in (403, 422)
+
+
+async def test_sign_in_stops_a_guesser_with_429_and_retry_after(app: Any, two_shops: dict[str, Any]) -> None:
+    def visitor(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://g4g.test")
+
+    right = two_shops["key"]["token"]
+    async with visitor("203.0.113.7") as guesser, visitor("198.51.100.20") as merchant:
+        for _ in range(25):  # signing in with the right key never counts
+            assert (await sign_in(guesser, right)).status_code == 303
+            guesser.cookies.clear()
+        statuses = []
+        for _ in range(200):
+            page = await sign_in(guesser, "g4g_" + secrets.token_urlsafe(32))
+            statuses.append(page.status_code)
+        assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
+        assert 1 <= int(page.headers["retry-after"]) <= 60
+        assert "Too many wrong keys from here" in page.text
+        assert_strict_page(page)
+        guesser.cookies.set("g4g_lang", "id")
+        assert "Terlalu banyak kunci yang salah" in (await sign_in(guesser, "g4g_guess")).text
+        assert "g4g_session" not in guesser.cookies
+        # The merchant, elsewhere, signs in with its key.
+        assert (await sign_in(merchant, right)).status_code == 303
 
 
 async def test_the_session_cookie_is_secure_over_https(app: Any, two_shops: dict[str, Any]) -> None:
