@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.api_keys.endpoints import router as api_keys
-from app.core.auth import ApiKeyCache
+from app.core.auth import ApiKeyCache, Authorized, Role
 from app.core.auth_failures import AuthFailures
 from app.core.body_limit import BodyAllowance, BodySizeLimit
 from app.core.clock import Clock, SystemClock
@@ -137,9 +137,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(webhooks)  # the hottest path, matched first
     app.include_router(stripe_webhooks)
     app.include_router(health)
-    app.router.add_api_route(
-        "/metrics", metrics, include_in_schema=False, route_class_override=ExactJsonRoute
-    )
+    if settings.metrics_address is None:  # else only on that address (`g4g serve`)
+        app.router.add_api_route(
+            "/metrics",
+            metrics,
+            include_in_schema=False,
+            route_class_override=ExactJsonRoute,
+            dependencies=[Authorized(Role.admin)],
+        )
     app.include_router(api_keys)
     app.include_router(platforms)
     app.include_router(merchants)

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     events_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
     events_allow_private_urls: bool | None = None
 
+    # Prometheus metrics on a listener of their own ("host:port", e.g. "127.0.0.1:9100"), answered without a key,
+    # started by `g4g serve`; the main port then has no /metrics. Unset: /metrics on the main port, admin key only.
+    metrics_address: str | None = None
+
     # Key(s) that encrypt secrets at rest, held outside the database: comma-separated Fernet keys, newest
     # first. Unset: a key file under `data_dir` is created and used (fine for a laptop, not for production).
     data_key: SecretStr | None = None
@@ -145,6 +149,25 @@ class Settings(BaseSettings):
         if not croniter.is_valid(value.strip()):
             raise ValueError('must be a cron expression, e.g. "0 3 * * *" (03:00 UTC daily)')
         return value.strip()
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        host, _, port = value.strip().rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError('must be host:port, e.g. "127.0.0.1:9100" (IPv6: "[::1]:9100")')
+        return f"{host}:{int(port)}" if ":" not in host else f"[{host}]:{int(port)}"
+
+    @property
+    def metrics_listener(self) -> tuple[str, int] | None:
+        """`metrics_address` as (host, port), if set."""
+        if self.metrics_address is None:
+            return None
+        host, _, port = self.metrics_address.rpartition(":")
+        return host.removeprefix("[").removesuffix("]"), int(port)
 
     @property
     def private_urls_allowed(self) -> bool:
