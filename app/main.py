@@ -103,6 +103,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         version=API_VERSION,
         summary="Checkout donations turned into Love Packages of school supplies, traceable end to end.",
         lifespan=lifespan,
+        # The API reference is one of our pages (`app/web`), from vendored files rather than FastAPI's CDN ones.
+        docs_url=None,
+        redoc_url=None,
         # Metrics are ours (Prometheus, below); FastAPI's built-in OpenTelemetry hooks would cost every request
         # an environment lookup for a provider nobody configured.
         telemetry={"tracing": False, "metrics": False, "logs": False},

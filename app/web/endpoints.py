@@ -25,7 +25,7 @@ from app.web.service import (
     SignedIn,
     SignInRefused,
 )
-from app.web.templating import render
+from app.web.templating import SWAGGER_UI, render
 
 router = APIRouter(include_in_schema=False, route_class=ExactJsonRoute)
 
@@ -79,6 +79,21 @@ async def choose_page_language(
             httponly=True,
         )
     return response
+
+
+# ---- the API reference ----
+
+
+@router.get("/docs", response_class=HTMLResponse)
+async def api_reference(request: Request, language: Language) -> HTMLResponse:
+    """Swagger UI over `/openapi.json`, from this service's own files, under the pages' policy."""
+    context = {"swagger_ui": SWAGGER_UI, "openapi_url": request.app.openapi_url}
+    return render(request, language, "docs.html", context, data_images=True)
+
+
+@router.get("/redoc")
+async def old_api_reference() -> RedirectResponse:
+    return RedirectResponse("/docs", status_code=308)
 
 
 # ---- the merchant's pages ----

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from app.core.clock import FrozenClock
-from app.web.security import DEFAULT_CSP
+from app.web.security import DEFAULT_CSP, csp
 from tests.conftest import Shop
 from tests.helpers import (
     create_key,
@@ -89,11 +89,10 @@ async def test_the_public_page_shows_the_programme(
 
 
 async def test_every_response_carries_the_security_headers(client: httpx.AsyncClient) -> None:
-    for path in ("/healthz", "/v1/transparency", "/v1/nothing-here"):
+    for path in ("/healthz", "/v1/transparency", "/v1/nothing-here", "/docs", "/openapi.json"):
         response = await client.get(path)
         assert response.headers["x-content-type-options"] == "nosniff", path
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"], path
-    assert "content-security-policy" not in (await client.get("/docs")).headers  # its assets come from a CDN
 
 
 async def test_the_language_follows_the_browser_and_the_switch(client: httpx.AsyncClient) -> None:
@@ -304,3 +303,22 @@ async def test_the_csv_export_has_the_apis_figures_and_is_spreadsheet_safe(
     assert '\'=HYPERLINK("http://evil.example")' in by_id and "'@SUM(A1)" in by_id
     assert by_id["TEA-ORDER-2"]["reversed"] == "0.98" and by_id["TEA-ORDER-2"]["net"] == "0.98"
     assert "RIVAL-ORDER-1" not in download.text
+
+
+async def test_the_api_reference_is_served_from_here_under_the_pages_policy(
+    client: httpx.AsyncClient,
+) -> None:
+    page = await client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert policy == csp(data_images=True) and "http" not in policy  # no other origin, no inline script
+    assert "<script>" not in page.text and not re.search(r"\son[a-z]+=", page.text)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(assets) >= 4 and all(a.startswith("/") and not a.startswith("//") for a in assets), assets
+    for asset in assets:
+        served = await client.get(asset)
+        assert served.status_code == 200, asset
+    assert "swagger-ui-5.35.0" in page.text  # pinned
+    assert (await client.get(re.findall(r'data-openapi-url="([^"]+)"', page.text)[0])).json()["openapi"]
+    old = await client.get("/redoc")
+    assert old.status_code == 308 and old.headers["location"] == "/docs"
