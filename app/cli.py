@@ -61,6 +61,10 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         return code
     if code := _preflight(check_address_free(host, port)):
         return code
+    if settings.metrics_listener is not None:
+        metrics_host, metrics_port = settings.metrics_listener
+        if code := _preflight(check_address_free(metrics_host, metrics_port, variable="G4G_METRICS_ADDRESS")):
+            return code
     metrics_dir = None
     if settings.workers > 1:
         # Each server process counts in files here; /metrics adds them up. Fresh per start: stale counts of dead
@@ -73,17 +77,27 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it; exiting through SystemExit (rather than
     # dying of the signal) lets the embedded database, if any, be stopped with us.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        "app.main:app_factory",
-        factory=True,
-        host=host,
-        port=port,
-        workers=settings.workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        server_header=False,
-    )
+    metrics_listener = None
+    if settings.metrics_listener is not None:
+        from app.core.observability import MetricsListener
+
+        metrics_listener = MetricsListener(get_settings())  # with the database URL just settled
+        metrics_listener.start()
+    try:
+        uvicorn.run(
+            "app.main:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=settings.workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=True,
+            server_header=False,
+        )
+    finally:
+        if metrics_listener is not None:
+            metrics_listener.stop()
     if metrics_dir is not None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     del keep_alive  # the embedded server (if any) stops once this process lets go of it

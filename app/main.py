@@ -14,7 +14,8 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.api_keys.endpoints import router as api_keys
-from app.core.auth import ApiKeyCache
+from app.core.auth import ApiKeyCache, Authorized, Role
+from app.core.auth_failures import AuthFailures
 from app.core.body_limit import BodyAllowance, BodySizeLimit
 from app.core.clock import Clock, SystemClock
 from app.core.database import Database, make_sessionmaker
@@ -102,6 +103,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         version=API_VERSION,
         summary="Checkout donations turned into Love Packages of school supplies, traceable end to end.",
         lifespan=lifespan,
+        # The API reference is one of our pages (`app/web`), from vendored files rather than FastAPI's CDN ones.
+        docs_url=None,
+        redoc_url=None,
         # Metrics are ours (Prometheus, below); FastAPI's built-in OpenTelemetry hooks would cost every request
         # an environment lookup for a provider nobody configured.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -111,6 +115,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.cipher = cipher_for(settings)
     app.state.lookup_key = lookup_key_for(settings)
     app.state.api_keys = ApiKeyCache(settings.api_key_cache_seconds)
+    app.state.auth_failures = AuthFailures(
+        per_address=settings.auth_failures_per_address, per_key=settings.auth_failures_per_key
+    )
     app.state.schema_head = head_revision()
 
     install_error_handlers(app)
@@ -133,9 +140,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(webhooks)  # the hottest path, matched first
     app.include_router(stripe_webhooks)
     app.include_router(health)
-    app.router.add_api_route(
-        "/metrics", metrics, include_in_schema=False, route_class_override=ExactJsonRoute
-    )
+    if settings.metrics_address is None:  # else only on that address (`g4g serve`)
+        app.router.add_api_route(
+            "/metrics",
+            metrics,
+            include_in_schema=False,
+            route_class_override=ExactJsonRoute,
+            dependencies=[Authorized(Role.admin)],
+        )
     app.include_router(api_keys)
     app.include_router(platforms)
     app.include_router(merchants)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
+from app.core.settings import Settings
+from app.main import create_app
 from tests.conftest import Shop
-from tests.helpers import assert_problem, order_paid, send_event
+from tests.helpers import assert_problem, bearer, create_key, create_token_directly, order_paid, send_event
 
 
 async def test_framework_errors_are_problem_json(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
@@ -47,9 +50,14 @@ async def test_health_and_readiness(
     assert_problem(await client.get("/readyz"), 503, "not-ready")
 
 
-async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
+async def test_metrics_are_prometheus_text_for_an_admin_only(
+    client: httpx.AsyncClient, admin: dict[str, str], shop: Shop
+) -> None:
+    platform_key = await create_key(client, admin, role="platform", platform_id=shop.platform["id"])
     await client.get("/healthz")
-    response = await client.get("/metrics")
+    assert_problem(await client.get("/metrics"), 401, "unauthorized")
+    assert_problem(await client.get("/metrics", headers=bearer(platform_key["token"])), 403, "forbidden")
+    response = await client.get("/metrics", headers=admin)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert 'g4g_http_requests_total{method="GET",route="/healthz",status="200"}' in response.text
@@ -82,14 +90,27 @@ def _sample(text: str, prefix: str) -> float:
     return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
 
-async def test_metrics_count_order_webhook_outcomes(client: httpx.AsyncClient, shop: Shop) -> None:
+async def test_metrics_count_order_webhook_outcomes(
+    client: httpx.AsyncClient, admin: dict[str, str], shop: Shop
+) -> None:
     applied = 'g4g_order_webhooks_total{outcome="applied"}'
     duplicate = 'g4g_order_webhooks_total{outcome="duplicate"}'
-    before = (await client.get("/metrics")).text
+    before = (await client.get("/metrics", headers=admin)).text
     event = order_paid("TM-77", merchant=shop.external_id)
     await send_event(client, shop.platform, event, webhook_id="msg_metrics_1")
     await send_event(client, shop.platform, event, webhook_id="msg_metrics_1")  # a redelivery
-    after = (await client.get("/metrics")).text
+    after = (await client.get("/metrics", headers=admin)).text
     assert _sample(after, applied) == _sample(before, applied) + 1
     assert _sample(after, duplicate) == _sample(before, duplicate) + 1
     assert 'g4g_statements{status="pending_payment"} 0.0' in after
+
+
+async def test_with_a_metrics_address_the_main_port_has_no_metrics(
+    settings: Settings, tmp_path: Path
+) -> None:
+    app = create_app(settings.model_copy(update={"metrics_address": "127.0.0.1:9100"}))
+    async with app.router.lifespan_context(app):
+        token = await create_token_directly(app, role="admin", name="ops")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://g4g.test") as client:
+            assert_problem(await client.get("/metrics", headers=bearer(token)), 404, "not-found")

@@ -68,7 +68,13 @@ def live_api(pg_server: TestServer, tmp_path_factory: pytest.TempPathFactory) ->
     url = asyncio.run(pg_server.create_database(name, template=pg_server.template))
     tmp = tmp_path_factory.mktemp("contract")
     env = g4g_env(
-        DATABASE_URL=url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp), STRIPE_WEBHOOK_SECRET="whsec_fuzz"
+        DATABASE_URL=url,
+        G4G_DATA_KEY=DATA_KEY,
+        G4G_DATA_DIR=str(tmp),
+        STRIPE_WEBHOOK_SECRET="whsec_fuzz",
+        # Schemathesis sends wrong keys on purpose, hundreds a minute, and expects each one's 401.
+        G4G_AUTH_FAILURES_PER_ADDRESS="1000000",
+        G4G_AUTH_FAILURES_PER_KEY="1000000",
     )
     token = run_g4g("create-api-key", "--role", "admin", "--name", "schemathesis", env=env).stdout.strip()
     server = LiveServer(env, tmp / "serve.log")

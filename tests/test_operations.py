@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import psutil
 
 from app.core.migrations import head_revision
 from tests.conftest import DATA_KEY
-from tests.live import G4G, LiveServer, g4g_env, run_g4g
+from tests.live import G4G, LiveServer, free_port, g4g_env, run_g4g
 from tests.postgres import TestServer
 
 
@@ -257,19 +259,62 @@ def test_serving_with_another_data_key_is_refused_naming_the_key(database_url: s
 def test_metrics_with_several_server_processes_add_up_and_name_their_routes(
     database_url: str, tmp_path: Path
 ) -> None:
+    metrics = f"127.0.0.1:{free_port()}"
     env = g4g_env(
-        DATABASE_URL=database_url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path), G4G_WORKERS="2"
+        DATABASE_URL=database_url,
+        G4G_DATA_KEY=DATA_KEY,
+        G4G_DATA_DIR=str(tmp_path),
+        G4G_WORKERS="2",
+        G4G_METRICS_ADDRESS=metrics,
     )
     server = LiveServer(env, tmp_path / "serve.log")
     try:
         for _ in range(20):
             httpx.get(server.url + "/healthz")
-        httpx.get(server.url + "/metrics")
-        text = httpx.get(server.url + "/metrics").text
+        httpx.get(server.url + "/v1/platforms")
+        text = httpx.get(f"http://{metrics}/metrics").text  # its own address: no key
     finally:
         server.stop()
     # 20 here and the one LiveServer waited for, whichever process answered each.
     assert 'g4g_http_requests_total{method="GET",route="/healthz",status="200"} 21.0' in text
-    assert 'route="/metrics"' in text and 'route="unmatched"' not in text
+    assert 'route="/v1/platforms",status="401"' in text and 'route="unmatched"' not in text
     assert 'g4g_statements{status="paid"} 0.0' in text
     assert 'g4g_event_deliveries{status="pending"} 0.0' in text
+
+
+def test_a_key_guesser_at_sign_in_is_refused_and_metrics_answer_on_their_own_address(
+    database_url: str, tmp_path: Path
+) -> None:
+    """200 wrong keys at the dashboard's sign-in, as fast as one client can send them: 20 are checked, the rest
+    refused with 429 before any key is looked at. /metrics is on G4G_METRICS_ADDRESS only, where it needs no key."""
+    metrics = f"127.0.0.1:{free_port()}"
+    env = g4g_env(
+        DATABASE_URL=database_url,
+        G4G_DATA_KEY=DATA_KEY,
+        G4G_DATA_DIR=str(tmp_path),
+        G4G_METRICS_ADDRESS=metrics,
+    )
+    admin = run_g4g("create-api-key", "--role", "admin", "--name", "ops", env=env).stdout.strip()
+    server = LiveServer(env, tmp_path / "serve.log")
+    try:
+        with httpx.Client(base_url=server.url) as browser:
+            form = browser.get("/merchant").text
+            csrf = form.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            started = time.perf_counter()
+            answers = [
+                browser.post("/merchant/sign-in", data={"api_key": f"g4g_{n:08d}wrong", "csrf_token": csrf})
+                for n in range(200)
+            ]
+            elapsed = time.perf_counter() - started
+        assert (
+            httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {admin}"}).status_code
+            == 404
+        )
+        text = httpx.get(f"http://{metrics}/metrics").text
+    finally:
+        server.stop()
+    statuses = Counter(answer.status_code for answer in answers)
+    print(f"200 wrong sign-ins in {elapsed:.2f} s ({200 / elapsed:.0f}/s): {dict(statuses)}")
+    assert [a.status_code for a in answers[:20]] == [401] * 20 and statuses == {401: 20, 429: 180}
+    assert all(1 <= int(a.headers["retry-after"]) <= 60 for a in answers[20:])
+    assert 'route="/merchant/sign-in",status="429"} 180.0' in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -110,24 +111,26 @@ async def authenticate(
         return known
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as `Authorization: Bearer <token>`.")
-    return await principal_for(request.app.state, credentials.credentials)
+    return await principal_for(request.app.state, credentials.credentials, request.client)
 
 
-async def principal_for(state: State, token: str) -> Principal:
-    """The caller a bearer token stands for; `Unauthorized` if it is unknown or revoked."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
-        raise Unauthorized("Unknown or revoked API key.")
+async def principal_for(state: State, token: str, client: Sequence[object] | None = None) -> Principal:
+    """The caller a bearer token stands for; `Unauthorized` if it is unknown or revoked, `TooManyAttempts` if
+    its `client` address or its prefix has sent too many wrong keys (`app.core.auth_failures`)."""
     token_hash = hash_token(token)
     cache: ApiKeyCache = state.api_keys
     principal = cache.get(token_hash)
     if principal is not None:
         return principal
-    async with state.sessionmaker() as session:
-        key = await session.scalar(
-            select(ApiKey).where(ApiKey.token_hash == token_hash, ApiKey.revoked_at.is_(None))
-        )
-    if key is None:
-        raise Unauthorized("Unknown or revoked API key.")
+    async with state.auth_failures.guard(state.engine, client, token, now=state.clock.now()):
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            raise Unauthorized("Unknown or revoked API key.")
+        async with state.sessionmaker() as session:
+            key = await session.scalar(
+                select(ApiKey).where(ApiKey.token_hash == token_hash, ApiKey.revoked_at.is_(None))
+            )
+        if key is None:
+            raise Unauthorized("Unknown or revoked API key.")
     principal = Principal(
         key_id=key.id,
         role=Role(key.role),

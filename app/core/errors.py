@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -21,6 +22,7 @@ class ProblemError(Exception):
     status: int = 400
     kind: str = "bad-request"
     title: str = "Bad request"
+    headers: Mapping[str, str] = {}  # sent with the problem, e.g. `Retry-After`
 
     def __init__(self, detail: str | None = None, **extensions: Any) -> None:
         super().__init__(detail or self.title)
@@ -80,7 +82,9 @@ _HTTP_KINDS = {
 
 
 def problem_for(exc: ProblemError) -> JSONResponse:
-    return problem_response(exc.status, exc.kind, exc.title, exc.detail, **exc.extensions)
+    response = problem_response(exc.status, exc.kind, exc.title, exc.detail, **exc.extensions)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _problem_error(_: Request, exc: Exception) -> JSONResponse:

@@ -1,6 +1,9 @@
 """Request ids, the one access-log line per request, unexpected errors, and Prometheus metrics — one pure ASGI
 middleware.
 
+Who may read them: on the main port an admin key (`GET /metrics`); with `G4G_METRICS_ADDRESS` set, `g4g serve`
+answers them on that address instead, without a key, and the main port has no `/metrics` (`MetricsListener`).
+
 Metrics with several server processes (`G4G_WORKERS` > 1): `g4g serve` points `PROMETHEUS_MULTIPROC_DIR` at a
 fresh directory before the processes start, and `/metrics` then adds up every process's counters. Figures that
 are the state of the database (statements by status, jobs by status, event deliveries by status) are read from it
@@ -10,8 +13,11 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import structlog
 from prometheus_client import (
@@ -24,11 +30,14 @@ from prometheus_client import (
     multiprocess,
 )
 from sqlalchemy import text
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import problem_response
+from app.core.settings import Settings
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -186,3 +195,49 @@ async def metrics(request: Request) -> Response:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsListener:
+    """`GET /metrics` alone, on `G4G_METRICS_ADDRESS`, in a thread of the `g4g serve` process (so one listener,
+    however many server processes there are: it adds up their counters as the main port would)."""
+
+    def __init__(self, settings: Settings) -> None:
+        import uvicorn
+
+        listener = settings.metrics_listener
+        assert listener is not None
+        host, port = listener
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                _metrics_app(settings),
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                lifespan="on",
+            )
+        )
+        self._thread = threading.Thread(target=self.server.run, name="metrics-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+def _metrics_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from app.core.database import Database
+
+        engine = Database(settings).engine(pool_size=1)  # for the figures read from the database
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    return Starlette(routes=[Route("/metrics", metrics)], lifespan=lifespan)

@@ -46,15 +46,21 @@ _DESCRIPTIONS = {
     "409": "Conflicts with existing state",
     "413": "The body is larger than this endpoint accepts",
     "422": "Invalid body or parameters",
+    "429": "Too many wrong API keys from this address or with this key's prefix; wait `Retry-After` seconds",
     "503": "Not ready",
 }
 
 
 def _problem(code: str) -> dict[str, Any]:
-    return {
+    response: dict[str, Any] = {
         "description": _DESCRIPTIONS[code],
         "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
+    if code == "429":
+        response["headers"] = {
+            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer", "minimum": 1}}
+        }
+    return response
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -83,7 +89,7 @@ def install_openapi(app: FastAPI) -> None:
                 if operation.get("requestBody"):
                     codes |= {"400", "413"}
                 if operation.get("security"):
-                    codes |= {"401", "403"}
+                    codes |= {"401", "403", "429"}
                 if path.startswith("/v1/webhooks/"):
                     codes.add("401")  # signed instead of authenticated
                 if path.startswith("/v1/"):

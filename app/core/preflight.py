@@ -38,12 +38,12 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-async def check_address_free(host: str, port: int) -> None:
+async def check_address_free(host: str, port: int, *, variable: str = "G4G_PORT") -> None:
     """Refuse to start where another process already listens (another `g4g serve`?), before the database is
     touched, rather than start the workers and stop again."""
     if not port_is_free(host, port):
         raise PreflightError(
-            f"{host}:{port} is already in use (another g4g serve?); stop it, or choose a port with G4G_PORT",
+            f"{host}:{port} is already in use (another g4g serve?); stop it, or choose a port with {variable}",
             EXIT_ADDRESS_IN_USE,
         )
 

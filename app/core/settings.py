@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     # API keys are remembered this long per process (0: looked up on every request); a revoked key is refused
     # at once by the process that revoked it and by every other process within this bound.
     api_key_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 5.0
+    # Wrong API keys (API and dashboard sign-in) allowed per minute from one client address (IPv6: its /64) and with
+    # one key prefix; beyond them, 429 with Retry-After until the minute has passed.
+    auth_failures_per_address: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    auth_failures_per_key: Annotated[int, Field(ge=1, le=1_000_000)] = 10
     idempotency_ttl_hours: Annotated[int, Field(ge=24, le=24 * 30)] = 48
     webhook_secret_grace_hours: Annotated[int, Field(ge=0, le=24 * 7)] = 24
     # Order webhooks: how many deliveries may share one transaction, and how many transactions run at once.
@@ -78,6 +82,10 @@ class Settings(BaseSettings):
     # (unset: refused in production, allowed elsewhere).
     events_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
     events_allow_private_urls: bool | None = None
+
+    # Prometheus metrics on a listener of their own ("host:port", e.g. "127.0.0.1:9100"), answered without a key,
+    # started by `g4g serve`; the main port then has no /metrics. Unset: /metrics on the main port, admin key only.
+    metrics_address: str | None = None
 
     # Key(s) that encrypt secrets at rest, held outside the database: comma-separated Fernet keys, newest
     # first. Unset: a key file under `data_dir` is created and used (fine for a laptop, not for production).
@@ -141,6 +149,25 @@ class Settings(BaseSettings):
         if not croniter.is_valid(value.strip()):
             raise ValueError('must be a cron expression, e.g. "0 3 * * *" (03:00 UTC daily)')
         return value.strip()
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        host, _, port = value.strip().rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError('must be host:port, e.g. "127.0.0.1:9100" (IPv6: "[::1]:9100")')
+        return f"{host}:{int(port)}" if ":" not in host else f"[{host}]:{int(port)}"
+
+    @property
+    def metrics_listener(self) -> tuple[str, int] | None:
+        """`metrics_address` as (host, port), if set."""
+        if self.metrics_address is None:
+            return None
+        host, _, port = self.metrics_address.rpartition(":")
+        return host.removeprefix("[").removesuffix("]"), int(port)
 
     @property
     def private_urls_allowed(self) -> bool:

@@ -161,7 +161,7 @@ class QuoteFastPath:
         scope["route"] = self._route  # the access line and metrics name the route
         state = scope["app"].state
         try:
-            principal = await principal_for(state, token)
+            principal = await principal_for(state, token, scope.get("client"))
             ensure_role(principal, _QUOTE_ROLES)
         except ProblemError as exc:
             await problem_for(exc)(scope, receive, send)

@@ -3,6 +3,7 @@
 from app.models.allocation import Allocation
 from app.models.allocation_run import AllocationRun
 from app.models.api_key import ApiKey
+from app.models.auth_failure_count import AuthFailureCount
 from app.models.base import Base
 from app.models.data_key_canary import DataKeyCanary
 from app.models.donation_rule import DonationRule
@@ -45,6 +46,7 @@ __all__ = [
     "Allocation",
     "AllocationRun",
     "ApiKey",
+    "AuthFailureCount",
     "Base",
     "DataKeyCanary",
     "DonationRule",

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from app.core.auth import Forbidden
+from app.core.auth_failures import TooManyAttempts
 from app.core.database import SessionDep
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
@@ -24,7 +25,7 @@ from app.web.service import (
     SignedIn,
     SignInRefused,
 )
-from app.web.templating import render
+from app.web.templating import SWAGGER_UI, render
 
 router = APIRouter(include_in_schema=False, route_class=ExactJsonRoute)
 
@@ -78,6 +79,21 @@ async def choose_page_language(
             httponly=True,
         )
     return response
+
+
+# ---- the API reference ----
+
+
+@router.get("/docs", response_class=HTMLResponse)
+async def api_reference(request: Request, language: Language) -> HTMLResponse:
+    """Swagger UI over `/openapi.json`, from this service's own files, under the pages' policy."""
+    context = {"swagger_ui": SWAGGER_UI, "openapi_url": request.app.openapi_url}
+    return render(request, language, "docs.html", context, data_images=True)
+
+
+@router.get("/redoc")
+async def old_api_reference() -> RedirectResponse:
+    return RedirectResponse("/docs", status_code=308)
 
 
 # ---- the merchant's pages ----
@@ -143,14 +159,22 @@ async def merchant_sign_in(
     ):
         message = fmt.gettext("This form has expired. Please try again.")
         return _sign_in_page(request, language, error=message, status_code=403)
-    settings = request.app.state.settings
+    state = request.app.state
+    settings = state.settings
     try:
-        cookie_token = await service.sign_in(
-            session,
-            api_key,
-            now=request.app.state.clock.now(),
-            lifetime=timedelta(hours=settings.web_session_hours),
-        )
+        async with state.auth_failures.guard(
+            state.engine, request.client, api_key, now=state.clock.now(), refused=SignInRefused
+        ):
+            cookie_token = await service.sign_in(
+                session, api_key, now=state.clock.now(), lifetime=timedelta(hours=settings.web_session_hours)
+            )
+    except TooManyAttempts as exc:
+        message = fmt.gettext("Too many wrong keys from here. Wait %(seconds)s seconds, then try again.") % {
+            "seconds": fmt.count(exc.retry_after)
+        }
+        page = _sign_in_page(request, language, error=message, status_code=429)
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     except SignInRefused:
         message = fmt.gettext("That is not a valid merchant API key. Check the key and try again.")
         return _sign_in_page(request, language, error=message, status_code=401)

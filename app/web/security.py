@@ -1,7 +1,8 @@
 """Security headers on every response, and the pages' Content-Security-Policy.
 
 Pages run no inline script or style: scripts and styles come from `/static` only, charts are SVG drawn on the
-server. The billing page alone adds Stripe.js's origin (see `csp(stripe_origin=…)`)."""
+server. The billing page alone adds Stripe.js's origin (see `csp(stripe_origin=…)`); the API reference (`/docs`,
+Swagger UI served from `/static/vendor`) alone adds `data:` images, the icons its stylesheet carries inline."""
 
 from __future__ import annotations
 
@@ -29,10 +30,13 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def csp(*, stripe_js_url: str | None = None) -> str:
+def csp(*, stripe_js_url: str | None = None, data_images: bool = False) -> str:
     """The policy for a page. With `stripe_js_url`, Stripe.js may load from its origin, open its frames and
-    call its API (the real Stripe's, or a stand-in's such as localstripe, whose script calls its own origin)."""
+    call its API (the real Stripe's, or a stand-in's such as localstripe, whose script calls its own origin).
+    With `data_images`, images may also be `data:` URLs."""
     policy = {name: list(sources) for name, sources in _BASE_POLICY.items()}
+    if data_images:
+        policy["img-src"].append("data:")
     if stripe_js_url is not None:
         origin = origin_of(stripe_js_url)
         policy["script-src"].append(origin)
@@ -44,8 +48,6 @@ def csp(*, stripe_js_url: str | None = None) -> str:
 
 
 DEFAULT_CSP = csp()
-# FastAPI's interactive API docs load their assets from a CDN; those two pages keep no CSP of ours.
-_NO_CSP_PATHS = ("/docs", "/redoc")
 
 
 class SecurityHeaders:
@@ -65,8 +67,6 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        with_csp = not path.startswith(_NO_CSP_PATHS)
         https = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:
@@ -74,7 +74,7 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
                 headers += [(n, v) for n, v in self._always if n not in names]
-                if with_csp and b"content-security-policy" not in names:
+                if b"content-security-policy" not in names:
                     headers.append((b"content-security-policy", DEFAULT_CSP.encode()))
                 if https:
                     headers.append((b"strict-transport-security", b"max-age=31536000"))

@@ -17,6 +17,8 @@ from app.web.security import csp
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
+# The API reference's Swagger UI, pinned: the folder names its version (see its SOURCE file).
+SWAGGER_UI = "/static/vendor/swagger-ui-5.35.0"
 
 
 @cache
@@ -46,6 +48,7 @@ def render(
     status_code: int = 200,
     private: bool = False,
     stripe_js_url: str | None = None,
+    data_images: bool = False,
 ) -> HTMLResponse:
     """A page in `language`. Private pages (a merchant's) are never stored by a cache."""
     response = templates(language).TemplateResponse(
@@ -54,6 +57,6 @@ def render(
     response.headers["Content-Language"] = language
     response.headers["Vary"] = "Accept-Language, Cookie"
     response.headers["Cache-Control"] = "no-store" if private else "no-cache"
-    response.headers["Content-Security-Policy"] = csp(stripe_js_url=stripe_js_url)
+    response.headers["Content-Security-Policy"] = csp(stripe_js_url=stripe_js_url, data_images=data_images)
     assert isinstance(response, HTMLResponse)
     return response

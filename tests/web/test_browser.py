@@ -452,3 +452,15 @@ async def test_a_merchant_adds_its_card_and_its_statements_are_charged_to_it(
     )
     await page.goto(site.url + "/merchant")
     assert await page.locator("#statements tbody td").nth(2).inner_text() == "Paid"
+
+
+async def test_the_api_reference_runs_from_this_origin_alone(site: Site, context: BrowserContext) -> None:
+    watched = await Watched.open(context)
+    page = watched.page
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    await page.goto(site.url + "/docs")
+    await expect(page.locator(".opblock").first).to_be_visible(timeout=15_000)
+    await expect(page.get_by_text("/v1/quotes", exact=True).first).to_be_visible()
+    await watched.assert_clean()
+    assert requested and all(url.startswith(site.url + "/") for url in requested), requested

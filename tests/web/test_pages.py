@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import re
+import secrets
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy import text
 
 from app.core.clock import FrozenClock
 from app.core.csv_export import inert
-from app.web.security import DEFAULT_CSP
+from app.web.security import DEFAULT_CSP, csp
 from tests.conftest import Shop
 from tests.helpers import (
     create_key,
@@ -91,11 +92,10 @@ async def test_the_public_page_shows_the_programme(
 
 
 async def test_every_response_carries_the_security_headers(client: httpx.AsyncClient) -> None:
-    for path in ("/healthz", "/v1/transparency", "/v1/nothing-here"):
+    for path in ("/healthz", "/v1/transparency", "/v1/nothing-here", "/docs", "/openapi.json"):
         response = await client.get(path)
         assert response.headers["x-content-type-options"] == "nosniff", path
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"], path
-    assert "content-security-policy" not in (await client.get("/docs")).headers  # its assets come from a CDN
 
 
 async def test_the_language_follows_the_browser_and_the_switch(client: httpx.AsyncClient) -> None:
@@ -207,6 +207,31 @@ async def test_sign_in_refuses_wrong_keys_forged_forms_and_other_sites(
     assert rubbish.status_code in (403, 422)
 
 
+async def test_sign_in_stops_a_guesser_with_429_and_retry_after(app: Any, two_shops: dict[str, Any]) -> None:
+    def visitor(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://g4g.test")
+
+    right = two_shops["key"]["token"]
+    async with visitor("203.0.113.7") as guesser, visitor("198.51.100.20") as merchant:
+        for _ in range(25):  # signing in with the right key never counts
+            assert (await sign_in(guesser, right)).status_code == 303
+            guesser.cookies.clear()
+        statuses = []
+        for _ in range(200):
+            page = await sign_in(guesser, "g4g_" + secrets.token_urlsafe(32))
+            statuses.append(page.status_code)
+        assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
+        assert 1 <= int(page.headers["retry-after"]) <= 60
+        assert "Too many wrong keys from here" in page.text
+        assert_strict_page(page)
+        guesser.cookies.set("g4g_lang", "id")
+        assert "Terlalu banyak kunci yang salah" in (await sign_in(guesser, "g4g_guess")).text
+        assert "g4g_session" not in guesser.cookies
+        # The merchant, elsewhere, signs in with its key.
+        assert (await sign_in(merchant, right)).status_code == 303
+
+
 async def test_the_session_cookie_is_secure_over_https(app: Any, two_shops: dict[str, Any]) -> None:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="https://g4g.test"
@@ -287,3 +312,22 @@ async def test_the_csv_export_has_the_apis_figures_and_is_spreadsheet_safe(
     assert "INV-7;'=cmd|'/Ccalc'!A0;" in by_id
     assert by_id["TEA-ORDER-2"]["reversed"] == "0.98" and by_id["TEA-ORDER-2"]["net"] == "0.98"
     assert "RIVAL-ORDER-1" not in download.text
+
+
+async def test_the_api_reference_is_served_from_here_under_the_pages_policy(
+    client: httpx.AsyncClient,
+) -> None:
+    page = await client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert policy == csp(data_images=True) and "http" not in policy  # no other origin, no inline script
+    assert "<script>" not in page.text and not re.search(r"\son[a-z]+=", page.text)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(assets) >= 4 and all(a.startswith("/") and not a.startswith("//") for a in assets), assets
+    for asset in assets:
+        served = await client.get(asset)
+        assert served.status_code == 200, asset
+    assert "swagger-ui-5.35.0" in page.text  # pinned
+    assert (await client.get(re.findall(r'data-openapi-url="([^"]+)"', page.text)[0])).json()["openapi"]
+    old = await client.get("/redoc")
+    assert old.status_code == 308 and old.headers["location"] == "/docs"
