@@ -429,10 +429,16 @@ async def list_parked_events(
 
 @router.get("/webhook-anomalies", response_model=Page[AnomalyOut], operation_id="list_webhook_anomalies")
 async def list_webhook_anomalies(
-    session: SessionDep, page: PageParams, principal: Principal = Authorized(Role.admin)
+    session: SessionDep,
+    page: PageParams,
+    platform_id: Annotated[
+        ResourceId | None, Query(description="Admin only: one platform's anomalies")
+    ] = None,
+    principal: Principal = Authorized(Role.admin, Role.platform),
 ) -> Page[AnomalyOut]:
-    """Events that reused a natural key with other content, or didn't match their order once it arrived."""
-    rows = await repository.anomalies(session, after=page.after, limit=page.limit + 1)
-    return page_of(
-        [AnomalyOut.model_validate(r, from_attributes=True) for r in rows], [r.id for r in rows], page.limit
-    )
+    """Order events the operator and their platform should look at: a natural key reused with other content,
+    an event that didn't match its order, an order placed more than a day ahead (refused), a refund of more
+    than was left (applied as the rest). A platform key sees its own; an admin sees all, or one platform's."""
+    scope = principal.acting_platform(platform_id) if platform_id or not principal.is_admin else None
+    rows = await repository.anomalies(session, platform_id=scope, after=page.after, limit=page.limit + 1)
+    return page_of([service.anomaly_out(r) for r in rows], [r.id for r in rows], page.limit)

@@ -13,6 +13,9 @@ Works on batches: every step is one set-based statement for the whole batch, ins
 4. Events that can't apply yet are parked: a payment until its merchant is registered, a refund or
    cancellation until its payment arrives. When that arrives (in this module, same transaction), they apply.
 5. The same natural key with other content is a 409 and an anomaly for the operator.
+6. A payment placed more than a day ahead is refused (422) without being claimed, so the platform can correct it
+   under the same webhook id; the refusal is noted once as an anomaly. A refund beyond what is left of the
+   order's amount reverses the rest of the donation and is noted as an anomaly too.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -34,7 +37,7 @@ from app.core.json_body import parse_json
 from app.core.money import MAX_ORDER_MINOR_UNITS
 from app.donations import outcomes, repository
 from app.donations.calculation import Line, base_amount, donation_for, reversed_total
-from app.donations.outcomes import Outcome
+from app.donations.outcomes import Anomaly, Outcome
 from app.donations.rules import RULE_TERMS
 from app.donations.schemas import OrderCancelled, OrderEvent, OrderPaid, OrderRefunded
 from app.events.outbox import EventDraft, drafted, enqueue_deliveries
@@ -43,6 +46,10 @@ from app.ledger.service import transfer
 
 # Running refund totals stay far inside bigint whatever a platform sends.
 MAX_REFUNDED = 1000 * MAX_ORDER_MINOR_UNITS
+
+# How far ahead of our clock an order may be placed (clocks drift, time zones get mixed up); anything later
+# would stay pledged for years and count as money to come.
+MAX_PLACED_AHEAD = timedelta(days=1)
 
 EVENT_ADAPTER: TypeAdapter[OrderPaid | OrderRefunded | OrderCancelled] = TypeAdapter(OrderEvent)
 
@@ -265,7 +272,8 @@ async def _read(db: asyncpg.Connection, deliveries: Sequence[Delivery], *, answe
 @dataclass
 class _Facts:
     answers: list[tuple[str, str, str, int, str]]
-    merchants: dict[tuple[str, str], tuple[str | None, str | None]]  # (platform, webhook id) → merchant, rule
+    # (platform, webhook id) → merchant, rule in effect, and when no rule is: when the first one takes effect
+    merchants: dict[tuple[str, str], tuple[str | None, str | None, datetime | None]]
     orders: dict[tuple[str, str], _OrderState]  # (platform, order id) → the order, row-locked
     paid_hashes: dict[tuple[str, str], bytes]  # (platform, order id) → content hash of an existing order
     refund_hashes: dict[tuple[str, str, str], bytes]  # (platform, order id, refund id) → content hash
@@ -299,6 +307,22 @@ class _Batch:
 
     def settle(self, d: Delivery, outcome: Outcome) -> None:
         self.outcomes[(d.platform_id, d.webhook_id)] = outcome
+        if anomaly := outcome.anomaly:
+            self.writes.anomalies.append(
+                repository.NewAnomaly(
+                    id=new_id("anm"),
+                    platform_id=d.platform_id,
+                    webhook_id=d.webhook_id,
+                    kind=anomaly.kind,
+                    natural_key=outcome.natural_key,
+                    detail=anomaly.detail,
+                    asked_amount=anomaly.asked,
+                    applied_amount=anomaly.applied,
+                    currency=anomaly.currency,
+                )
+            )
+        if not outcome.kept:
+            return
         row = repository.NewDelivery(
             platform_id=d.platform_id,
             webhook_id=d.webhook_id,
@@ -311,11 +335,6 @@ class _Batch:
             waiting_for=outcome.waiting_for,
         )
         (self.writes.settled_deliveries if d.stored else self.writes.new_deliveries).append(row)
-        if outcome.anomaly:
-            kind = str(outcome.body["type"]).rsplit("/", 1)[-1]
-            self.writes.anomalies.append(
-                (new_id("anm"), d.platform_id, d.webhook_id, kind, outcome.natural_key, outcome.anomaly)
-            )
 
 
 async def _apply(
@@ -369,7 +388,7 @@ async def _apply_payments(
     if not payments:
         return []
     rule_terms = await RULE_TERMS.terms_for(
-        {rule_id for _, rule_id in facts.merchants.values() if rule_id},
+        {rule_id for _, rule_id, _ in facts.merchants.values() if rule_id},
         lambda ids: repository.rule_terms(db, ids),
     )
     unblocked: list[Delivery] = []
@@ -377,7 +396,11 @@ async def _apply_payments(
         event = _paid(d)
         data = event.data
         key = natural_key(event)
-        merchant_id, rule_id = facts.merchants[(d.platform_id, d.webhook_id)]
+        latest = batch.now + MAX_PLACED_AHEAD
+        if not d.stored and data.placed_at > latest:  # a parked payment was checked when it arrived
+            batch.settle(d, outcomes.placed_in_future(key, data.placed_at.isoformat(), latest.isoformat()))
+            continue
+        merchant_id, rule_id, first_rule_from = facts.merchants[(d.platform_id, d.webhook_id)]
         if merchant_id is None:
             batch.settle(d, outcomes.parked(key, f"merchant:{data.merchant_id}"))
             continue
@@ -406,6 +429,9 @@ async def _apply_payments(
             base_amount=base_amount(lines),
             donation_amount=donation,
             rule_id=rule_id,
+            donation_reason=(
+                None if rule_id else "before-first-rule" if first_rule_from else "no-rule-in-force"
+            ),
             content_hash=content_hash,
             refunded_amount=0,
             reversed_amount=0,
@@ -494,6 +520,7 @@ def _apply_reversals(batch: _Batch, events: list[Delivery], facts: _Facts) -> No
                 )
                 continue
             facts.refund_hashes[refund_key] = content_hash
+            anomaly = _over_refund(event, order)
             order.refunded_amount += event.data.amount
             cause_type, cause_id = "order_refunded", new_id("rfd")
             memo = f"refund {event.data.refund_id}"
@@ -504,6 +531,7 @@ def _apply_reversals(batch: _Batch, events: list[Delivery], facts: _Facts) -> No
             order.cancelled = order.cancelled_now = True
             cause_type, cause_id = "order_cancelled", order.id
             memo = "cancellation"
+            anomaly = None
         order.reversed_amount = reversed_total(
             donation=order.donation_amount,
             base=order.base_amount,
@@ -561,7 +589,25 @@ def _apply_reversals(batch: _Batch, events: list[Delivery], facts: _Facts) -> No
                     amount=delta,
                 )
             )
-        batch.settle(d, outcomes.applied(key))
+        batch.settle(d, outcomes.applied(key, anomaly=anomaly))
+
+
+def _over_refund(event: OrderRefunded, order: _OrderState) -> Anomaly | None:
+    """A refund of more than is left of the order's amount: it still applies (the reversal stops at the whole
+    donation), but the platform and the operator should see that the figures didn't add up."""
+    left = max(order.base_amount - order.refunded_amount, 0)
+    asked = event.data.amount
+    if asked <= left:
+        return None
+    return Anomaly(
+        "over-refund",
+        f"refund {event.data.refund_id} of order {event.data.order_id} asked for {asked}, but only {left} of the "
+        f"order's {order.base_amount} was left to refund: {left} was applied, reversing the rest of the "
+        "donation.",
+        asked=asked,
+        applied=left,
+        currency=order.currency,
+    )
 
 
 def _mismatch(event: OrderRefunded | OrderCancelled, order: _OrderState) -> Outcome | None:
@@ -582,8 +628,9 @@ def _mismatch(event: OrderRefunded | OrderCancelled, order: _OrderState) -> Outc
 
 
 def _invalid(key: str, detail: str) -> Outcome:
-    outcome = outcomes.rejected(detail, kind="event-does-not-match-order", natural_key=key)
-    return Outcome(outcome.status, outcome.http_status, outcome.body, key, anomaly=detail)
+    kind = "event-does-not-match-order"
+    outcome = outcomes.rejected(detail, kind=kind, natural_key=key)
+    return Outcome(outcome.status, outcome.http_status, outcome.body, key, anomaly=Anomaly(kind, detail))
 
 
 def _paid(d: Delivery) -> OrderPaid:

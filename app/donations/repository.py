@@ -55,12 +55,16 @@ _READ_BATCH = f"""
        CROSS JOIN LATERAL (
            SELECT * FROM webhook_deliveries d WHERE d.platform_id = u.p AND d.webhook_id = u.w LIMIT 1
        ) d) AS answers,
-      (SELECT array_agg(ROW(m.id, r.id) ORDER BY e.i)
+      (SELECT array_agg(ROW(m.id, r.id, f.effective_from) ORDER BY e.i)
        FROM unnest($3::text[], $4::text[], $5::timestamptz[]) WITH ORDINALITY AS e(p, x, placed_at, i)
        LEFT JOIN LATERAL (
            SELECT m.id FROM merchants m WHERE m.platform_id = e.p AND m.external_id = e.x LIMIT 1
        ) m ON true
-       LEFT JOIN LATERAL ({_rule_in_effect("e.placed_at")}) r ON true) AS merchants,
+       LEFT JOIN LATERAL ({_rule_in_effect("e.placed_at")}) r ON true
+       LEFT JOIN LATERAL (  -- only looked up when no rule is in effect: why the order gets nothing
+           SELECT f.effective_from FROM donation_rules f
+           WHERE r.id IS NULL AND f.merchant_id = m.id ORDER BY f.effective_from LIMIT 1
+       ) f ON true) AS merchants,
       (SELECT array_agg(ROW(o.*)) FROM (
            SELECT o.id, o.platform_id, o.external_id, m.external_id, o.merchant_id, o.currency, o.base_amount,
                   o.donation_amount, o.refunded_amount, o.reversed_amount, o.cancelled_at IS NOT NULL,
@@ -114,7 +118,8 @@ class BatchLookups:
 @dataclass(frozen=True, slots=True)
 class BatchFacts:
     answers: list[tuple[str, str, str, int, str]]  # platform, webhook id, status, HTTP status, body JSON
-    merchants: list[tuple[str | None, str | None]]  # (merchant id, rule id in effect), one per merchants_for
+    # (merchant id, rule id in effect, the first rule's start when none is), one per merchants_for
+    merchants: list[tuple[str | None, str | None, datetime | None]]
     # id, platform, external id, merchant external id, merchant id, currency, base, donation, refunded,
     # reversed, cancelled?, content hash, billed?
     orders: list[tuple[Any, ...]]
@@ -220,6 +225,7 @@ class NewOrder:
     base_amount: int
     donation_amount: int
     rule_id: str | None
+    donation_reason: str | None  # why no rule applied (`before-first-rule`, `no-rule-in-force`)
     content_hash: bytes
     refunded_amount: int
     reversed_amount: int
@@ -237,6 +243,19 @@ class NewRefund:
     content_hash: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class NewAnomaly:
+    id: str
+    platform_id: str
+    webhook_id: str
+    kind: str
+    natural_key: str | None
+    detail: str
+    asked_amount: int | None
+    applied_amount: int | None
+    currency: str | None
+
+
 @dataclass
 class BatchWrites:
     """Everything a batch of order events writes; empty lists write nothing."""
@@ -247,7 +266,7 @@ class BatchWrites:
     refunds: list[NewRefund] = field(default_factory=list)
     order_totals: list[tuple[str, int, int, datetime | None]] = field(default_factory=list)
     entries: list[EntryDraft] = field(default_factory=list)
-    anomalies: list[tuple[str, str, str, str, str | None, str]] = field(default_factory=list)
+    anomalies: list[NewAnomaly] = field(default_factory=list)
     events: list[NewEvent] = field(default_factory=list)
 
 
@@ -277,27 +296,32 @@ _WRITE_BATCH = f"""
         WHERE d.ctid = found.ctid
     ), orders_written AS (
         INSERT INTO orders (id, platform_id, external_id, merchant_id, currency, placed_at, items, base_amount,
-                            donation_amount, rule_id, content_hash, refunded_amount, reversed_amount,
-                            cancelled_at)
-        SELECT id, p, x, m, c, pa, it::jsonb, b, d, r, h, rf, rv, ca
+                            donation_amount, rule_id, donation_reason, content_hash, refunded_amount,
+                            reversed_amount, cancelled_at)
+        SELECT id, p, x, m, c, pa, it::jsonb, b, d, r, dr, h, rf, rv, ca
         FROM unnest($17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::timestamptz[],
-                    $23::text[], $24::bigint[], $25::bigint[], $26::text[], $27::bytea[], $28::bigint[],
-                    $29::bigint[], $30::timestamptz[]) AS u(id, p, x, m, c, pa, it, b, d, r, h, rf, rv, ca)
+                    $23::text[], $24::bigint[], $25::bigint[], $26::text[], $27::text[], $28::bytea[],
+                    $29::bigint[], $30::bigint[], $31::timestamptz[])
+             AS u(id, p, x, m, c, pa, it, b, d, r, dr, h, rf, rv, ca)
         ORDER BY p, x
     ), refunds_written AS (
         INSERT INTO order_refunds (id, order_id, refund_id, amount, currency, reversed_amount, content_hash)
-        SELECT * FROM unnest($31::text[], $32::text[], $33::text[], $34::bigint[], $35::text[], $36::bigint[],
-                             $37::bytea[])
+        SELECT * FROM unnest($32::text[], $33::text[], $34::text[], $35::bigint[], $36::text[], $37::bigint[],
+                             $38::bytea[])
     ), totals_written AS (
         UPDATE orders o SET refunded_amount = u.r, reversed_amount = u.v,
                             cancelled_at = COALESCE(o.cancelled_at, u.c)
-        FROM unnest($38::text[], $39::bigint[], $40::bigint[], $41::timestamptz[]) AS u(id, r, v, c)
+        FROM unnest($39::text[], $40::bigint[], $41::bigint[], $42::timestamptz[]) AS u(id, r, v, c)
         CROSS JOIN LATERAL (SELECT ctid FROM orders WHERE id = u.id LIMIT 1) found
         WHERE o.ctid = found.ctid
     ), anomalies_written AS (
-        INSERT INTO webhook_anomalies (id, platform_id, webhook_id, kind, natural_key, detail)
-        SELECT * FROM unnest($42::text[], $43::text[], $44::text[], $45::text[], $46::text[], $47::text[])
-    ), {ledger_repository.entries_cte(48)}, {events_repository.events_for_subscribers_cte(57)}
+        -- Once per (platform, webhook id, kind): an event refused without being kept may be sent again.
+        INSERT INTO webhook_anomalies (id, platform_id, webhook_id, kind, natural_key, detail, asked_amount,
+                                       applied_amount, currency)
+        SELECT * FROM unnest($43::text[], $44::text[], $45::text[], $46::text[], $47::text[], $48::text[],
+                             $49::bigint[], $50::bigint[], $51::text[])
+        ON CONFLICT (platform_id, webhook_id, kind) DO NOTHING
+    ), {ledger_repository.entries_cte(52)}, {events_repository.events_for_subscribers_cte(61)}
     SELECT (SELECT count(*) FROM deliveries_claimed) AS claimed,
            (SELECT array_agg(id ORDER BY id) FROM event_deliveries_written) AS event_deliveries
 """  # noqa: S608 - only parameter numbers are formatted in
@@ -329,11 +353,11 @@ async def write_batch(db: asyncpg.Connection, writes: BatchWrites) -> tuple[int,
         *_columns(
             [
                 (o.id, o.platform_id, o.external_id, o.merchant_id, o.currency, o.placed_at, o.items_json,
-                 o.base_amount, o.donation_amount, o.rule_id, o.content_hash, o.refunded_amount,
-                 o.reversed_amount, o.cancelled_at)
+                 o.base_amount, o.donation_amount, o.rule_id, o.donation_reason, o.content_hash,
+                 o.refunded_amount, o.reversed_amount, o.cancelled_at)
                 for o in writes.orders
             ],
-            14,
+            15,
         ),
         *_columns(
             [
@@ -343,7 +367,14 @@ async def write_batch(db: asyncpg.Connection, writes: BatchWrites) -> tuple[int,
             7,
         ),
         *_columns(writes.order_totals, 4),
-        *_columns(writes.anomalies, 6),
+        *_columns(
+            [
+                (a.id, a.platform_id, a.webhook_id, a.kind, a.natural_key, a.detail, a.asked_amount,
+                 a.applied_amount, a.currency)
+                for a in writes.anomalies
+            ],
+            9,
+        ),
         *ledger_repository.entries_params(writes.entries),
         *events_repository.events_params(writes.events),
     )  # fmt: skip
@@ -416,8 +447,12 @@ async def parked_deliveries(
     return list(await session.scalars(query))
 
 
-async def anomalies(session: AsyncSession, *, after: str | None, limit: int) -> list[WebhookAnomaly]:
+async def anomalies(
+    session: AsyncSession, *, platform_id: str | None, after: str | None, limit: int
+) -> list[WebhookAnomaly]:
     query = select(WebhookAnomaly).order_by(WebhookAnomaly.id).limit(limit)
+    if platform_id is not None:
+        query = query.where(WebhookAnomaly.platform_id == platform_id)
     if after is not None:
         query = query.where(WebhookAnomaly.id > after)
     return list(await session.scalars(query))

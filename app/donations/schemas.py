@@ -215,6 +215,7 @@ class TrailItem(BaseModel):
 
 
 Stage = Literal["pledged", "final", "billed", "collected", "reversed"]
+DonationReason = Literal["before-first-rule", "no-rule-in-force"]
 
 
 class DonationRow(BaseModel):
@@ -225,6 +226,12 @@ class DonationRow(BaseModel):
     net: MoneyOut
     stage: Stage
     placed_at: datetime
+    donation_reason: DonationReason | None
+    """Why no donation rule applied, so the donation is 0: `before-first-rule` (placed before the merchant's
+    first rule took effect) or `no-rule-in-force` (the merchant had no rule when the order was recorded).
+    null when a rule applied (its donation may still be 0, e.g. an excluded SKU)."""
+    donation_note: str | None
+    """The same, in words for a person; null when a rule applied."""
 
 
 class OrderDonationOut(DonationRow):
@@ -246,6 +253,13 @@ class AnomalyOut(BaseModel):
     platform_id: str
     webhook_id: str
     kind: str
+    """`conflicting-event`, `event-does-not-match-order`, `placed-at-in-the-future` (refused, not kept: a
+    corrected event may reuse the webhook id) or `over-refund` (applied: it reversed the rest of the
+    donation)."""
     natural_key: str | None
     detail: str
+    asked: MoneyOut | None
+    """What the event asked for (an over-refund: the refund's amount)."""
+    applied: MoneyOut | None
+    """What of it took effect (an over-refund: what was left of the order's amount to refund)."""
     created_at: datetime

@@ -15,6 +15,7 @@ from app.donations import repository
 from app.donations.calculation import Line, donation_for
 from app.donations.rules import RULE_TERMS, stored_from_input
 from app.donations.schemas import (
+    AnomalyOut,
     DonationRow,
     DonationRuleIn,
     DonationRuleOut,
@@ -26,7 +27,7 @@ from app.donations.schemas import (
     TrailItem,
 )
 from app.logistics.machine import PACKAGE_STAGE
-from app.models import DonationRule, Merchant, Order
+from app.models import DonationRule, Merchant, Order, WebhookAnomaly
 from app.packages.allocation_repository import order_trail
 
 
@@ -123,6 +124,12 @@ def _money(amount: int, currency: str) -> MoneyOut:
     return MoneyOut(amount=amount, currency=currency)
 
 
+DONATION_NOTES: dict[str, str] = {
+    "before-first-rule": "Placed before the merchant's first donation rule took effect, so it gives no donation.",
+    "no-rule-in-force": "The merchant had no donation rule when this order was recorded, so it gives no donation.",
+}
+
+
 def donation_row(order: Order, statement_status: str | None, *, final_before: datetime) -> DonationRow:
     return DonationRow(
         order_id=order.external_id,
@@ -132,6 +139,27 @@ def donation_row(order: Order, statement_status: str | None, *, final_before: da
         net=_money(order.donation_amount - order.reversed_amount, order.currency),
         stage=stage_of(order, statement_status, final_before=final_before),
         placed_at=order.placed_at,
+        donation_reason=order.donation_reason,
+        donation_note=DONATION_NOTES.get(order.donation_reason) if order.donation_reason else None,
+    )
+
+
+def anomaly_out(anomaly: WebhookAnomaly) -> AnomalyOut:
+    def money(amount: int | None) -> MoneyOut | None:
+        if amount is None or anomaly.currency is None:
+            return None
+        return _money(amount, anomaly.currency)
+
+    return AnomalyOut(
+        id=anomaly.id,
+        platform_id=anomaly.platform_id,
+        webhook_id=anomaly.webhook_id,
+        kind=anomaly.kind,
+        natural_key=anomaly.natural_key,
+        detail=anomaly.detail,
+        asked=money(anomaly.asked_amount),
+        applied=money(anomaly.applied_amount),
+        created_at=anomaly.created_at,
     )
 
 

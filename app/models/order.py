@@ -31,6 +31,9 @@ class Order(CreatedAt, Base):
         CheckConstraint("donation_amount >= 0", name="donation_not_negative"),
         CheckConstraint("reversed_amount BETWEEN 0 AND donation_amount", name="reversed_within_donation"),
         CheckConstraint("refunded_amount >= 0", name="refunded_not_negative"),
+        CheckConstraint(
+            "donation_reason IN ('before-first-rule', 'no-rule-in-force')", name="donation_reason_known"
+        ),
         Index("ix_orders_merchant_placed", "merchant_id", "placed_at"),
     )
 
@@ -44,6 +47,9 @@ class Order(CreatedAt, Base):
     base_amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
     donation_amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
     rule_id: Mapped[str | None] = mapped_column(ForeignKey("donation_rules.id"), nullable=True)
+    # Why no rule applied (then the donation is 0): placed before the merchant's first rule took effect, or the
+    # merchant had no rule at all when the order was recorded. None when a rule applied.
+    donation_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     refunded_amount: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     reversed_amount: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
