@@ -5,7 +5,7 @@ a caller that keeps guessing (429 with Retry-After) across every server process.
 throwaway, so they cost no write-ahead log and vanish after a crash.
 
 Revision ID: dd08cc2629ae
-Revises: 3c1d7e9a4b20
+Revises: 7e2b5d9c1a63
 Create Date: 2026-12-05 23:54:38
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "dd08cc2629ae"
-down_revision: str | None = "3c1d7e9a4b20"
+down_revision: str | None = "7e2b5d9c1a63"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

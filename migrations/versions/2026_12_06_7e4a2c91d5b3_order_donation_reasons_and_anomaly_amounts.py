@@ -7,7 +7,7 @@ are unique per (platform, webhook id, kind) so a refused event sent again is not
 platform.
 
 Revision ID: 7e4a2c91d5b3
-Revises: 3c1d7e9a4b20
+Revises: dd08cc2629ae
 Create Date: 2026-12-06 00:00:00
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "7e4a2c91d5b3"
-down_revision: str | None = "3c1d7e9a4b20"
+down_revision: str | None = "dd08cc2629ae"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
