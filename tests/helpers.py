@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 from standardwebhooks.webhooks import Webhook
 
 from app.api_keys.service import create_api_key
@@ -311,3 +312,12 @@ def formula_cells(csv_file: str) -> list[str]:
             if start and start[0] in _FORMULA_START and not _BARE_NUMBER.fullmatch(start.rstrip('"')):
                 found.append(piece)
     return found
+
+
+async def row_counts(app: Any, *tables: str) -> dict[str, int]:
+    """How many rows each table holds: compared before and after a request to show what it changed."""
+    async with app.state.engine.connect() as connection:
+        return {
+            table: (await connection.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()  # noqa: S608
+            for table in tables
+        }

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from app.main import create_app
 from tests.conftest import make_settings
@@ -21,6 +20,7 @@ from tests.helpers import (
     create_token_directly,
     order_paid,
     order_refunded,
+    row_counts,
     set_rule,
     signed_headers,
 )
@@ -50,17 +50,9 @@ async def world(
 
 
 async def _counts(app: Any) -> dict[str, int]:
-    async with app.state.engine.connect() as connection:
-        return {
-            table: (await connection.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()  # noqa: S608
-            for table in (
-                "orders",
-                "order_refunds",
-                "ledger_entries",
-                "ledger_postings",
-                "webhook_deliveries",
-            )
-        }
+    return await row_counts(
+        app, "orders", "order_refunds", "ledger_entries", "ledger_postings", "webhook_deliveries"
+    )
 
 
 async def _post_all(

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import text
 
 from tests.conftest import DEFAULT_DONATION, Shop
 from tests.helpers import (
@@ -20,24 +19,16 @@ from tests.helpers import (
     get_order,
     order_paid,
     order_refunded,
+    row_counts,
     send_event,
     set_rule,
 )
 
 
 async def _counts(app: Any) -> dict[str, int]:
-    async with app.state.engine.connect() as connection:
-        return {
-            table: (await connection.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()  # noqa: S608
-            for table in (
-                "orders",
-                "order_refunds",
-                "ledger_entries",
-                "webhook_deliveries",
-                "webhook_anomalies",
-                "events",
-            )
-        }
+    return await row_counts(
+        app, "orders", "order_refunds", "ledger_entries", "webhook_deliveries", "webhook_anomalies", "events"
+    )
 
 
 async def _anomalies(
