@@ -15,6 +15,7 @@ from app.core.auth_failures import TooManyAttempts
 from app.core.database import SessionDep
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
+from app.settlement.schemas import SETUP_INTENT_ID
 from app.web import service
 from app.web.i18n import LANGUAGE_COOKIE, LANGUAGES, Formatter, choose_language
 from app.web.service import (
@@ -266,7 +267,7 @@ async def merchant_card_setup(request: Request, session: SessionDep, signed_in: 
 
 @router.post("/merchant/billing/setup-intent/{setup_intent_id}/complete")
 async def merchant_card_setup_complete(
-    setup_intent_id: Annotated[str, Path(pattern=r"^seti_[A-Za-z0-9]{1,250}$")],
+    setup_intent_id: Annotated[str, Path(pattern=SETUP_INTENT_ID)],
     request: Request,
     session: SessionDep,
     signed_in: Merchant,
