@@ -1,10 +1,13 @@
-"""Every string a visitor can see is in the Indonesian catalogue, translated, with the same placeholders."""
+"""Every string a visitor can see is in every catalogue, translated (not the English left in place), with the same
+placeholders, and one word for each thing."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
+from babel.messages.catalog import Message
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
@@ -24,21 +27,54 @@ def _extracted() -> set[str]:
     return found
 
 
-def test_every_visible_string_has_an_indonesian_translation() -> None:
-    with (TRANSLATIONS / "id" / "LC_MESSAGES" / "messages.po").open("rb") as po:
-        catalog = read_po(po, locale="id")
-    entries = {m.id: m for m in catalog if m.id}
+CATALOGUES = sorted(path.parent.parent.name for path in TRANSLATIONS.glob("*/LC_MESSAGES/messages.po"))
+# Strings that read the same in another language: names and codes.
+SAME_EVERYWHERE = {"Goods for Good", "%(name)s — Goods for Good"}
+# Words the language uses as English spells them (Indonesian: "final", "status", "total", "per unit").
+SAME_IN = {"id": {"Final", "Per unit", "Status", "Total"}}
+
+
+def _catalogue(language: str) -> dict[str, Message]:
+    with (TRANSLATIONS / language / "LC_MESSAGES" / "messages.po").open("rb") as po:
+        return {
+            m.id: m for m in read_po(po, locale=language.replace("-", "_")) if m.id and isinstance(m.id, str)
+        }
+
+
+def test_there_are_catalogues_besides_english() -> None:
+    assert "id" in CATALOGUES
+
+
+@pytest.mark.parametrize("language", CATALOGUES)
+def test_every_visible_string_is_translated(language: str) -> None:
+    entries = _catalogue(language)
     extracted = _extracted()
     assert len(extracted) > 50
     missing = sorted(extracted - set(entries))
-    assert not missing, f"not in the id catalogue (run `make translations`, then translate): {missing}"
+    assert not missing, (
+        f"not in the {language} catalogue (run `make translations`, then translate): {missing}"
+    )
     untranslated = sorted(m for m in extracted if not entries[m].string or entries[m].fuzzy)
-    assert not untranslated, f"untranslated or fuzzy in the id catalogue: {untranslated}"
+    assert not untranslated, f"untranslated or fuzzy in the {language} catalogue: {untranslated}"
+    english = sorted(
+        m
+        for m in extracted
+        if entries[m].string == m
+        and re.search("[a-z]{3}", m)
+        and m not in SAME_EVERYWHERE | SAME_IN.get(language, set())
+    )
+    assert not english, f"left in English in the {language} catalogue: {english}"
     for message in extracted:
         translated = str(entries[message].string)
         assert set(_PLACEHOLDER.findall(translated)) == set(_PLACEHOLDER.findall(str(message))), message
     stale = sorted(set(entries) - extracted)
     assert not stale, f"no longer used (run `make translations`): {stale}"
+
+
+def test_indonesian_has_one_word_for_a_love_package() -> None:
+    translations = [str(m.string) for m in _catalogue("id").values()]
+    assert sum("Paket Kasih" in t for t in translations) >= 5
+    assert not [t for t in translations if "Love Package" in t]
 
 
 def test_the_catalogue_is_what_the_pages_use() -> None:
