@@ -142,8 +142,9 @@ class CountryImpact(BaseModel):
     country: str
     packages_funded: str
     """Packages its money paid for, as a decimal fraction (its share of each package's cost, summed)."""
-    packages_delivered: int
-    """Packages its money helped pay for that the schools accepted."""
+    packages_delivered: str
+    """Of those, the packages the schools accepted, on the same basis: its share of each one's cost, summed, as a
+    decimal fraction (so it never exceeds `packages_funded`)."""
 
 
 class MerchantImpactOut(BaseModel):

@@ -408,10 +408,11 @@ async def merchant_impact(
         session, merchant_id, placed_from=placed_from, placed_to=placed_to
     )
     funded: dict[str, Fraction] = defaultdict(Fraction)
-    delivered: dict[str, int] = defaultdict(int)
+    delivered: dict[str, Fraction] = defaultdict(Fraction)
     for _, share, cost, status, country, _ in packages:
         funded[country or "?"] += Fraction(share, cost)
-        delivered[country or "?"] += status == "accepted"
+        if status == "accepted":
+            delivered[country or "?"] += Fraction(share, cost)
     in_packages = sum(share for _, share, _, _, _, _ in packages)
     reached = sum(share for _, share, _, status, _, _ in packages if status == "accepted")
 
@@ -433,7 +434,9 @@ async def merchant_impact(
         packages_funded=_decimal(sum(funded.values(), Fraction(0))),
         students_reached=await repository.students_reached_by(session, [p[0] for p in packages]),
         by_country=[
-            CountryImpact(country=c, packages_funded=_decimal(funded[c]), packages_delivered=delivered[c])
+            CountryImpact(
+                country=c, packages_funded=_decimal(funded[c]), packages_delivered=_decimal(delivered[c])
+            )
             for c in sorted(funded)
         ],
     )

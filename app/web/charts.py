@@ -115,12 +115,20 @@ def bar_chart(chart_id: str, title: str, items: Sequence[BarItem], table: Table,
     return Chart(chart_id, "bars", title, BAR_WIDTH, height, table, rects, labels, empty=not items)
 
 
-def _nice_step(top: int, steps: int = 4) -> int:
+def nice_axis(top: int, most_ticks: int = 5) -> tuple[int, int]:
+    """The value axis for a largest value of `top` (> 0): a round step (1, 2, 2.5 or 5 times a power of ten, whole
+    units only) and how many of them, at most `most_ticks`, reach just above it — $2,118 gets 0 to 2,500 in steps
+    of 500, not 0 to 4,000."""
     scale = 1
     while True:
-        for multiple in (1, 2, 5):
-            if multiple * scale * steps >= top:
-                return multiple * scale
+        for multiple in (10, 20, 25, 50):
+            step = multiple * scale
+            if step % 10:
+                continue
+            step //= 10
+            ticks = -(-top // step)
+            if ticks <= most_ticks:
+                return step, max(ticks, 1)
         scale *= 10
 
 
@@ -137,11 +145,11 @@ def stacked_columns(
     plot_w, plot_h = width - axis, height - bottom - top_pad
     totals = [sum(s.values[i] for s in series) for i in range(len(periods))]
     top = max(totals, default=0)
-    step = _nice_step(top) if top > 0 else 1
-    ceiling = step * 4
+    step, ticks = nice_axis(top) if top > 0 else (1, 4)
+    ceiling = step * ticks
     rects, labels, rules = [], [], []
-    for tick in range(5):
-        y = top_pad + plot_h - plot_h * tick / 4
+    for tick in range(ticks + 1):
+        y = top_pad + plot_h - plot_h * tick / ticks
         rules.append(Rule(axis, y, width, y, "grid" if tick else "axis"))
         labels.append(Label(axis - 6, y + 4, display(step * tick), "end", "tick"))
     slot = plot_w / max(len(periods), 1)

@@ -194,7 +194,7 @@ def _package_sections(figures: TransparencyOut, fmt: Formatter) -> tuple[Chart, 
             fmt.gettext("Country"),
             fmt.gettext("Region"),
             fmt.gettext("Packages allocated"),
-            fmt.gettext("Packages delivered"),
+            fmt.gettext("Accepted by the school"),
             fmt.gettext("Students reached"),
         ],
         [
@@ -504,11 +504,8 @@ async def dashboard(
     )
     impact_by_country = Table(
         fmt.gettext("Love Packages your donations paid for, by country"),
-        [fmt.gettext("Country"), fmt.gettext("Packages funded"), fmt.gettext("Packages delivered")],
-        [
-            [fmt.country(c.country), c.packages_funded, fmt.count(c.packages_delivered)]
-            for c in impact.by_country
-        ],
+        [fmt.gettext("Country"), fmt.gettext("Packages funded"), fmt.gettext("Accepted by the school")],
+        [[fmt.country(c.country), c.packages_funded, c.packages_delivered] for c in impact.by_country],
     )
     return Dashboard(
         merchant, rules, stages, charts, statements, orders, figures.orders, impact, impact_by_country

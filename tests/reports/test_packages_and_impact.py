@@ -69,7 +69,9 @@ async def test_a_merchants_impact_counts_its_share_of_each_package(reported: Poo
     assert impact["reached_pool"] == {"amount": 750, "currency": "USD"}
     assert impact["in_packages"] == {"amount": 750, "currency": "USD"}
     assert impact["reached_schools"]["amount"] == 0 and impact["reached_schools_share_bps"] == 0
-    assert impact["by_country"] == [{"country": "NP", "packages_funded": "1.50", "packages_delivered": 0}]
+    assert impact["by_country"] == [
+        {"country": "NP", "packages_funded": "1.50", "packages_delivered": "0.00"}
+    ]
     [usd] = impact["money_by_stage"]
     assert usd["collected"] == 750 and usd["pledged"] == 0
     assert impact["raised"] == [{"amount": 750, "currency": "USD"}]

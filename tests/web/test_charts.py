@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.web.charts import BAR_WIDTH, BarItem, Series, Table, bar_chart, funnel, stacked_columns
+from app.web.charts import BAR_WIDTH, BarItem, Series, Table, bar_chart, funnel, nice_axis, stacked_columns
 
 TABLE = Table("caption", ["a", "b"], [])
 
@@ -43,6 +43,22 @@ def test_stacked_columns_add_up_on_a_labelled_axis() -> None:
     assert ticks == ["0", "200", "400", "600", "800"]  # the axis reaches past the tallest column
     assert [item.name for item in chart.legend] == ["final", "pledged"]
     assert stacked_columns("c", "t", ["Jan"], [Series("x", "s0", [0])], str, TABLE).empty
+
+
+@pytest.mark.parametrize(
+    ("top", "ticks"),
+    [
+        (211_857, ["0", "50000", "100000", "150000", "200000", "250000"]),  # $2,118.57: to $2,500, not $4,000
+        (4000, ["0", "1000", "2000", "3000", "4000"]),
+        (7, ["0", "2", "4", "6", "8"]),
+        (1, ["0", "1"]),
+    ],
+)
+def test_the_value_axis_stops_at_the_next_round_step(top: int, ticks: list[str]) -> None:
+    chart = stacked_columns("c", "t", ["Jan"], [Series("x", "s0", [top])], str, TABLE)
+    assert [label.text for label in chart.labels if label.css == "tick" and label.anchor == "end"] == ticks
+    step, count = nice_axis(top)
+    assert (count - 1) * step < top <= count * step and count <= 5
 
 
 def test_a_funnel_narrows_around_its_centre() -> None:
