@@ -229,6 +229,10 @@ def test_a_revoked_key_stops_working_on_every_process_within_the_bound(
     assert revoked.status_code == 204
     revoked_at = time.monotonic()
     assert quote_status(first) == 401  # at once where it was revoked
-    while quote_status(second) != 401:
-        assert time.monotonic() - revoked_at <= REVOCATION_BOUND_S + 0.5, "still accepted past the bound"
+    while True:
+        # Judged by when each request was sent, not when its answer came back (a loaded machine delays answers).
+        sent_at = time.monotonic()
+        if quote_status(second) == 401:
+            break
+        assert sent_at - revoked_at <= REVOCATION_BOUND_S + 0.5, "still accepted past the bound"
         time.sleep(0.05)
