@@ -32,6 +32,8 @@ from app.donations.endpoints import MAX_EVENT_BYTES, OrderWebhookFastPath, Quote
 from app.donations.endpoints import router as donations
 from app.donations.inbox import OrderEventInbox
 from app.events.endpoints import router as webhook_endpoints
+from app.evidence.endpoints import MULTIPART_OVERHEAD
+from app.evidence.endpoints import router as evidence
 from app.health.endpoints import router as health
 from app.ledger.endpoints import router as ledger
 from app.logistics.endpoints import MAX_SHIPMENT_EVENT_BYTES, shipments
@@ -132,6 +134,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             BodyAllowance("POST", re.compile(r"/v1/webhooks/orders/[^/]+"), MAX_EVENT_BYTES),
             BodyAllowance("POST", re.compile(r"/v1/schools/[^/]+/students"), settings.max_import_bytes),
             BodyAllowance("POST", re.compile(r"/v1/shipments/[^/]+/events"), MAX_SHIPMENT_EVENT_BYTES),
+            BodyAllowance(
+                "POST",
+                re.compile(r"/v1/shipments/[^/]+/evidence"),
+                settings.max_evidence_bytes + MULTIPART_OVERHEAD,
+            ),
         ],
     )
     app.add_middleware(SecurityHeaders)
@@ -153,6 +160,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(merchants)
     app.include_router(logistics_partners)
     app.include_router(shipments)
+    app.include_router(evidence)
     app.include_router(donations)
     app.include_router(ledger)
     app.include_router(settlement)

@@ -111,6 +111,13 @@ class Evidence(BaseModel):
     """64 hexadecimal digits (answered in lower case)."""
 
 
+class StoredEvidence(BaseModel):
+    """A photo this service keeps (`POST /v1/shipments/{id}/evidence`), by the id it answered with."""
+
+    model_config = ConfigDict(extra="forbid")
+    evidence_id: ResourceId
+
+
 class Gps(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lat: Annotated[float, Field(ge=-90, le=90, strict=True)]
@@ -124,7 +131,8 @@ class DeliveryProof(BaseModel):
     receiver_name: Name
     receiver_role: Role
     """E.g. `teacher`, `head teacher`."""
-    evidence: Evidence
+    evidence: Evidence | StoredEvidence
+    """Your own copy (`url` + `sha256`), or a photo sent to this service (`evidence_id`)."""
     gps: Gps | None = None
 
 
@@ -194,10 +202,18 @@ ShipmentEventIn = Annotated[
 ]
 
 
+class EvidenceRefOut(BaseModel):
+    url: str
+    """The partner's own https address, or this service's (`/v1/shipments/{id}/evidence/{evidence_id}`)."""
+    sha256: str
+    evidence_id: str | None = None
+    """Set when the photo is kept by this service."""
+
+
 class DeliveryProofOut(BaseModel):
     receiver_name: str
     receiver_role: str
-    evidence: Evidence
+    evidence: EvidenceRefOut
     gps: Gps | None
 
 

@@ -10,6 +10,7 @@ from app.models.donation_rule import DonationRule
 from app.models.event import Event
 from app.models.event_delivery import EventDelivery
 from app.models.event_delivery_attempt import EventDeliveryAttempt
+from app.models.evidence_blob import EvidenceBlob
 from app.models.funding_source import FundingSource
 from app.models.fx_conversion import FxConversion
 from app.models.fx_rate import FxRate
@@ -30,6 +31,7 @@ from app.models.school import School
 from app.models.settlement_run import SettlementRun
 from app.models.shipment import Shipment
 from app.models.shipment_event import ShipmentEvent
+from app.models.shipment_evidence import ShipmentEvidence
 from app.models.shipment_package_outcome import ShipmentPackageOutcome
 from app.models.statement import Statement
 from app.models.statement_carryover import StatementCarryover
@@ -53,6 +55,7 @@ __all__ = [
     "Event",
     "EventDelivery",
     "EventDeliveryAttempt",
+    "EvidenceBlob",
     "FundingSource",
     "FxConversion",
     "FxRate",
@@ -73,6 +76,7 @@ __all__ = [
     "SettlementRun",
     "Shipment",
     "ShipmentEvent",
+    "ShipmentEvidence",
     "ShipmentPackageOutcome",
     "Statement",
     "StatementCarryover",
