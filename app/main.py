@@ -48,6 +48,7 @@ from app.settlement.endpoints import router as settlement
 from app.settlement.endpoints import stripe_webhooks
 from app.settlement.stripe_gateway import StripeGateway
 from app.web.endpoints import router as web_pages
+from app.web.partner.endpoints import router as partner_app
 from app.web.security import SecurityHeaders
 from app.web.templating import STATIC
 
@@ -136,8 +137,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             BodyAllowance("POST", re.compile(r"/v1/shipments/[^/]+/events"), MAX_SHIPMENT_EVENT_BYTES),
             BodyAllowance(
                 "POST",
-                re.compile(r"/v1/shipments/[^/]+/evidence"),
+                re.compile(r"(/v1|/partner/api)/shipments/[^/]+/evidence"),
                 settings.max_evidence_bytes + MULTIPART_OVERHEAD,
+            ),
+            BodyAllowance(
+                "POST", re.compile(r"/partner/api/shipments/[^/]+/events"), MAX_SHIPMENT_EVENT_BYTES
             ),
         ],
     )
@@ -168,6 +172,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(packages)
     app.include_router(reports)
     app.include_router(web_pages)
+    app.include_router(partner_app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

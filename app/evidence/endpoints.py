@@ -38,7 +38,7 @@ _IMAGE_BODY = {
 }
 
 
-async def _image_bytes(request: Request, limit: int) -> bytes:
+async def image_bytes(request: Request, limit: int) -> bytes:
     """The image: the whole body, or the one file part of a multipart form. More than `limit` bytes is a 413,
     found while reading (the raw body stops being read at the first byte past it)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -90,7 +90,7 @@ async def post_shipment_evidence(
     is not a real image of those kinds, whatever its Content-Type says, is a 422."""
     limit = request.app.state.settings.max_evidence_bytes
     try:
-        data = await _image_bytes(request, limit)
+        data = await image_bytes(request, limit)
     except BodyTooLarge as too_large:
         return problem_response(413, "payload-too-large", "Payload too large", str(too_large.detail))
     evidence, created = await service.store(session, principal, shipment_id, data)

@@ -24,6 +24,7 @@ from app.models.order import Order
 from app.models.order_refund import OrderRefund
 from app.models.package_kind import PackageKind
 from app.models.package_kind_version import PackageKindVersion
+from app.models.partner_session import PartnerSession
 from app.models.platform import Platform
 from app.models.platform_webhook_secret import PlatformWebhookSecret
 from app.models.report_summary import ReportSummary
@@ -69,6 +70,7 @@ __all__ = [
     "OrderRefund",
     "PackageKind",
     "PackageKindVersion",
+    "PartnerSession",
     "Platform",
     "PlatformWebhookSecret",
     "ReportSummary",

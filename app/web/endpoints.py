@@ -39,11 +39,11 @@ def language_of(request: Request) -> str:
 Language = Annotated[str, Depends(language_of)]
 
 
-def _https(request: Request) -> bool:
+def https(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
-def _same_origin(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
     """A form posted from another site is refused even before its CSRF token is looked at."""
     origin = request.headers.get("origin") or request.headers.get("referer")
     if origin is None:
@@ -75,7 +75,7 @@ async def choose_page_language(
             code,
             max_age=365 * 24 * 3600,
             samesite="lax",
-            secure=_https(request),
+            secure=https(request),
             httponly=True,
         )
     return response
@@ -121,7 +121,7 @@ def _sign_in_page(
         private=True,
     )
     response.set_cookie(
-        SIGN_IN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="lax", secure=_https(request)
+        SIGN_IN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="lax", secure=https(request)
     )
     return response
 
@@ -154,7 +154,7 @@ async def merchant_sign_in(
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     fmt = Formatter(language)
-    if not _same_origin(request) or not service.same_secret(
+    if not same_origin(request) or not service.same_secret(
         request.cookies.get(SIGN_IN_CSRF_COOKIE), csrf_token
     ):
         message = fmt.gettext("This form has expired. Please try again.")
@@ -185,7 +185,7 @@ async def merchant_sign_in(
         max_age=settings.web_session_hours * 3600,
         httponly=True,
         samesite="lax",
-        secure=_https(request),
+        secure=https(request),
         path="/",
     )
     response.delete_cookie(SIGN_IN_CSRF_COOKIE)
@@ -201,11 +201,11 @@ async def merchant_sign_out(
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     if signed_in is not None:
-        if not _same_origin(request) or not service.same_secret(signed_in.csrf_token, csrf_token):
+        if not same_origin(request) or not service.same_secret(signed_in.csrf_token, csrf_token):
             return render(request, language, "merchant/expired.html", {}, status_code=403, private=True)
         await service.sign_out(session, signed_in)
     response = RedirectResponse("/merchant", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=_https(request))
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=https(request))
     return response
 
 
@@ -250,7 +250,7 @@ def _script_caller(request: Request, signed_in: SignedIn | None) -> SignedIn:
     """The billing page's script: the signed-in merchant, its CSRF token in `X-CSRF-Token`, from this origin."""
     if signed_in is None:
         raise Unauthorized("Sign in first.")
-    if not _same_origin(request) or not service.same_secret(
+    if not same_origin(request) or not service.same_secret(
         signed_in.csrf_token, request.headers.get(CSRF_HEADER)
     ):
         raise Forbidden("Missing or wrong CSRF token.")
