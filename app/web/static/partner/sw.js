@@ -5,7 +5,13 @@
 
 const PAGES = "g4g-partner-pages-v1";
 const STATIC = "g4g-partner-static-v1";
-const SHELL = ["/static/site.css", "/static/partner/partner.css", "/static/partner/app.js", "/static/favicon.svg"];
+const SHELL = [
+  "/static/site.css",
+  "/static/partner/partner.css",
+  "/static/partner/app.js",
+  "/static/favicon.svg",
+  "/partner/manifest.webmanifest",
+];
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(STATIC).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));
@@ -53,7 +59,7 @@ self.addEventListener("fetch", (event) => {
   if (url.pathname.startsWith("/partner/api/")) return;
   if (url.pathname === "/partner" || url.pathname.startsWith("/partner/shipments/")) {
     event.respondWith(page(request));
-  } else if (url.pathname.startsWith("/static/")) {
+  } else if (url.pathname.startsWith("/static/") || url.pathname === "/partner/manifest.webmanifest") {
     event.respondWith(staticFile(request));
   }
 });
