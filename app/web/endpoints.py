@@ -16,7 +16,7 @@ from app.core.database import SessionDep
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
 from app.web import service
-from app.web.i18n import LANGUAGE_COOKIE, LANGUAGES, Formatter, choose_language
+from app.web.i18n import FIELD_APP_LANGUAGES, LANGUAGE_COOKIE, Formatter, choose_language
 from app.web.service import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -69,7 +69,7 @@ async def choose_page_language(
     """The language switch: remember the choice for a year and go back to the page (a local path only)."""
     target = next_page if _LOCAL_PATH.match(next_page) and not next_page.startswith("//") else "/"
     response = RedirectResponse(target, status_code=303)
-    if code in LANGUAGES:
+    if code in FIELD_APP_LANGUAGES:  # every page's languages and the field app's
         response.set_cookie(
             LANGUAGE_COOKIE,
             code,

@@ -22,8 +22,8 @@ from app.evidence.endpoints import image_bytes
 from app.evidence.schemas import EvidenceOut
 from app.logistics import machine, tracking
 from app.logistics.schemas import ShipmentEventAnswer, ShipmentEventIn
-from app.web.endpoints import Language, https, same_origin
-from app.web.i18n import Formatter
+from app.web.endpoints import https, same_origin
+from app.web.i18n import FIELD_APP_LANGUAGES, LANGUAGE_COOKIE, Formatter, choose_language
 from app.web.partner import service, sessions
 from app.web.partner.sessions import SESSION_COOKIE, SignedInPartner, SignInRefused
 from app.web.service import CSRF_FIELD, CSRF_HEADER, SIGN_IN_CSRF_COOKIE, new_sign_in_csrf, same_secret
@@ -33,6 +33,15 @@ router = APIRouter(include_in_schema=False, route_class=ExactJsonRoute)
 
 # The page may ask for the device's position (the delivered form) and show the photo it is about to send.
 PERMISSIONS = "camera=(), microphone=(), geolocation=(self), payment=()"
+
+
+def field_app_language(request: Request) -> str:
+    return choose_language(
+        request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language"), FIELD_APP_LANGUAGES
+    )
+
+
+Language = Annotated[str, Depends(field_app_language)]
 
 
 async def current_partner(request: Request, session: SessionDep) -> SignedInPartner | None:
@@ -51,7 +60,11 @@ def _page(
         request,
         language,
         name,
-        {"status_names": service.status_names(Formatter(language)), **context},
+        {
+            "status_names": service.status_names(Formatter(language)),
+            "languages": FIELD_APP_LANGUAGES,
+            **context,
+        },
         status_code=status_code,
         private=True,
         blob_images=True,
@@ -149,7 +162,7 @@ async def partner_sign_out(
 ) -> Response:
     if signed_in is not None:
         if not same_origin(request) or not same_secret(signed_in.csrf_token, csrf_token):
-            return _page(request, language, "merchant/expired.html", {}, status_code=403)
+            return _page(request, language, "partner/expired.html", {}, status_code=403)
         await sessions.sign_out(session, signed_in)
     response = RedirectResponse("/partner", status_code=303)
     response.delete_cookie(
