@@ -333,3 +333,71 @@ async def test_another_partners_shipment_is_out_of_reach(field: Field, phone: Br
     assert field.theirs not in await page.content()
     answer = await page.goto(f"/partner/shipments/{field.theirs}")
     assert answer is not None and answer.status == 404
+
+
+SCRIPTS = {"ne": "Devanagari", "km": "Khmer", "my": "Myanmar"}
+HEADINGS = {
+    "en": "My shipments",
+    "id": "Pengiriman saya",
+    "ne": "मेरा ढुवानीहरू",
+    "km": "ការដឹកជញ្ជូនរបស់ខ្ញុំ",
+    "my": "ကျွန်ုပ်၏ ပို့ဆောင်မှုများ",
+}
+
+
+SCRIPT_RANGES = {"ne": (0x0900, 0x097F), "km": (0x1780, 0x17FF), "my": (0x1000, 0x109F)}
+
+
+async def assert_drawn_in_its_script(page: Page, selector: str, language: str) -> None:
+    """Chromium drew the element's text with a font for the language's script, and used other fonts only for
+    what is not of that script (spaces, digits, punctuation): no character fell back to an empty box."""
+    fonts = await fonts_of(page, selector)
+    text = await page.inner_text(selector)
+    low, high = SCRIPT_RANGES[language]
+    others = sum(1 for c in text if not low <= ord(c) <= high)
+    script_fonts = {f: n for f, n in fonts.items() if SCRIPTS[language] in f}
+    assert script_fonts and sum(script_fonts.values()) > 0, (selector, fonts)
+    assert sum(n for f, n in fonts.items() if f not in script_fonts) <= others, (selector, text, fonts)
+
+
+async def fonts_of(page: Page, selector: str) -> dict[str, int]:
+    """The fonts Chromium drew an element's text with, and how many glyphs from each (DevTools' CSS domain)."""
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("DOM.enable")
+    await cdp.send("CSS.enable")
+    root = await cdp.send("DOM.getDocument")
+    node = await cdp.send("DOM.querySelector", {"nodeId": root["root"]["nodeId"], "selector": selector})
+    fonts = await cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})
+    await cdp.detach()
+    return {f["familyName"]: f["glyphCount"] for f in fonts["fonts"]}
+
+
+async def test_every_page_in_every_language_at_360_and_1280_px(
+    field: Field, browser: Browser, screenshot_dir: Path
+) -> None:
+    for language, heading in HEADINGS.items():
+        context = await browser.new_context(viewport=PHONE, locale="en-US", base_url=field.url)  # type: ignore[arg-type]
+        try:
+            page, problems = await watched(context)
+            await page.goto(f"/language/{language}?next=/partner")
+            await expect(page.locator("html")).to_have_attribute("lang", language)
+            await shoot(page, screenshot_dir, f"sign-in-{language}")
+            await page.fill("#api_key", field.key)
+            await page.click("button[type=submit]")
+            await expect(page.locator("h1")).to_have_text(heading)
+            if language in SCRIPTS:
+                # Every glyph of the heading comes from a font for its script: no empty boxes.
+                await assert_drawn_in_its_script(page, "h1", language)
+            await shoot(page, screenshot_dir, f"shipments-{language}")
+            await page.goto(f"/partner/shipments/{field.mine}")
+            await shoot(page, screenshot_dir, f"shipment-{language}")
+            for form in ("delivered-form", "receipt-form"):
+                await page.evaluate(f"document.getElementById('{form}').hidden = false")
+                await expect(page.locator(f"#{form} h2")).to_be_visible()
+                if language in SCRIPTS:
+                    await assert_drawn_in_its_script(page, f"#{form} h2", language)
+                await shoot(page, screenshot_dir, f"{form}-{language}")
+                await page.evaluate(f"document.getElementById('{form}').hidden = true")
+            assert problems == [], problems
+        finally:
+            await context.close()
