@@ -157,7 +157,7 @@
       li.className = item.state;
       li.dataset.eventId = item.body.event_id;
       const what = labels[item.body.status] || item.body.status;
-      const when = new Date(item.body.occurred_at).toLocaleString();
+      const when = new Date(item.body.occurred_at).toLocaleString(document.documentElement.lang || undefined);
       const state = item.state === "refused" ? section.dataset.refused : section.dataset.waiting;
       li.textContent = what + " · " + when + " · " + state + (item.problem ? ": " + item.problem : "");
       if (item.state === "refused") {
