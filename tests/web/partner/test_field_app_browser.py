@@ -269,6 +269,11 @@ async def test_a_delivery_recorded_offline_reaches_the_service_once_with_its_pho
     await expect(page.locator("#status")).to_have_text("Receipt confirmed")
     await expect(page.locator("#pending-note")).to_be_visible()
     await shoot(page, screenshot_dir, "offline-queue-en")
+    await page.goto("/partner")  # the list, as last seen, is readable offline too
+    await expect(page.locator("h1")).to_have_text("My shipments")
+    assert await waiting(page) == queued
+    await page.goto(f"/partner/shipments/{field.mine}")
+    await expect(page.locator("#status")).to_have_text("Receipt confirmed")
     async with httpx.AsyncClient(base_url=field.url, headers=field.admin) as http:
         nothing_yet = _ok(await http.get(f"/v1/shipments/{field.mine}"))
         assert nothing_yet["status"] == "planned" and nothing_yet["events"] == []

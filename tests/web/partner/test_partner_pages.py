@@ -102,6 +102,19 @@ async def test_a_device_stays_signed_in_until_the_days_run_out_or_the_key_is_rev
     assert "Logistics partner key" in (await client.get("/partner")).text
 
 
+async def test_signing_out_ends_the_devices_session(shipping: Shipping) -> None:
+    client = shipping.client
+    await sign_in(client, token_of(shipping.partner_key))
+    assert await row_counts(shipping.pool.app, "partner_sessions") == {"partner_sessions": 1}
+    forged = await client.post("/partner/sign-out", data={"csrf_token": "forged"})
+    assert forged.status_code == 403
+    assert await row_counts(shipping.pool.app, "partner_sessions") == {"partner_sessions": 1}
+    out = await client.post("/partner/sign-out", data={"csrf_token": await page_csrf(client)})
+    assert out.status_code == 303
+    assert await row_counts(shipping.pool.app, "partner_sessions") == {"partner_sessions": 0}
+    assert "Logistics partner key" in (await client.get("/partner")).text
+
+
 async def test_the_shipment_page_shows_the_school_the_boxes_the_history_and_the_next_steps(
     shipping: Shipping,
 ) -> None:
