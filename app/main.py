@@ -32,6 +32,8 @@ from app.donations.endpoints import MAX_EVENT_BYTES, OrderWebhookFastPath, Quote
 from app.donations.endpoints import router as donations
 from app.donations.inbox import OrderEventInbox
 from app.events.endpoints import router as webhook_endpoints
+from app.evidence.endpoints import MULTIPART_OVERHEAD
+from app.evidence.endpoints import router as evidence
 from app.health.endpoints import router as health
 from app.ledger.endpoints import router as ledger
 from app.logistics.endpoints import MAX_SHIPMENT_EVENT_BYTES, shipments
@@ -46,6 +48,7 @@ from app.settlement.endpoints import router as settlement
 from app.settlement.endpoints import stripe_webhooks
 from app.settlement.stripe_gateway import StripeGateway
 from app.web.endpoints import router as web_pages
+from app.web.partner.endpoints import router as partner_app
 from app.web.security import SecurityHeaders
 from app.web.templating import STATIC
 
@@ -132,6 +135,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             BodyAllowance("POST", re.compile(r"/v1/webhooks/orders/[^/]+"), MAX_EVENT_BYTES),
             BodyAllowance("POST", re.compile(r"/v1/schools/[^/]+/students"), settings.max_import_bytes),
             BodyAllowance("POST", re.compile(r"/v1/shipments/[^/]+/events"), MAX_SHIPMENT_EVENT_BYTES),
+            BodyAllowance(
+                "POST",
+                re.compile(r"(/v1|/partner/api)/shipments/[^/]+/evidence"),
+                settings.max_evidence_bytes + MULTIPART_OVERHEAD,
+            ),
+            BodyAllowance(
+                "POST", re.compile(r"/partner/api/shipments/[^/]+/events"), MAX_SHIPMENT_EVENT_BYTES
+            ),
         ],
     )
     app.add_middleware(SecurityHeaders)
@@ -153,6 +164,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(merchants)
     app.include_router(logistics_partners)
     app.include_router(shipments)
+    app.include_router(evidence)
     app.include_router(donations)
     app.include_router(ledger)
     app.include_router(settlement)
@@ -160,6 +172,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(packages)
     app.include_router(reports)
     app.include_router(web_pages)
+    app.include_router(partner_app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

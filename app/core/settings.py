@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_import_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 16 * 1024 * 1024
     # Shipments: one not in a final state with no event for this many days is listed by `GET /v1/shipments?stale=true`.
     shipment_stale_days: Annotated[int, Field(ge=1, le=365)] = 14
+    # Photo proof of delivery (`POST /v1/shipments/{id}/evidence`): the largest image accepted, in bytes.
+    max_evidence_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 8 * 1024 * 1024
 
     # Public transparency report: figures are recomputed in the background once they are this old (0: on
     # every read, before answering).
@@ -65,6 +67,8 @@ class Settings(BaseSettings):
     # Web pages: how long a merchant's dashboard session lasts, and the Stripe.js the billing page loads.
     web_session_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 8
     stripe_js_url: str = "https://js.stripe.com/v3/"
+    # The partners' field app (`/partner`): how long a device stays signed in (revoking the key ends it sooner).
+    partner_session_days: Annotated[int, Field(ge=1, le=365)] = 30
 
     # Background jobs. `g4g serve` runs a worker in each server process unless this is false (then run
     # `g4g worker` processes beside it, as production does).

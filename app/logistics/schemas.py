@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
 from app.core.patterns import pattern
 from app.core.types import ONE_LINE, PRINTABLE, Instant, Name, ResourceId, visible_text
@@ -118,10 +118,23 @@ class Evidence(BaseModel):
     """64 hexadecimal digits (answered in lower case)."""
 
 
+class StoredEvidence(BaseModel):
+    """A photo this service keeps (`POST /v1/shipments/{id}/evidence`), by the id it answered with."""
+
+    model_config = ConfigDict(extra="forbid")
+    evidence_id: ResourceId
+
+
 class Gps(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lat: Annotated[float, Field(ge=-90, le=90, strict=True)]
     lon: Annotated[float, Field(ge=-180, le=180, strict=True)]
+
+
+def _evidence_kind(value: Any) -> str:
+    """Which form of evidence a proof names, so that a refusal speaks of that form's fields only."""
+    has_id = (isinstance(value, dict) and "evidence_id" in value) or isinstance(value, StoredEvidence)
+    return "stored" if has_id else "own"
 
 
 class DeliveryProof(BaseModel):
@@ -131,7 +144,11 @@ class DeliveryProof(BaseModel):
     receiver_name: Name
     receiver_role: Role
     """E.g. `teacher`, `head teacher`."""
-    evidence: Evidence
+    evidence: Annotated[
+        Annotated[Evidence, Tag("own")] | Annotated[StoredEvidence, Tag("stored")],
+        Discriminator(_evidence_kind),
+    ]
+    """Your own copy (`url` + `sha256`), or a photo sent to this service (`evidence_id`)."""
     gps: Gps | None = None
 
 
@@ -201,10 +218,18 @@ ShipmentEventIn = Annotated[
 ]
 
 
+class EvidenceRefOut(BaseModel):
+    url: str
+    """The partner's own https address, or this service's (`/v1/shipments/{id}/evidence/{evidence_id}`)."""
+    sha256: str
+    evidence_id: str | None = None
+    """Set when the photo is kept by this service."""
+
+
 class DeliveryProofOut(BaseModel):
     receiver_name: str
     receiver_role: str
-    evidence: Evidence
+    evidence: EvidenceRefOut
     gps: Gps | None
 
 

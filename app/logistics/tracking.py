@@ -44,6 +44,8 @@ from app.core.ids import new_id
 from app.core.secrets import decrypt, encrypt, keyed_hash
 from app.events.outbox import EventDraft, emit_many
 from app.events.repository import subscribers
+from app.evidence import repository as evidence_store
+from app.evidence.schemas import evidence_url
 from app.ledger import accounts
 from app.ledger.service import EntryDraft, post, transfer
 from app.logistics import machine, repository
@@ -55,6 +57,7 @@ from app.logistics.schemas import (
     ShipmentEventAnswer,
     ShipmentEventIn,
     ShipmentEventOut,
+    StoredEvidence,
 )
 from app.packages import pool
 from app.packages.allocation import package_share
@@ -173,6 +176,7 @@ async def post_event(
     if body.occurred_at > now + FUTURE_TOLERANCE:
         raise _invalid("occurred_at", "more than 5 minutes in the future", "future_time")
     outcomes = await _checked_outcomes(db, shipment_id, body)
+    proof = await _proof_json(session, shipment_id, body)
 
     current = shipment["status"]
     programme = principal.is_admin
@@ -200,9 +204,7 @@ async def post_event(
             recorded_at=now,
             location=body.location,
             note=body.note,
-            proof_encrypted=(
-                encrypt(cipher, body.proof.model_dump_json()) if isinstance(body, DeliveredEventIn) else None
-            ),
+            proof_encrypted=encrypt(cipher, proof) if proof is not None else None,
             result=decision.result,
             reason=decision.reason,
             status_before=current,
@@ -231,6 +233,30 @@ async def post_event(
     # In the order a replay reads them back (by package id), so the first answer and a replay are the same.
     recorded = [{"package_id": p, "outcome": o, "reason": r} for p, o, r in sorted(outcomes)]
     return _answer(row, recorded, cipher), False
+
+
+async def _proof_json(session: AsyncSession, shipment_id: str, body: ShipmentEventIn) -> str | None:
+    """A delivery's proof as stored: a photo kept here is named by its id, its address and its SHA-256 (which
+    must be evidence sent for this shipment)."""
+    if not isinstance(body, DeliveredEventIn):
+        return None
+    proof = body.proof.model_dump(mode="json")
+    if isinstance(body.proof.evidence, StoredEvidence):
+        evidence_id = body.proof.evidence.evidence_id
+        found = await evidence_store.described(session, shipment_id, evidence_id)
+        if found is None:
+            raise _invalid(
+                "proof",
+                f"evidence {evidence_id} was not sent for this shipment "
+                f"(POST /v1/shipments/{shipment_id}/evidence first)",
+                "evidence_unknown",
+            )
+        proof["evidence"] = {
+            "url": evidence_url(shipment_id, evidence_id),
+            "sha256": found[0].sha256.hex(),
+            "evidence_id": evidence_id,
+        }
+    return json.dumps(proof, separators=(",", ":"))
 
 
 async def _checked_outcomes(

@@ -10,6 +10,7 @@ from app.models.donation_rule import DonationRule
 from app.models.event import Event
 from app.models.event_delivery import EventDelivery
 from app.models.event_delivery_attempt import EventDeliveryAttempt
+from app.models.evidence_blob import EvidenceBlob
 from app.models.funding_source import FundingSource
 from app.models.fx_conversion import FxConversion
 from app.models.fx_rate import FxRate
@@ -23,6 +24,7 @@ from app.models.order import Order
 from app.models.order_refund import OrderRefund
 from app.models.package_kind import PackageKind
 from app.models.package_kind_version import PackageKindVersion
+from app.models.partner_session import PartnerSession
 from app.models.platform import Platform
 from app.models.platform_webhook_secret import PlatformWebhookSecret
 from app.models.report_summary import ReportSummary
@@ -30,6 +32,7 @@ from app.models.school import School
 from app.models.settlement_run import SettlementRun
 from app.models.shipment import Shipment
 from app.models.shipment_event import ShipmentEvent
+from app.models.shipment_evidence import ShipmentEvidence
 from app.models.shipment_package_outcome import ShipmentPackageOutcome
 from app.models.statement import Statement
 from app.models.statement_carryover import StatementCarryover
@@ -53,6 +56,7 @@ __all__ = [
     "Event",
     "EventDelivery",
     "EventDeliveryAttempt",
+    "EvidenceBlob",
     "FundingSource",
     "FxConversion",
     "FxRate",
@@ -66,6 +70,7 @@ __all__ = [
     "OrderRefund",
     "PackageKind",
     "PackageKindVersion",
+    "PartnerSession",
     "Platform",
     "PlatformWebhookSecret",
     "ReportSummary",
@@ -73,6 +78,7 @@ __all__ = [
     "SettlementRun",
     "Shipment",
     "ShipmentEvent",
+    "ShipmentEvidence",
     "ShipmentPackageOutcome",
     "Statement",
     "StatementCarryover",

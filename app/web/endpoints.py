@@ -17,7 +17,7 @@ from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
 from app.settlement.schemas import SETUP_INTENT_ID
 from app.web import service
-from app.web.i18n import LANGUAGE_COOKIE, LANGUAGES, Formatter, choose_language
+from app.web.i18n import FIELD_APP_LANGUAGES, LANGUAGE_COOKIE, Formatter, choose_language
 from app.web.service import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -40,11 +40,11 @@ def language_of(request: Request) -> str:
 Language = Annotated[str, Depends(language_of)]
 
 
-def _https(request: Request) -> bool:
+def https(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
-def _same_origin(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
     """A form posted from another site is refused even before its CSRF token is looked at."""
     origin = request.headers.get("origin") or request.headers.get("referer")
     if origin is None:
@@ -70,13 +70,13 @@ async def choose_page_language(
     """The language switch: remember the choice for a year and go back to the page (a local path only)."""
     target = next_page if _LOCAL_PATH.match(next_page) and not next_page.startswith("//") else "/"
     response = RedirectResponse(target, status_code=303)
-    if code in LANGUAGES:
+    if code in FIELD_APP_LANGUAGES:  # every page's languages and the field app's
         response.set_cookie(
             LANGUAGE_COOKIE,
             code,
             max_age=365 * 24 * 3600,
             samesite="lax",
-            secure=_https(request),
+            secure=https(request),
             httponly=True,
         )
     return response
@@ -122,7 +122,7 @@ def _sign_in_page(
         private=True,
     )
     response.set_cookie(
-        SIGN_IN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="lax", secure=_https(request)
+        SIGN_IN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="lax", secure=https(request)
     )
     return response
 
@@ -155,7 +155,7 @@ async def merchant_sign_in(
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     fmt = Formatter(language)
-    if not _same_origin(request) or not service.same_secret(
+    if not same_origin(request) or not service.same_secret(
         request.cookies.get(SIGN_IN_CSRF_COOKIE), csrf_token
     ):
         message = fmt.gettext("This form has expired. Please try again.")
@@ -186,7 +186,7 @@ async def merchant_sign_in(
         max_age=settings.web_session_hours * 3600,
         httponly=True,
         samesite="lax",
-        secure=_https(request),
+        secure=https(request),
         path="/",
     )
     response.delete_cookie(SIGN_IN_CSRF_COOKIE)
@@ -202,11 +202,11 @@ async def merchant_sign_out(
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     if signed_in is not None:
-        if not _same_origin(request) or not service.same_secret(signed_in.csrf_token, csrf_token):
+        if not same_origin(request) or not service.same_secret(signed_in.csrf_token, csrf_token):
             return render(request, language, "merchant/expired.html", {}, status_code=403, private=True)
         await service.sign_out(session, signed_in)
     response = RedirectResponse("/merchant", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=_https(request))
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=https(request))
     return response
 
 
@@ -251,7 +251,7 @@ def _script_caller(request: Request, signed_in: SignedIn | None) -> SignedIn:
     """The billing page's script: the signed-in merchant, its CSRF token in `X-CSRF-Token`, from this origin."""
     if signed_in is None:
         raise Unauthorized("Sign in first.")
-    if not _same_origin(request) or not service.same_secret(
+    if not same_origin(request) or not service.same_secret(
         signed_in.csrf_token, request.headers.get(CSRF_HEADER)
     ):
         raise Forbidden("Missing or wrong CSRF token.")

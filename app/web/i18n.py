@@ -22,8 +22,17 @@ from app.core.money import major_units
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 LANGUAGES = ("en", "id")  # English is the source language; the others have a catalogue
+# The logistics partners' field app (`/partner`) also speaks the languages of the drivers who deliver: Nepali,
+# Khmer, Burmese. Their catalogues translate the field app's strings; the other pages stay in `LANGUAGES`.
+FIELD_APP_LANGUAGES = ("en", "ne", "km", "my", "id")
 DEFAULT_LANGUAGE = "en"
-LANGUAGE_NAMES = {"en": "English", "id": "Bahasa Indonesia"}
+LANGUAGE_NAMES = {
+    "en": "English",
+    "id": "Bahasa Indonesia",
+    "ne": "नेपाली",
+    "km": "ខ្មែរ",
+    "my": "မြန်မာ",
+}
 LANGUAGE_COOKIE = "g4g_lang"
 
 
@@ -56,17 +65,20 @@ def _accepted(header: str) -> list[str]:
     return [tag for _, _, tag in sorted(weighted)]
 
 
-def choose_language(cookie: str | None, accept_language: str | None) -> str:
-    """The visitor's own choice (the switch's cookie) first, then what the browser asks for, then English."""
-    if cookie in LANGUAGES:
+def choose_language(
+    cookie: str | None, accept_language: str | None, languages: tuple[str, ...] = LANGUAGES
+) -> str:
+    """The visitor's own choice (the switch's cookie) first, then what the browser asks for, then English;
+    among `languages` (the pages', or the field app's)."""
+    if cookie in languages:
         return cookie
     if accept_language:
         try:
             tags = [t for t in _accepted(accept_language) if t != "*"]
-            chosen = Locale.negotiate(tags, list(LANGUAGES), sep="-")
+            chosen = Locale.negotiate(tags, list(languages), sep="-")
         except (ValueError, TypeError):
             chosen = None
-        if chosen is not None and str(chosen) in LANGUAGES:
+        if chosen is not None and str(chosen) in languages:
             return str(chosen)
     return DEFAULT_LANGUAGE
 

@@ -30,13 +30,16 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def csp(*, stripe_js_url: str | None = None, data_images: bool = False) -> str:
+def csp(*, stripe_js_url: str | None = None, data_images: bool = False, blob_images: bool = False) -> str:
     """The policy for a page. With `stripe_js_url`, Stripe.js may load from its origin, open its frames and
     call its API (the real Stripe's, or a stand-in's such as localstripe, whose script calls its own origin).
-    With `data_images`, images may also be `data:` URLs."""
+    With `data_images`, images may also be `data:` URLs; with `blob_images`, `blob:` URLs (the field app shows
+    the photo it is about to send from the device's own memory)."""
     policy = {name: list(sources) for name, sources in _BASE_POLICY.items()}
     if data_images:
         policy["img-src"].append("data:")
+    if blob_images:
+        policy["img-src"].append("blob:")
     if stripe_js_url is not None:
         origin = origin_of(stripe_js_url)
         policy["script-src"].append(origin)

@@ -49,6 +49,7 @@ def render(
     private: bool = False,
     stripe_js_url: str | None = None,
     data_images: bool = False,
+    blob_images: bool = False,
 ) -> HTMLResponse:
     """A page in `language`. Private pages (a merchant's) are never stored by a cache."""
     response = templates(language).TemplateResponse(
@@ -57,6 +58,8 @@ def render(
     response.headers["Content-Language"] = language
     response.headers["Vary"] = "Accept-Language, Cookie"
     response.headers["Cache-Control"] = "no-store" if private else "no-cache"
-    response.headers["Content-Security-Policy"] = csp(stripe_js_url=stripe_js_url, data_images=data_images)
+    response.headers["Content-Security-Policy"] = csp(
+        stripe_js_url=stripe_js_url, data_images=data_images, blob_images=blob_images
+    )
     assert isinstance(response, HTMLResponse)
     return response

@@ -47,10 +47,10 @@ async def test_an_http_evidence_url_is_refused_in_words(
         },
     }
     messages = _messages(await client.post("/v1/shipments/shp_1/events", json=event, headers=admin))
-    assert messages["body.delivered.proof.evidence.url"] == (
+    assert messages["body.delivered.proof.evidence.own.url"] == (
         "must be an https:// address with a host name, no user name or password, and no spaces"
     )
-    assert messages["body.delivered.proof.evidence.sha256"] == "must be a SHA-256: 64 hexadecimal digits"
+    assert messages["body.delivered.proof.evidence.own.sha256"] == "must be a SHA-256: 64 hexadecimal digits"
 
 
 async def test_a_country_and_an_id_are_refused_in_words(

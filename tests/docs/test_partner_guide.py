@@ -5,6 +5,7 @@ its table is the service's state machine."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import shutil
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from pydantic import TypeAdapter
 
+import tests.evidence.photos
 from app.logistics.machine import TRANSITIONS
 from app.logistics.schemas import ShipmentEventIn
 from tests.conftest import DATA_KEY
@@ -145,7 +147,8 @@ def test_the_walkthrough_takes_a_shipment_to_receipt_with_only_the_partners_key(
     with httpx.Client(base_url=live["url"], headers=live["admin"]) as http:
         platform, partner_token = _a_planned_shipment(http)
     [script] = [block for block in _blocks("sh") if block.startswith("# walkthrough:")]
-    (live["tmp"] / "delivery-note.jpg").write_bytes(b"the signed delivery note")
+    photo = tests.evidence.photos.photo("JPEG")
+    (live["tmp"] / "delivery-note.jpg").write_bytes(photo)
     env = {"PATH": "/usr/bin:/bin", "G4G_URL": live["url"], "G4G_KEY": partner_token}
 
     def walk(*arguments: str) -> list[str]:
@@ -175,6 +178,10 @@ def test_the_walkthrough_takes_a_shipment_to_receipt_with_only_the_partners_key(
     with httpx.Client(base_url=live["url"], headers=live["admin"]) as http:
         [shipment] = _ok(http.get("/v1/shipments"))["data"]
         assert shipment["status"] == "receipt_confirmed"
+        [delivered] = [e for e in _ok(http.get(f"/v1/shipments/{shipment['id']}"))["events"] if e["proof"]]
+        kept = http.get(delivered["proof"]["evidence"]["url"])
+        assert kept.content == photo  # a photo without metadata is kept byte for byte
+        assert delivered["proof"]["evidence"]["sha256"] == hashlib.sha256(photo).hexdigest()
         trail = _ok(http.get("/v1/orders/TM-1", params={"platform_id": platform["id"]}))["trail"]
         assert [(t["delivery_status"], t["stage"]) for t in trail] == [("accepted", "delivered")] * 3
         assert all(t["delivered_at"] and t["receipt_confirmed_at"] for t in trail)

@@ -1,0 +1,1 @@
+"""The logistics partners' field app (`/partner`): pages over the logistics and evidence services."""
