@@ -40,6 +40,8 @@ from app.merchants.endpoints import router as merchants
 from app.packages.endpoints import router as packages
 from app.platforms.endpoints import router as platforms
 from app.platforms.service import WebhookSecretCache
+from app.receipts.endpoints import router as receipts
+from app.receipts.service import receipt_key
 from app.reports.endpoints import router as reports
 from app.reports.service import TransparencyReport
 from app.settlement.endpoints import router as settlement
@@ -114,6 +116,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.clock = clock or SystemClock()
     app.state.cipher = cipher_for(settings)
     app.state.lookup_key = lookup_key_for(settings)
+    app.state.receipt_key = receipt_key(app.state.lookup_key)
     app.state.api_keys = ApiKeyCache(settings.api_key_cache_seconds)
     app.state.auth_failures = AuthFailures(
         per_address=settings.auth_failures_per_address, per_key=settings.auth_failures_per_key
@@ -159,6 +162,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(webhook_endpoints)
     app.include_router(packages)
     app.include_router(reports)
+    app.include_router(receipts)
     app.include_router(web_pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

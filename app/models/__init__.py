@@ -25,6 +25,7 @@ from app.models.package_kind import PackageKind
 from app.models.package_kind_version import PackageKindVersion
 from app.models.platform import Platform
 from app.models.platform_webhook_secret import PlatformWebhookSecret
+from app.models.receipt_link import ReceiptLink
 from app.models.report_summary import ReportSummary
 from app.models.school import School
 from app.models.settlement_run import SettlementRun
@@ -68,6 +69,7 @@ __all__ = [
     "PackageKindVersion",
     "Platform",
     "PlatformWebhookSecret",
+    "ReceiptLink",
     "ReportSummary",
     "School",
     "SettlementRun",

@@ -15,8 +15,12 @@ from app.core.auth_failures import TooManyAttempts
 from app.core.database import SessionDep
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
+from app.receipts import service as receipts
+from app.receipts.endpoints import RECEIPT_HEADERS, public_origin, receipt_for
+from app.receipts.service import ReceiptNotFound
 from app.web import service
 from app.web.i18n import LANGUAGE_COOKIE, LANGUAGES, Formatter, choose_language
+from app.web.receipt import receipt_view
 from app.web.service import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -79,6 +83,43 @@ async def choose_page_language(
             httponly=True,
         )
     return response
+
+
+# ---- a buyer's receipt: no cookie set or needed, kept out of search engines, caches and referrers ----
+
+
+def cookieless_language(request: Request) -> str:
+    """`?lang=` (the receipt's own switch) first, then the site's cookie and the browser's languages."""
+    asked = request.query_params.get("lang")
+    return asked if asked in LANGUAGES else language_of(request)
+
+
+@router.get("/r/{token}", response_class=HTMLResponse)
+async def receipt_page(token: str, request: Request, session: SessionDep) -> HTMLResponse:
+    language = cookieless_language(request)
+    try:
+        receipt = await receipt_for(request, session, token)
+    except ReceiptNotFound:
+        response = render(request, language, "receipt_missing.html", {"cookieless": True}, status_code=404)
+    else:
+        view = receipt_view(receipt, Formatter(language))
+        response = render(request, language, "receipt.html", {"view": view, "cookieless": True})
+    response.headers.update(RECEIPT_HEADERS)
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    return response
+
+
+@router.get("/r/{token}/qr.{kind}")
+async def receipt_qr(
+    token: str, kind: Annotated[str, Path(pattern="^(svg|png)$")], request: Request, session: SessionDep
+) -> Response:
+    """The receipt link as a QR code, for the platform's confirmation page or e-mail."""
+    if not await receipts.link_exists(session, token):
+        return Response("Not found", status_code=404, media_type="text/plain", headers=RECEIPT_HEADERS)
+    url = f"{public_origin(request)}/r/{token}"
+    if kind == "svg":
+        return Response(receipts.qr_svg(url), media_type="image/svg+xml", headers=RECEIPT_HEADERS)
+    return Response(receipts.qr_png(url), media_type="image/png", headers=RECEIPT_HEADERS)
 
 
 # ---- the API reference ----
