@@ -15,10 +15,12 @@ from app.core.auth_failures import TooManyAttempts
 from app.core.database import SessionDep
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
+from app.merchants import repository as merchant_repository
+from app.merchants.profile import public_figures
 from app.receipts import service as receipts
 from app.receipts.endpoints import RECEIPT_HEADERS, public_origin, receipt_for
 from app.receipts.service import ReceiptNotFound
-from app.web import service
+from app.web import badge, service
 from app.web.i18n import LANGUAGE_COOKIE, LANGUAGES, Formatter, choose_language
 from app.web.receipt import receipt_view
 from app.web.service import (
@@ -120,6 +122,29 @@ async def receipt_qr(
     if kind == "svg":
         return Response(receipts.qr_svg(url), media_type="image/svg+xml", headers=RECEIPT_HEADERS)
     return Response(receipts.qr_png(url), media_type="image/png", headers=RECEIPT_HEADERS)
+
+
+# ---- a merchant's public page (opt-in) ----
+
+
+@router.get("/m/{slug}", response_class=HTMLResponse)
+async def merchant_public_page(
+    slug: str, request: Request, session: SessionDep, language: Language
+) -> HTMLResponse:
+    merchant = await merchant_repository.public_by_slug(session, slug) if len(slug) <= 80 else None
+    if merchant is None:
+        return render(request, language, "merchant_missing.html", {}, status_code=404)
+    state = request.app.state
+    figures = await public_figures(
+        session,
+        merchant,
+        now=state.clock.now(),
+        window=timedelta(days=state.settings.return_window_days),
+        base_currency=state.settings.base_currency,
+    )
+    fmt = Formatter(language)
+    context = {"figures": figures, "gives": badge.gives(figures, fmt), "so_far": badge.so_far(figures, fmt)}
+    return render(request, language, "merchant_public.html", context)
 
 
 # ---- the API reference ----
