@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from app.core.types import CountryCode, ExternalId, Name, ResourceId
 from app.reports.schemas import Count
@@ -20,7 +20,7 @@ class MerchantCreate(BaseModel):
 
 class MerchantUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    public_profile: bool
+    public_profile: StrictBool
     """Opt in (or out) of a public profile: the badge for product pages and the page `/m/{public_slug}`."""
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from app.core.money import MoneyOut
 
@@ -16,7 +16,7 @@ class ReceiptLinkIn(BaseModel):
     """What the platform chooses to show its buyer. Asking again with other choices changes them, not the link."""
 
     model_config = ConfigDict(extra="forbid")
-    show_merchant: bool = True
+    show_merchant: StrictBool = True
     """Show the merchant's name (as the platform registered it)."""
     order_reference: str | None = Field(
         default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$"
