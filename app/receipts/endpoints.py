@@ -17,7 +17,7 @@ from app.receipts.schemas import ReceiptLinkIn, ReceiptLinkOut, ReceiptOut
 router = APIRouter(prefix="/v1", tags=["receipts"], route_class=ExactJsonRoute)
 
 OrderId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
-Token = Annotated[str, Path(max_length=64)]
+Token = Annotated[str, Path(description="The token from the receipt link")]
 # A receipt is the buyer's: kept out of caches, search engines and other sites' logs.
 RECEIPT_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
 
