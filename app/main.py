@@ -41,7 +41,7 @@ from app.packages.endpoints import router as packages
 from app.platforms.endpoints import router as platforms
 from app.platforms.service import WebhookSecretCache
 from app.receipts.endpoints import router as receipts
-from app.receipts.service import receipt_key
+from app.receipts.service import PublicRegions, receipt_key
 from app.reports.endpoints import router as reports
 from app.reports.service import TransparencyReport
 from app.settlement.endpoints import router as settlement
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             window=timedelta(days=settings.return_window_days),
             base_currency=settings.base_currency,
         )
+        app.state.public_regions = PublicRegions(app.state.transparency)
         app.state.stripe = StripeGateway.from_settings(settings)
         worker_task = start_embedded_worker(app) if settings.embedded_worker else None
         try:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.core.auth import Authorized, Principal, Role
-from app.core.database import SessionDep
+from app.core.database import ReadConnectionDep, SessionDep
 from app.core.json_body import ExactJsonRoute
 from app.receipts import service
 from app.receipts.schemas import ReceiptLinkIn, ReceiptLinkOut, ReceiptOut
@@ -78,21 +79,20 @@ async def revoke_receipt_link(
 
 
 @router.get("/receipts/{token}", response_model=ReceiptOut, operation_id="get_receipt")
-async def get_receipt(token: Token, request: Request, session: SessionDep) -> JSONResponse:
+async def get_receipt(token: Token, request: Request, db: ReadConnectionDep) -> JSONResponse:
     """A receipt by its token (public: the token is the key). What happened to the order's donation, with
     dates, what comes next and roughly when. Never a student or a school; a region only where the public report
     shows it. An unknown or revoked token is 404, the same for both."""
-    receipt = await receipt_for(request, session, token)
+    receipt = await receipt_for(request, db, token)
     return JSONResponse(receipt.model_dump(mode="json"), headers=RECEIPT_HEADERS)
 
 
-async def receipt_for(request: Request, session: SessionDep, token: str) -> ReceiptOut:
+async def receipt_for(request: Request, db: asyncpg.Connection, token: str) -> ReceiptOut:
     state = request.app.state
-    snapshot = await state.transparency.current()
     return await service.receipt(
-        session,
+        db,
         token,
         now=state.clock.now(),
         window=timedelta(days=state.settings.return_window_days),
-        figures=snapshot.figures(),
+        regions=state.public_regions,
     )

@@ -21,7 +21,6 @@ import asyncpg
 import segno
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.database import driver_connection
 from app.core.errors import NotFound
 from app.core.ids import new_id
 from app.core.money import MoneyOut
@@ -29,6 +28,7 @@ from app.models import ReceiptLink
 from app.receipts import repository
 from app.receipts.schemas import NextStep, ReceiptLinkIn, ReceiptOut, ReceiptPackage, Step, TimelineStep
 from app.reports.schemas import TransparencyOut
+from app.reports.service import TransparencyReport
 
 TOKEN_BYTES = 18
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{24}")
@@ -111,19 +111,34 @@ def qr_png(url: str) -> bytes:
     return buffer.getvalue()
 
 
-def shown_regions(figures: TransparencyOut) -> set[tuple[str, str]]:
+def shown_regions(figures: TransparencyOut) -> frozenset[tuple[str, str]]:
     """Regions the public report names with their students reached, five or more: the only regions a receipt
     may name. Anything smaller, or hidden to protect a smaller cell, is shown as its country alone."""
-    return {
+    return frozenset(
         (row.country, row.region)
         for row in figures.regions
         if row.region is not None and isinstance(row.students_reached, int) and row.students_reached >= 5
-    }
+    )
 
 
-async def link_exists(session: AsyncSession, token: str) -> bool:
+class PublicRegions:
+    """`shown_regions` of the public report as this process serves it, worked out once per publication."""
+
+    def __init__(self, report: TransparencyReport) -> None:
+        self._report = report
+        self._etag: str | None = None
+        self._regions: frozenset[tuple[str, str]] = frozenset()
+
+    async def shown(self) -> frozenset[tuple[str, str]]:
+        snapshot = await self._report.current()
+        if snapshot.etag != self._etag:
+            self._regions, self._etag = shown_regions(snapshot.figures()), snapshot.etag
+        return self._regions
+
+
+async def link_exists(db: asyncpg.Connection, token: str) -> bool:
     """Whether the token opens a receipt (a malformed one is looked up too: every wrong token takes one path)."""
-    found = await repository.receipt_facts(await driver_connection(session), token_hash(token))
+    found = await repository.receipt_facts(db, token_hash(token))
     return found is not None and _well_formed(token)
 
 
@@ -132,36 +147,42 @@ def _well_formed(token: str) -> bool:
 
 
 async def receipt(
-    session: AsyncSession,
-    token: str,
-    *,
-    now: datetime,
-    window: timedelta,
-    figures: TransparencyOut,
+    db: asyncpg.Connection, token: str, *, now: datetime, window: timedelta, regions: PublicRegions
 ) -> ReceiptOut:
     """What happened to the order's donation, step by step, with dates; what comes next and roughly when."""
     # A malformed token is hashed and looked up like any other: every wrong token takes the same path.
-    db = await driver_connection(session)
     facts = await repository.receipt_facts(db, token_hash(token))
     if facts is None or not _well_formed(token):
         raise ReceiptNotFound("No such receipt.")
     currency = facts["currency"]
     donation, reversed_ = facts["donation_amount"], facts["reversed_amount"]
-    regions = shown_regions(figures)
+    shown = await regions.shown()
     packages = [
         ReceiptPackage(
-            share=MoneyOut(amount=int(p["share"]), currency=p["currency"]),
-            cost=MoneyOut(amount=p["cost"], currency=p["currency"]),
-            grade=p["grade"],
-            country=p["country"],
-            region=p["region"] if (p["country"], p["region"]) in regions else None,
-            status=p["status"],
-            allocated_at=p["allocated_at"],
-            shipped_at=p["shipped_at"],
-            delivered_at=p["delivered_at"],
-            confirmed_at=p["receipt_confirmed_at"],
+            share=MoneyOut(amount=int(share), currency=package_currency),
+            cost=MoneyOut(amount=cost, currency=package_currency),
+            grade=grade,
+            country=country,
+            region=region if (country, region) in shown else None,
+            status=status,
+            allocated_at=allocated_at,
+            shipped_at=shipped_at,
+            delivered_at=delivered_at,
+            confirmed_at=confirmed_at,
         )
-        for p in await repository.receipt_packages(db, facts["id"])
+        for (
+            share,
+            cost,
+            package_currency,
+            grade,
+            status,
+            country,
+            region,
+            allocated_at,
+            shipped_at,
+            delivered_at,
+            confirmed_at,
+        ) in facts["packages"]
     ]
     timeline = _timeline(facts, packages, now=now, window=window)
     reached = [t for t in timeline if t.done]

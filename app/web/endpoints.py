@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 
 from app.core.auth import Forbidden
 from app.core.auth_failures import TooManyAttempts
-from app.core.database import SessionDep
+from app.core.database import ReadConnectionDep, SessionDep
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
 from app.merchants import repository as merchant_repository
@@ -97,10 +97,10 @@ def cookieless_language(request: Request) -> str:
 
 
 @router.get("/r/{token}", response_class=HTMLResponse)
-async def receipt_page(token: str, request: Request, session: SessionDep) -> HTMLResponse:
+async def receipt_page(token: str, request: Request, db: ReadConnectionDep) -> HTMLResponse:
     language = cookieless_language(request)
     try:
-        receipt = await receipt_for(request, session, token)
+        receipt = await receipt_for(request, db, token)
     except ReceiptNotFound:
         response = render(request, language, "receipt_missing.html", {"cookieless": True}, status_code=404)
     else:
@@ -113,10 +113,10 @@ async def receipt_page(token: str, request: Request, session: SessionDep) -> HTM
 
 @router.get("/r/{token}/qr.{kind}")
 async def receipt_qr(
-    token: str, kind: Annotated[str, Path(pattern="^(svg|png)$")], request: Request, session: SessionDep
+    token: str, kind: Annotated[str, Path(pattern="^(svg|png)$")], request: Request, db: ReadConnectionDep
 ) -> Response:
     """The receipt link as a QR code, for the platform's confirmation page or e-mail."""
-    if not await receipts.link_exists(session, token):
+    if not await receipts.link_exists(db, token):
         return Response("Not found", status_code=404, media_type="text/plain", headers=RECEIPT_HEADERS)
     url = f"{public_origin(request)}/r/{token}"
     if kind == "svg":

@@ -36,6 +36,12 @@ def babel_locale(language: str) -> str:
     return _BABEL_LOCALES.get(language, language)
 
 
+@cache
+def _locale(language: str) -> Locale:
+    """The parsed CLDR locale, once per language (Babel would parse the name again on every call)."""
+    return Locale.parse(babel_locale(language))
+
+
 LANGUAGE_COOKIE = "g4g_lang"
 
 
@@ -102,8 +108,8 @@ class Formatter:
     language: str
 
     @property
-    def locale(self) -> str:
-        return babel_locale(self.language)
+    def locale(self) -> Locale:
+        return _locale(self.language)
 
     def gettext(self, message: str) -> str:
         return translations(self.language).gettext(message)
@@ -116,7 +122,7 @@ class Formatter:
 
     def country(self, code: str) -> str:
         """An ISO 3166-1 code as the country's name in the reader's language (CLDR data, through Babel)."""
-        return str(Locale.parse(self.locale).territories.get(code, code))
+        return str(self.locale.territories.get(code, code))
 
     def money(self, amount: int, currency: str) -> str:
         """Minor units as an amount in the currency (exact: Decimal from the integer, never a float)."""
