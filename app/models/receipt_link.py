@@ -23,3 +23,5 @@ class ReceiptLink(CreatedAt, Base):
     # choosing (its order id may be internal, so nothing is shown unless it sends one).
     show_merchant: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=true())
     order_reference: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # The step the platform last heard of in a `receipt.updated` event (or the step when the link was made).
+    notified_step: Mapped[str | None] = mapped_column(String(20), nullable=True)

@@ -56,8 +56,15 @@ async def create_receipt_link(
     """The buyer's receipt link for an order, to put in the order confirmation: 201 when made, 200 with the
     same link when asked again (display choices updated). Only the order's platform can ask."""
     assert principal.platform_id is not None
+    state = request.app.state
     issued = await service.issue_link(
-        session, request.app.state.receipt_key, principal.platform_id, order_id, body or ReceiptLinkIn()
+        session,
+        state.receipt_key,
+        principal.platform_id,
+        order_id,
+        body or ReceiptLinkIn(),
+        now=state.clock.now(),
+        window=timedelta(days=state.settings.return_window_days),
     )
     out = link_out(request, issued)
     return JSONResponse(

@@ -21,6 +21,7 @@ import asyncpg
 import segno
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.database import driver_connection
 from app.core.errors import NotFound
 from app.core.ids import new_id
 from app.core.money import MoneyOut
@@ -61,7 +62,14 @@ class IssuedLink:
 
 
 async def issue_link(
-    session: AsyncSession, key: bytes, platform_id: str, order_external_id: str, choices: ReceiptLinkIn
+    session: AsyncSession,
+    key: bytes,
+    platform_id: str,
+    order_external_id: str,
+    choices: ReceiptLinkIn,
+    *,
+    now: datetime,
+    window: timedelta,
 ) -> IssuedLink:
     """The order's receipt link: the existing one again (with the platform's display choices updated), or a
     new one. Only the order's platform can ask; another's order is as unknown as a missing one."""
@@ -85,6 +93,14 @@ async def issue_link(
         order_reference=choices.order_reference,
     )
     session.add(link)
+    await session.flush()
+    # `receipt.updated` announces changes from here on: the platform knows where the receipt starts.
+    [facts] = [
+        f
+        for f in await repository.linked_facts(await driver_connection(session), [order.id])
+        if f["link_id"] == link.id
+    ]
+    link.notified_step = step_of(facts, now=now, window=window)
     await session.flush()
     await session.refresh(link, ["created_at"])
     return IssuedLink(token, link.created_at, new=True)
@@ -156,8 +172,25 @@ async def receipt(
         raise ReceiptNotFound("No such receipt.")
     currency = facts["currency"]
     donation, reversed_ = facts["donation_amount"], facts["reversed_amount"]
-    shown = await regions.shown()
-    packages = [
+    packages = _packages(facts, await regions.shown())
+    timeline = _timeline(facts, packages, now=now, window=window)
+    reached = [t for t in timeline if t.done]
+    upcoming = [t for t in timeline if not t.done]
+    return ReceiptOut(
+        merchant=facts["merchant_name"] if facts["show_merchant"] else None,
+        order_reference=facts["order_reference"],
+        donation=MoneyOut(amount=donation, currency=currency),
+        reversed=MoneyOut(amount=reversed_, currency=currency),
+        net=MoneyOut(amount=donation - reversed_, currency=currency),
+        step=reached[-1].step,
+        timeline=timeline,
+        packages=packages,
+        next=NextStep(step=upcoming[0].step, expected_by=upcoming[0].expected_by) if upcoming else None,
+    )
+
+
+def _packages(facts: asyncpg.Record, shown: frozenset[tuple[str, str]]) -> list[ReceiptPackage]:
+    return [
         ReceiptPackage(
             share=MoneyOut(amount=int(share), currency=package_currency),
             cost=MoneyOut(amount=cost, currency=package_currency),
@@ -184,20 +217,13 @@ async def receipt(
             confirmed_at,
         ) in facts["packages"]
     ]
-    timeline = _timeline(facts, packages, now=now, window=window)
-    reached = [t for t in timeline if t.done]
-    upcoming = [t for t in timeline if not t.done]
-    return ReceiptOut(
-        merchant=facts["merchant_name"] if facts["show_merchant"] else None,
-        order_reference=facts["order_reference"],
-        donation=MoneyOut(amount=donation, currency=currency),
-        reversed=MoneyOut(amount=reversed_, currency=currency),
-        net=MoneyOut(amount=donation - reversed_, currency=currency),
-        step=reached[-1].step,
-        timeline=timeline,
-        packages=packages,
-        next=NextStep(step=upcoming[0].step, expected_by=upcoming[0].expected_by) if upcoming else None,
-    )
+
+
+def step_of(facts: asyncpg.Record, *, now: datetime, window: timedelta | None) -> Step:
+    """The latest step the receipt has reached. Without the return window (`None`), an order counts as final
+    once billed, as settlement bills only final orders."""
+    timeline = _timeline(facts, _packages(facts, frozenset()), now=now, window=window)
+    return [t for t in timeline if t.done][-1].step
 
 
 def _first(dates: list[datetime | None]) -> datetime | None:
@@ -206,7 +232,7 @@ def _first(dates: list[datetime | None]) -> datetime | None:
 
 
 def _timeline(
-    f: asyncpg.Record, packages: list[ReceiptPackage], *, now: datetime, window: timedelta
+    f: asyncpg.Record, packages: list[ReceiptPackage], *, now: datetime, window: timedelta | None
 ) -> list[TimelineStep]:
     currency = f["currency"]
     placed_at: datetime = f["placed_at"]
@@ -223,8 +249,8 @@ def _timeline(
         )
         if reversed_amount == f["donation_amount"]:
             return steps  # the whole donation was reversed: nothing more will happen to it
-    final_at = placed_at + window
-    final = final_at <= now
+    final_at = placed_at + window if window is not None else None
+    final = f["billed"] or (final_at is not None and final_at <= now)  # billed only once final
     steps.append(
         TimelineStep(
             step="final", done=final, at=final_at if final else None, expected_by=None if final else final_at

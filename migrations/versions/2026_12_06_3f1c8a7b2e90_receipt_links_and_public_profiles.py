@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.LargeBinary(length=32), nullable=False),
         sa.Column("show_merchant", sa.Boolean(), server_default=sa.true(), nullable=False),
         sa.Column("order_reference", sa.String(length=100), nullable=True),
+        sa.Column("notified_step", sa.String(length=20), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(["order_id"], ["orders.id"], name=op.f("fk_receipt_links_order_id_orders")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_receipt_links")),

@@ -169,3 +169,45 @@ async def test_links_are_the_same_for_repeated_and_concurrent_asks(buyers: Buyer
     )
     assert len({a.json()["url"] for a in answers}) == 1
     assert sorted(a.status_code for a in answers) == [200, 200, 200, 201]
+
+
+async def test_the_platform_hears_when_a_linked_receipt_reaches_a_new_step(buyers: Buyers) -> None:
+    from tests.jobs import drain_jobs
+    from tests.receiver import Receiver
+
+    pool, client = buyers.pool, buyers.client
+    shop = await pool.merchant("soap")
+    await buyers.order(shop, "S-1", 200)
+    await buyers.order(shop, "S-2", 200)  # no link: nothing is said about it
+    await buyers.link("S-1")
+    receiver = await Receiver().start()
+    try:
+        created = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": receiver.url, "events": ["receipt.updated"]},
+            headers=buyers.platform_key,
+        )
+        assert created.status_code == 201, created.text
+        receiver.secrets.append(created.json()["secret"])
+        await buyers.settle_and_pay()
+        kind = await pool.kind(unit_cost={"amount": 100, "currency": "USD"})
+        await pool.school(["1"] * 4)
+        run = await pool.run(term="2027-T1", package_kind_id=kind["id"])
+        await _deliver(buyers, run["schools"][0]["shipment_id"])
+        await drain_jobs(pool.app)
+    finally:
+        await receiver.stop()
+    order = ["pledged", "final", "collected", "in_pool", "packaged", "shipped", "delivered", "confirmed"]
+    steps = sorted(
+        ((r.body["data"]["previous_step"], r.body["data"]["step"]) for r in receiver.received),
+        key=lambda change: order.index(change[1]),
+    )
+    assert all(r.body["type"] == "receipt.updated" and r.verified_with == [0] for r in receiver.received)
+    assert {r.body["data"]["order_id"] for r in receiver.received} == {"S-1"}
+    assert steps == [
+        ("pledged", "in_pool"),
+        ("in_pool", "packaged"),
+        ("packaged", "shipped"),
+        ("shipped", "delivered"),
+        ("delivered", "confirmed"),
+    ]
