@@ -102,4 +102,5 @@ async def receipt_for(request: Request, db: asyncpg.Connection, token: str) -> R
         now=state.clock.now(),
         window=timedelta(days=state.settings.return_window_days),
         regions=state.public_regions,
+        settlement_schedule=state.settings.settlement_schedule,
     )

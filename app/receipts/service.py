@@ -15,10 +15,11 @@ import io
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import segno
+from croniter import croniter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.database import driver_connection
@@ -163,7 +164,13 @@ def _well_formed(token: str) -> bool:
 
 
 async def receipt(
-    db: asyncpg.Connection, token: str, *, now: datetime, window: timedelta, regions: PublicRegions
+    db: asyncpg.Connection,
+    token: str,
+    *,
+    now: datetime,
+    window: timedelta,
+    regions: PublicRegions,
+    settlement_schedule: str | None = None,
 ) -> ReceiptOut:
     """What happened to the order's donation, step by step, with dates; what comes next and roughly when."""
     # A malformed token is hashed and looked up like any other: every wrong token takes the same path.
@@ -173,7 +180,7 @@ async def receipt(
     currency = facts["currency"]
     donation, reversed_ = facts["donation_amount"], facts["reversed_amount"]
     packages = _packages(facts, await regions.shown())
-    timeline = _timeline(facts, packages, now=now, window=window)
+    timeline = _timeline(facts, packages, now=now, window=window, settlement_schedule=settlement_schedule)
     reached = [t for t in timeline if t.done]
     upcoming = [t for t in timeline if not t.done]
     return ReceiptOut(
@@ -231,8 +238,22 @@ def _first(dates: list[datetime | None]) -> datetime | None:
     return min(known) if known else None
 
 
+def next_settlement(schedule: str | None, after: datetime) -> datetime | None:
+    """The first settlement run of `G4G_SETTLEMENT_SCHEDULE` (cron, UTC) after `after`; None when settlement
+    runs only when an operator starts it."""
+    if schedule is None:
+        return None
+    found: datetime = croniter(schedule, after.astimezone(UTC)).get_next(datetime)
+    return found
+
+
 def _timeline(
-    f: asyncpg.Record, packages: list[ReceiptPackage], *, now: datetime, window: timedelta | None
+    f: asyncpg.Record,
+    packages: list[ReceiptPackage],
+    *,
+    now: datetime,
+    window: timedelta | None,
+    settlement_schedule: str | None = None,
 ) -> list[TimelineStep]:
     currency = f["currency"]
     placed_at: datetime = f["placed_at"]
@@ -257,7 +278,9 @@ def _timeline(
         )
     )
     paid_at: datetime | None = f["paid_at"]
-    steps.append(TimelineStep(step="collected", done=paid_at is not None, at=paid_at))
+    # Not yet billed: roughly when the next settlement after the return window bills it (then it is paid).
+    billed_by = None if f["billed"] else next_settlement(settlement_schedule, max(final_at or now, now))
+    steps.append(TimelineStep(step="collected", done=paid_at is not None, at=paid_at, expected_by=billed_by))
     pooled = f["pooled_amount"]
     steps.append(
         TimelineStep(

@@ -71,7 +71,11 @@ class Buyers:
 @pytest.fixture
 async def buyers(database_url: str, tmp_path: Path) -> AsyncIterator[Buyers]:
     async with open_pool(
-        database_url, tmp_path, transparency_refresh_seconds=0, public_url="https://give.example.org"
+        database_url,
+        tmp_path,
+        transparency_refresh_seconds=0,
+        public_url="https://give.example.org",
+        settlement_schedule="0 3 * * *",  # daily at 03:00 UTC: receipts say when the next run bills an order
     ) as pool:
         partner = await create_partner(pool.client, pool.admin, name="Himalaya Express")
         pool.partner = partner

@@ -44,6 +44,8 @@ async def test_a_buyer_follows_the_donation_from_pledge_to_the_school_confirming
     assert pledged["next"]["step"] == "final"
     assert pledged["next"]["expected_by"].startswith("2026-12-31")  # placed Dec 1 + the 30-day return window
     assert [s["step"] for s in pledged["timeline"] if s["done"]] == ["pledged"]
+    # Settlement runs daily at 03:00 UTC here: billed (and paid) from the first run after the window.
+    assert _steps(pledged)["collected"]["expected_by"].startswith("2027-01-01T03:00:00")
 
     # Settled and paid: collected, in the pool; then packed for three schools in Nepal.
     await buyers.settle_and_pay()
@@ -211,3 +213,26 @@ async def test_the_platform_hears_when_a_linked_receipt_reaches_a_new_step(buyer
         ("shipped", "delivered"),
         ("delivered", "confirmed"),
     ]
+
+
+async def test_a_revoked_token_takes_as_long_as_one_never_issued(buyers: Buyers) -> None:
+    """Both are one lookup of a hash that finds nothing (revoking deletes the row): interleaved, their median
+    times agree (within noise), so timing can't tell a once-valid link from a guess."""
+    import statistics
+    import time
+
+    shop = await buyers.pool.merchant("time")
+    await buyers.order(shop, "X-1", 100)
+    revoked = (await buyers.link("X-1"))["url"].removeprefix("/r/")
+    assert (
+        await buyers.client.delete("/v1/orders/X-1/receipt-link", headers=buyers.platform_key)
+    ).status_code == 204
+    never = "B" * 24
+    timings: dict[str, list[float]] = {revoked: [], never: []}
+    for _ in range(60):
+        for token in (revoked, never):
+            started = time.perf_counter()
+            assert (await buyers.client.get(f"/v1/receipts/{token}")).status_code == 404
+            timings[token].append(time.perf_counter() - started)
+    a, b = statistics.median(timings[revoked]), statistics.median(timings[never])
+    assert abs(a - b) < max(0.002, 0.5 * min(a, b)), (a, b)
