@@ -74,6 +74,22 @@ async def create_receipt_link(
     )
 
 
+@router.get(
+    "/orders/{order_id:path}/receipt-link", response_model=ReceiptLinkOut, operation_id="get_receipt_link"
+)
+async def get_receipt_link(
+    order_id: OrderId, request: Request, session: SessionDep, principal: Principal = Authorized(Role.platform)
+) -> JSONResponse:
+    """The order's receipt link, as made by `POST` (404 when it has none, or it was revoked)."""
+    assert principal.platform_id is not None
+    issued = await service.current_link(
+        session, request.app.state.receipt_key, principal.platform_id, order_id
+    )
+    return JSONResponse(
+        link_out(request, issued).model_dump(mode="json"), headers={"Cache-Control": "no-store"}
+    )
+
+
 @router.delete("/orders/{order_id:path}/receipt-link", status_code=204, operation_id="revoke_receipt_link")
 async def revoke_receipt_link(
     order_id: OrderId, session: SessionDep, principal: Principal = Authorized(Role.platform)

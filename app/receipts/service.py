@@ -107,6 +107,20 @@ async def issue_link(
     return IssuedLink(token, link.created_at, new=True)
 
 
+async def current_link(
+    session: AsyncSession, key: bytes, platform_id: str, order_external_id: str
+) -> IssuedLink:
+    """The order's receipt link, if it has one (404 if not, or if the order is not this platform's)."""
+    order = await repository.order_of_platform(session, platform_id, order_external_id)
+    if order is None:
+        raise NotFound(f"No order {order_external_id!r} has been applied for this platform.")
+    for link in await repository.links_of(session, order.id):
+        token = token_for(key, order.id, link.nonce)
+        if hmac.compare_digest(token_hash(token), link.token_hash):
+            return IssuedLink(token, link.created_at, new=False)
+    raise NotFound(f"Order {order_external_id!r} has no receipt link.")
+
+
 async def revoke_links(session: AsyncSession, platform_id: str, order_external_id: str) -> None:
     """Revoke the order's receipt link(s): they answer 404 from now on, like a token never issued. Asking for
     a link afterwards makes a new one."""

@@ -114,6 +114,10 @@ class Formatter:
     def gettext(self, message: str) -> str:
         return translations(self.language).gettext(message)
 
+    def pgettext(self, context: str, message: str) -> str:
+        """A message whose translation depends on where it is used (e.g. a receipt's step, not a money stage)."""
+        return str(translations(self.language).pgettext(context, message))
+
     def ngettext(self, singular: str, plural: str, count: int) -> str:
         return translations(self.language).ngettext(singular, plural, count)
 

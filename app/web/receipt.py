@@ -45,16 +45,18 @@ def place(fmt: Formatter, package: ReceiptPackage) -> str:
 
 
 def _titles(fmt: Formatter) -> dict[str, str]:
+    """The steps' names, as a receipt uses them: for a step done and for one to come alike (hence a context of
+    their own: the same words elsewhere name stages of money)."""
     return {
-        "pledged": fmt.gettext("Pledged"),
-        "refunded": fmt.gettext("Refunded"),
-        "final": fmt.gettext("Final"),
-        "collected": fmt.gettext("Collected"),
-        "in_pool": fmt.gettext("In the pool"),
-        "packaged": fmt.gettext("Packed into Love Packages"),
-        "shipped": fmt.gettext("Shipped"),
-        "delivered": fmt.gettext("Delivered"),
-        "confirmed": fmt.gettext("Confirmed by the school"),
+        "pledged": fmt.pgettext("receipt step", "Pledged"),
+        "refunded": fmt.pgettext("receipt step", "Refunded"),
+        "final": fmt.pgettext("receipt step", "Final"),
+        "collected": fmt.pgettext("receipt step", "Collected"),
+        "in_pool": fmt.pgettext("receipt step", "In the pool"),
+        "packaged": fmt.pgettext("receipt step", "Packed into Love Packages"),
+        "shipped": fmt.pgettext("receipt step", "Shipped"),
+        "delivered": fmt.pgettext("receipt step", "Delivered"),
+        "confirmed": fmt.pgettext("receipt step", "Confirmed by the school"),
     }
 
 

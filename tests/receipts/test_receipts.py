@@ -37,6 +37,8 @@ async def test_a_buyer_follows_the_donation_from_pledge_to_the_school_confirming
     assert (link["qr_svg"], link["qr_png"]) == (link["url"] + "/qr.svg", link["url"] + "/qr.png")
     again = await buyers.link("T-1", expect=200, order_reference="…4821")
     assert again["url"] == link["url"]
+    read = await buyers.client.get("/v1/orders/T-1/receipt-link", headers=buyers.platform_key)
+    assert read.status_code == 200 and read.json() == link
 
     pledged = await buyers.receipt(link["url"])
     assert (pledged["merchant"], pledged["order_reference"]) == ("Tea House", "…4821")
@@ -158,6 +160,12 @@ async def test_links_are_the_platforms_own_unguessable_and_revocable(buyers: Buy
         assert revoked.status_code == unknown.status_code == 404
         assert revoked.content.replace(token.encode(), b"") == unknown.content.replace(never.encode(), b"")
     assert_problem(await client.get(f"/v1/receipts/{token}"), 404, "not-found")
+    assert_problem(
+        await client.get("/v1/orders/P-1/receipt-link", headers=buyers.platform_key), 404, "not-found"
+    )
+    assert (
+        await client.get("/v1/orders/P-1", headers=buyers.platform_key)
+    ).status_code == 200  # the order itself
     fresh = await buyers.link("P-1")
     assert fresh["url"] != link["url"]
     assert (await client.get(fresh["url"])).status_code == 200
