@@ -22,8 +22,8 @@ EVENT_TYPES: dict[str, frozenset[Audience]] = {
     "package.delivered": _MERCHANTS,
     "shipment.status_changed": frozenset({"programme"}),
     # A buyer's receipt link reached a new step (in the pool, packed, shipped, delivered, confirmed): to the
-    # order's platform, which made the link and can tell its buyer.
-    "receipt.updated": frozenset({"platform"}),
+    # order's platform, which made the link and can tell its buyer (and to the programme's, which sees all).
+    "receipt.updated": frozenset({"platform", "programme"}),
 }
 
 

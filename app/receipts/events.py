@@ -29,10 +29,10 @@ async def announce(
     package_ids: Sequence[str] = (),
 ) -> None:
     """`receipt.updated` for each linked order among these (or whose money is in these packages) whose step
-    changed since the platform last heard, to its platform's endpoints. `now`: when it happened (None: the
+    changed since it was last announced, to its platform's endpoints (and the programme's). `now`: when it happened (None: the
     transaction's time)."""
     listening = await subscribers(db, EVENT)
-    if not listening.platform_ids or not (order_ids or package_ids):
+    if not (listening.platform_ids or listening.programme) or not (order_ids or package_ids):
         return
     linked = await repository.orders_with_links(db, order_ids) if order_ids else []
     if package_ids:
@@ -43,7 +43,7 @@ async def announce(
     drafts: list[EventDraft] = []
     changed: list[tuple[str, str]] = []
     for facts in await repository.linked_facts(db, sorted(set(linked))):
-        if facts["platform_id"] not in listening.platform_ids:
+        if facts["platform_id"] not in listening.platform_ids and not listening.programme:
             continue
         step = step_of(facts, now=occurred_at, window=None)
         if step == facts["notified_step"]:
