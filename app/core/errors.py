@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from app.core import patterns
+
 PROBLEM_BASE = "https://goodsforgood.org/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -135,7 +137,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     errors = [
         {
             "loc": _jsonable(list(e.get("loc", ()))),
-            "msg": str(e.get("msg", "")),
+            "msg": patterns.message(e),
             "type": str(e.get("type", "")),
         }
         for e in exc.errors()

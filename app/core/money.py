@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import iso4217
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
+from app.core.patterns import pattern
 from app.core.types import WholeNumber
 
 _CODE_SHAPE = re.compile(r"[A-Z]{3}")
@@ -173,7 +174,7 @@ def _known_currency(code: str) -> str:
 
 CurrencyCode = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Z]{3}$"),
+    StringConstraints(pattern=pattern(r"^[A-Z]{3}$", "must be three capital letters (an ISO 4217 code)")),
     AfterValidator(_known_currency),
     WithJsonSchema(
         {"type": "string", "enum": list(KNOWN_CURRENCIES), "description": "ISO 4217 currency code"}

@@ -10,6 +10,8 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Depends, Query
 from pydantic import BaseModel
 
+from app.core.patterns import pattern
+
 T = TypeVar("T")
 
 
@@ -27,7 +29,12 @@ def _page_request(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 50,
     cursor: Annotated[
         str | None,
-        Query(pattern=r"^[A-Za-z0-9_-]{1,400}$", description="`next_cursor` of the previous page"),
+        Query(
+            pattern=pattern(
+                r"^[A-Za-z0-9_-]{1,400}$", "must be the next_cursor of the previous page, as it was"
+            ),
+            description="`next_cursor` of the previous page",
+        ),
     ] = None,
 ) -> PageRequest:
     return PageRequest(limit=limit, after=cursor)

@@ -9,6 +9,8 @@ from typing import Annotated
 import pycountry
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StringConstraints, WithJsonSchema
 
+from app.core.patterns import pattern
+
 
 def _known_country(code: str) -> str:
     if pycountry.countries.get(alpha_2=code) is None:
@@ -20,7 +22,7 @@ _COUNTRY_CODES = sorted(country.alpha_2 for country in pycountry.countries)
 
 CountryCode = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Z]{2}$"),
+    StringConstraints(pattern=pattern(r"^[A-Z]{2}$", "must be two capital letters (ISO 3166-1 alpha-2)")),
     AfterValidator(_known_country),
     WithJsonSchema({"type": "string", "enum": _COUNTRY_CODES, "description": "ISO 3166-1 alpha-2"}),
 ]
@@ -36,16 +38,23 @@ def visible_text(controls: str) -> str:
     return rf"^[^{controls}]*[^{controls}{_SPACE}][^{controls}]*$"
 
 
+ONE_LINE = pattern(
+    visible_text(ONE_LINE_CONTROLS), "must be text on one line, not blank, without control characters"
+)
+
+
 # Free text a person reads: no control characters (PostgreSQL refuses NUL; logs and CSVs hate the rest).
 Name = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=200, pattern=visible_text(ONE_LINE_CONTROLS)
-    ),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=ONE_LINE),
 ]
 # Our own ids (`mer_01J…`); anything else cannot name a resource of ours.
-ResourceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")]
-ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+ResourceId = Annotated[
+    str,
+    StringConstraints(pattern=pattern(r"^[A-Za-z0-9_]{1,64}$", "must be one of our ids, such as mer_01J…")),
+]
+PRINTABLE = pattern(r"^[\x21-\x7e]+$", "must be printable ASCII characters, without spaces")
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=PRINTABLE)]
 
 
 _WHOLE_NUMBER_RANGE = 2**63

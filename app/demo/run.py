@@ -534,7 +534,7 @@ class DemoRun:
         expected = self.summary.orders_applied
         timeout = EVENTS_SECONDS_BASE + EVENTS_SECONDS_PER_ORDER * expected
         deadline = time.monotonic() + timeout
-        async with self._progress("events to the platform", expected) as advance:
+        async with self._progress("donation.recorded events at the platform", expected) as advance:
             seen = 0
             deliveries: list[dict[str, Any]] = []
             while True:

@@ -86,6 +86,10 @@ class Summary:
                 f"(in transit {_money(packaged['in_transit'])}, delivered {_money(packaged['delivered'])}, "
                 f"written off {_money(packaged['written_off'])}, in stock {_money(packaged['in_stock'])})"
             )
+            console.print(
+                "Collected money went into the pool, converted at the FX rates; what the pool no longer holds "
+                "is the money in Love Packages (the line above)."
+            )
         console.print()
         console.print(f"[bold]This run[/bold] (seed {self.seed}, tag {self.run_tag}, {self.seconds} s)")
         lines = [

@@ -32,7 +32,7 @@ from app.core.idempotency import IdempotencyDep
 from app.core.json_body import ExactJsonRoute, parse_json
 from app.core.pagination import Page, PageParams, page_of
 from app.core.signatures import signed_headers, verify_standard_webhook
-from app.core.types import ResourceId
+from app.core.types import PRINTABLE, ResourceId
 from app.donations import ingest, repository, service
 from app.donations.schemas import (
     AnomalyOut,
@@ -353,7 +353,7 @@ async def _read_body(receive: Receive) -> bytes:
 
 @router.get("/orders/{order_id:path}", response_model=OrderDonationOut, operation_id="get_order_donation")
 async def get_order_donation(
-    order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")],
+    order_id: Annotated[str, Path(min_length=1, max_length=200, pattern=PRINTABLE)],
     request: Request,
     session: SessionDep,
     platform_id: Annotated[ResourceId | None, Query(description="Admin only: whose order id this is")] = None,

@@ -8,9 +8,17 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from app.core.money import MAX_ORDER_MINOR_UNITS, CurrencyCode, MoneyOut
-from app.core.types import ExternalId, Instant, ResourceId, WholeNumber
+from app.core.patterns import pattern
+from app.core.types import PRINTABLE, ExternalId, Instant, ResourceId, WholeNumber
 
-Sku = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Sku = Annotated[
+    str,
+    StringConstraints(
+        min_length=1,
+        max_length=100,
+        pattern=pattern(r"^[^\x00-\x1f\x7f]+$", "must be text without control characters"),
+    ),
+]
 RateBps = Annotated[
     int, Field(ge=0, le=10_000, strict=True, description="Basis points of the amount"), WholeNumber
 ]
@@ -36,7 +44,7 @@ class FixedAmountIn(BaseModel):
 
 
 FixedAmounts = Annotated[list[FixedAmountIn], Field(max_length=MAX_FIXED_AMOUNTS)]
-EventRef = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+EventRef = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=PRINTABLE)]
 
 
 def _unique_currencies(amounts: list[FixedAmountIn], where: str) -> None:

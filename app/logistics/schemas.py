@@ -6,7 +6,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from app.core.types import ONE_LINE_CONTROLS, Instant, Name, ResourceId, visible_text
+from app.core.patterns import pattern
+from app.core.types import ONE_LINE, PRINTABLE, Instant, Name, ResourceId, visible_text
 from app.packages.schemas import ContentItem, TeacherContactOut
 
 
@@ -55,11 +56,14 @@ AllocationStatus = Literal[
 ]
 
 # The poster's own id for an event: printable ASCII, as carriers' tracking systems make them.
-EventId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=PRINTABLE)]
 # Text a person wrote, stripped: no control characters (PostgreSQL refuses NUL; logs and CSVs hate the rest), except
 # line breaks and tabs in remarks.
-_ONE_LINE = visible_text(ONE_LINE_CONTROLS)
-_LINES = visible_text(r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f")
+_ONE_LINE = ONE_LINE
+_LINES = pattern(
+    visible_text(r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"),
+    "must be text, not blank, without control characters other than line breaks and tabs",
+)
 Remark = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000, pattern=_LINES)
 ]
@@ -91,13 +95,16 @@ EvidenceUrl = Annotated[
     StringConstraints(
         min_length=9,
         max_length=2000,
-        pattern=r"^https://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:[/?#][\x21-\x7e]*)?$",
+        pattern=pattern(
+            r"^https://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:[/?#][\x21-\x7e]*)?$",
+            "must be an https:// address with a host name, no user name or password, and no spaces",
+        ),
     ),
     AfterValidator(_https_url),
 ]
 Sha256Hex = Annotated[
     str,
-    StringConstraints(pattern=r"^[0-9a-fA-F]{64}$"),
+    StringConstraints(pattern=pattern(r"^[0-9a-fA-F]{64}$", "must be a SHA-256: 64 hexadecimal digits")),
     AfterValidator(str.lower),
 ]
 

@@ -13,8 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.money import MoneyOut
 from app.donations import repository as donations
 from app.models import DonationRule, Merchant
+from app.reports.disclosure import band, shown
 from app.reports.schemas import Count
-from app.reports.service import merchant_impact, small_count
+from app.reports.service import merchant_impact
+
+
+def _banded(count: int) -> Count:
+    """Published as the public report publishes counts: rounded down to a multiple of five, "<5" below five (so a
+    profile's figures, compared from one day to the next, tell no more than the report's)."""
+    return shown(band(count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +31,7 @@ class PublicFigures:
     """The share of sales its rule in effect gives; None without a rule in effect."""
     fixed_per_unit: list[MoneyOut]
     packages_funded: Count
-    """Whole Love Packages its donations paid for (its shares of each, summed and rounded down)."""
+    """Whole Love Packages its donations paid for (its shares of each, summed), banded like the public report."""
     packages_delivered: Count
     students_reached: Count
     countries: list[str]
@@ -50,8 +57,8 @@ async def public_figures(
         fixed_per_unit=[MoneyOut(amount=f["amount"], currency=f["currency"]) for f in rule.fixed_per_unit]
         if rule
         else [],
-        packages_funded=small_count(math.floor(Decimal(impact.packages_funded))),
-        packages_delivered=small_count(sum(c.packages_delivered for c in impact.by_country)),
-        students_reached=small_count(impact.students_reached),
+        packages_funded=_banded(math.floor(Decimal(impact.packages_funded))),
+        packages_delivered=_banded(sum(c.packages_delivered for c in impact.by_country)),
+        students_reached=_banded(impact.students_reached),
         countries=sorted({c.country for c in impact.by_country if c.country != "?"}),
     )

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from app.core.money import MAX_MINOR_UNITS, MoneyIn, MoneyOut
+from app.core.patterns import pattern
 from app.core.types import CountryCode, Name, ResourceId, WholeNumber
 from app.packages.grades import Grade, in_grade_order
 
@@ -123,7 +124,15 @@ class PackageKindOut(BaseModel):
 # ---- schools ----
 
 # What a person types as a phone number; the school's country decides the rest (normalised to E.164).
-PhoneText = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[+0-9 ().\-/]{4,40}$")]
+PhoneText = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        pattern=pattern(
+            r"^[+0-9 ().\-/]{4,40}$", "must be a phone number: 4 to 40 digits, spaces and + ( ) . - /"
+        ),
+    ),
+]
 
 
 def _contact_schema(schema: dict[str, Any]) -> None:
@@ -218,7 +227,10 @@ RosterCode = Annotated[
     StringConstraints(
         min_length=1,
         max_length=MAX_ROSTER_CODE_LENGTH,
-        pattern=r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+        pattern=pattern(
+            r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+            "must be printable, without control characters",
+        ),
     ),
     BeforeValidator(_roster_code_text),
 ]
@@ -291,7 +303,12 @@ class StudentLookupIn(BaseModel):
 
 Term = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"),
+    StringConstraints(
+        pattern=pattern(
+            r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$",
+            "must be a letter or digit, then up to 31 letters, digits, dots, underscores or hyphens",
+        )
+    ),
     WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", "example": "2027-T1"}),
 ]
 

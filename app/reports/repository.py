@@ -189,10 +189,13 @@ class PlaceCell:
 
 
 async def place_cells(session: AsyncSession) -> list[PlaceCell]:
+    """Every region with a school, whether or not a package went there yet (a row is listed for the school, so
+    its being listed says nothing about how many children were reached)."""
     rows = await session.execute(
         text(
             """
-            WITH packages AS (
+            WITH places AS (SELECT DISTINCT country, region FROM schools),
+            packages AS (
                 SELECT sc.country, sc.region, count(*) AS allocated,
                        count(*) FILTER (WHERE k.status = 'accepted') AS delivered, sum(k.cost) AS cost
                 FROM love_packages k JOIN schools sc ON sc.id = k.school_id
@@ -201,10 +204,12 @@ async def place_cells(session: AsyncSession) -> list[PlaceCell]:
                 SELECT sc.country, sc.region, count(DISTINCT a.student_id) AS students
                 FROM allocations a JOIN schools sc ON sc.id = a.school_id
                 WHERE a.status IN ('delivered', 'accepted') GROUP BY 1, 2)
-            SELECT coalesce(p.country, r.country) AS country, coalesce(p.region, r.region) AS region,
+            SELECT pl.country, pl.region,
                    coalesce(p.allocated, 0) AS allocated, coalesce(p.delivered, 0) AS delivered,
                    coalesce(r.students, 0) AS students, coalesce(p.cost, 0) AS cost
-            FROM packages p FULL JOIN reached r ON r.country = p.country AND r.region = p.region
+            FROM places pl
+            LEFT JOIN packages p ON p.country = pl.country AND p.region = pl.region
+            LEFT JOIN reached r ON r.country = pl.country AND r.region = pl.region
             ORDER BY 1, 2
             """
         )
@@ -213,6 +218,26 @@ async def place_cells(session: AsyncSession) -> list[PlaceCell]:
         PlaceCell(r.country, r.region, int(r.allocated), int(r.delivered), int(r.students), int(r.cost))
         for r in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class PackageCosts:
+    """What the packages (not cancelled) cost one by one, in base minor units: the cheapest and the dearest."""
+
+    lowest: int
+    highest: int
+
+
+async def package_costs(session: AsyncSession) -> PackageCosts | None:
+    """None before the first package."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT min(cost) AS lowest, max(cost) AS highest FROM love_packages WHERE status <> 'cancelled'"
+            )
+        )
+    ).one()
+    return PackageCosts(int(row.lowest), int(row.highest)) if row.highest is not None else None
 
 
 # How far each allocation got: a box counts at every step it reached.

@@ -13,7 +13,10 @@ SMALL_COUNT: Literal["<5"] = "<5"
 Count = Annotated[
     int | Literal["<5"],
     Field(
-        description='A count; "<5" where it is below five (or hidden so that another such count stays hidden)'
+        description=(
+            'A count rounded down to a multiple of 5, or one step further where needed ("<5" for 0 to 4), so '
+            "that no small count can be read or worked out: a shown `n` means at least n and less than n + 10."
+        )
     ),
 ]
 Stage = Literal["pledged", "final", "billed", "collected", "reversed"]
@@ -70,7 +73,8 @@ class TransparencyOut(BaseModel):
     reached_pool: MoneyOut
     """Money collected and converted into the pool that buys Love Packages, at the rates it was converted at."""
     pool_balance: MoneyOut
-    """What the pool holds now."""
+    """What the pool holds now, plus the part of the money in packages below `packages.money_step` (which
+    `reached_pool - packages.in_packages` would otherwise give away)."""
     reached_pool_share_bps: int | None
     """The share of money raised that reached the pool, in basis points (both valued at the latest rates);
     null while nothing was raised."""
@@ -116,7 +120,11 @@ class PackageFigures(BaseModel):
     delivered: Count
     students_reached: Count
     cost_per_package: MoneyOut | None
-    """What an allocated package cost on average; null before the first one."""
+    """What an allocated package cost: its price when all cost the same, else the average to a whole unit; null
+    before the first one."""
+    money_step: MoneyOut | None = None
+    """The money figures below are rounded down to a multiple of this (five of the dearest packages' worth), like
+    the counts, so that no count of packages follows from dividing them by the cost. Null before the first one."""
     in_packages: MoneyOut
     """All money that went into packages (allocated = in transit + delivered + written off + in stock)."""
     in_transit: MoneyOut

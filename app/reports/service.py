@@ -26,10 +26,9 @@ from app.core.clock import Clock
 from app.core.money import MoneyOut, currency_exponent, round_half_even
 from app.ledger import accounts
 from app.reports import repository
-from app.reports.repository import PlaceCell, StageCell
+from app.reports.disclosure import STEP, Publication
+from app.reports.repository import PackageCosts, PlaceCell, StageCell
 from app.reports.schemas import (
-    SMALL_COUNT,
-    Count,
     CountryImpact,
     FunnelCount,
     MerchantImpactOut,
@@ -47,41 +46,8 @@ log = structlog.get_logger("g4g.reports")
 TRANSPARENCY = "transparency"
 # How long a process serves its copy of the figures before looking at the shared row again.
 RECHECK_SECONDS = 1.0
-SMALL = 5  # counts below this are shown as "<5"
 MONEY_FIELDS = ("pledged", "final", "billed", "collected", "in_pool", "reversed")
 ORDER_STAGES = ("pledged", "final", "billed", "collected", "reversed")
-
-
-# ---- small counts ----
-
-
-def suppress_small_counts(cells: Sequence[int], total: int) -> tuple[list[Count], Count]:
-    """Show a table of counts and its total so that no count from 1 to 4 can be read or worked out.
-
-    Counts from 1 to 4 become "<5" (an empty cell stays 0). With the total shown, the hidden cells' sum can be
-    worked out by subtraction, so while it is below five more cells are hidden (the smallest that lifts it to
-    five, else the largest) — or, with none left, the total. A total from 1 to 4 is hidden as well."""
-    hidden = [0 < count < SMALL for count in cells]
-    total_hidden = 0 < total < SMALL
-    while not total_hidden and 0 < sum(c for c, h in zip(cells, hidden, strict=True) if h) < SMALL:
-        shortfall = SMALL - sum(c for c, h in zip(cells, hidden, strict=True) if h)
-        shown = [i for i, is_hidden in enumerate(hidden) if not is_hidden]
-        if not shown:
-            total_hidden = True
-            break
-        enough = [i for i in shown if cells[i] >= shortfall]
-        pick = (
-            min(enough, key=lambda i: (cells[i], i)) if enough else max(shown, key=lambda i: (cells[i], -i))
-        )
-        hidden[pick] = True
-    return (
-        [SMALL_COUNT if is_hidden else count for count, is_hidden in zip(cells, hidden, strict=True)],
-        SMALL_COUNT if total_hidden else total,
-    )
-
-
-def small_count(count: int) -> Count:
-    return SMALL_COUNT if 0 < count < SMALL else count
 
 
 # ---- money by stage ----
@@ -158,79 +124,94 @@ def raised(stages: StageMoney) -> int:
     return stages.final + stages.billed + stages.collected
 
 
-def package_figures(
-    places: Sequence[PlaceCell], money: Mapping[str, int], *, raised_base: int, base_currency: str
-) -> tuple[PackageFigures, list[PlaceFigures], list[PlaceFigures]]:
-    """Packages and students reached, overall, by country and by region, with small counts hidden. A region's
-    counts are hidden together with their country's row (which shows their total), and a country's with the
-    programme's: no hidden count can be worked out by subtracting shown ones."""
-    totals = {
-        name: sum(getattr(p, name) for p in places) for name in ("allocated", "delivered", "students_reached")
-    }
+PLACE_MEASURES = ("allocated", "delivered", "students_reached")
+
+
+def count_places(publication: Publication, places: Sequence[PlaceCell]) -> dict[str, list[str]]:
+    """Register packages and students by place: the programme, each country, each region, with their sums."""
     countries = sorted({p.country for p in places})
-    per_country = {
-        c: {name: sum(getattr(p, name) for p in places if p.country == c) for name in totals}
-        for c in countries
-    }
-    shown_country: dict[str, dict[str, Count]] = {c: {} for c in countries}
-    shown_total: dict[str, Count] = {}
-    for name in totals:
-        cells, shown_total[name] = suppress_small_counts(
-            [per_country[c][name] for c in countries], totals[name]
-        )
-        for country, cell in zip(countries, cells, strict=True):
-            shown_country[country][name] = cell
-    regions: list[PlaceFigures] = []
-    for country in countries:
-        rows = [p for p in places if p.country == country]
-        shown: dict[str, list[Count]] = {}
-        for name in totals:
-            shown[name], _ = suppress_small_counts(
-                [getattr(p, name) for p in rows], per_country[country][name]
+    regions_of = {c: [p for p in places if p.country == c] for c in countries}
+    for name in PLACE_MEASURES:
+        country_keys = []
+        for country in countries:
+            region_keys = [
+                publication.count(f"{name}:{country}:{row.region}", getattr(row, name))
+                for row in regions_of[country]
+            ]
+            country_key = publication.count(
+                f"{name}:{country}", sum(getattr(row, name) for row in regions_of[country])
             )
-        regions += [
-            PlaceFigures(
-                country=country,
-                region=row.region,
-                packages_allocated=shown["allocated"][i],
-                packages_delivered=shown["delivered"][i],
-                students_reached=shown["students_reached"][i],
-            )
-            for i, row in enumerate(rows)
-        ]
-    by_country = [
-        PlaceFigures(
-            country=c,
-            region=None,
-            packages_allocated=shown_country[c]["allocated"],
-            packages_delivered=shown_country[c]["delivered"],
-            students_reached=shown_country[c]["students_reached"],
-        )
-        for c in countries
+            publication.total(country_key, region_keys)
+            country_keys.append(country_key)
+        publication.count(name, sum(getattr(p, name) for p in places))
+        publication.total(name, country_keys)
+    return {c: [row.region for row in regions_of[c]] for c in countries}
+
+
+@dataclass(frozen=True, slots=True)
+class PackageKeys:
+    """Where the package figures are in a publication: the funnel's counts, and the package money in units of
+    `unit` (the dearest package's cost) when there are packages."""
+
+    funnel: list[str]
+    buckets: dict[str, str]
+    in_packages: str | None
+    unit: int
+
+
+BUCKETS = (
+    ("in_transit", accounts.PACKAGES_ASSIGNED),
+    ("delivered_money", accounts.PACKAGES_DELIVERED),
+    ("written_off", accounts.PACKAGES_WRITTEN_OFF),
+    ("in_stock", accounts.PACKAGES_IN_STOCK),
+)
+
+
+def count_packages(
+    publication: Publication, funnel: Sequence[int], money: Mapping[str, int], costs: PackageCosts | None
+) -> PackageKeys:
+    """Register the delivery funnel and the money in packages (as the count of packages it is worth). Figures of
+    the same quantity share its key: the funnel's first and last steps are the packages allocated and accepted,
+    and money that is exactly N packages' worth is that count."""
+    allocated, shipped, delivered, accepted = funnel
+
+    def same_or_own(key: str, own: str, value: int) -> str:
+        return key if publication.values[key] == value else publication.count(own, value)
+
+    funnel_keys = [
+        same_or_own("allocated", "funnel:allocated", allocated),
+        publication.count("funnel:shipped", shipped),
+        publication.count("funnel:delivered", delivered),
+        same_or_own("delivered", "funnel:accepted", accepted),
     ]
+    if costs is None:
+        return PackageKeys(funnel_keys, {}, None, 0)
+    unit = costs.highest
 
-    def base(amount: int) -> MoneyOut:
-        return MoneyOut(amount=amount, currency=base_currency)
+    def units(key: str, amount: int, same_as: str | None = None) -> str:
+        if same_as is not None and amount == publication.values[same_as] * unit:
+            return same_as
+        return publication.count(key, max(amount, 0) // unit)
 
-    delivered = money.get(accounts.PACKAGES_DELIVERED, 0)
-    cost = sum(p.cost for p in places)
-    figures = PackageFigures(
-        allocated=shown_total["allocated"],
-        delivered=shown_total["delivered"],
-        students_reached=shown_total["students_reached"],
-        cost_per_package=base(round_half_even(Fraction(cost, totals["allocated"])))
-        if totals["allocated"]
-        else None,
-        in_packages=base(sum(money.values())),
-        in_transit=base(money.get(accounts.PACKAGES_ASSIGNED, 0)),
-        delivered_money=base(delivered),
-        written_off=base(money.get(accounts.PACKAGES_WRITTEN_OFF, 0)),
-        in_stock=base(money.get(accounts.PACKAGES_IN_STOCK, 0)),
-        reached_schools_share_bps=round_half_even(Fraction(delivered * 10_000, raised_base))
-        if raised_base > 0
-        else None,
-    )
-    return figures, by_country, regions
+    buckets = {
+        name: units(
+            f"money:{name}", money.get(account, 0), "delivered" if name == "delivered_money" else None
+        )
+        for name, account in BUCKETS
+    }
+    in_packages = units("money:in_packages", sum(money.values()), "allocated")
+    publication.total(in_packages, list(buckets.values()))
+    return PackageKeys(funnel_keys, buckets, in_packages, unit)
+
+
+def cost_per_package(places: Sequence[PlaceCell], costs: PackageCosts, base_currency: str) -> int:
+    """The packages' cost: exact when they all cost the same (the kit's price, public anyway); otherwise their
+    average to the base currency's whole unit, so that it doesn't tell how many were bought at each cost."""
+    if costs.lowest == costs.highest:
+        return costs.highest
+    whole: int = 10 ** currency_exponent(base_currency)
+    allocated = sum(p.allocated for p in places)
+    return round_half_even(Fraction(sum(p.cost for p in places), allocated * whole)) * whole
 
 
 def build_transparency(
@@ -245,47 +226,97 @@ def build_transparency(
     places: Sequence[PlaceCell] = (),
     funnel: Sequence[int] = (0, 0, 0, 0),
     package_money: Mapping[str, int] | None = None,
+    package_costs: PackageCosts | None = None,
 ) -> TransparencyOut:
-    """The public figures from the stage cells (pure: no database)."""
+    """The public figures (pure: no database). Every count goes through one `Publication`, decided at once."""
     by_currency = fold_by_currency(cells)
     in_base, missing = stages_in_base(by_currency, rates, base_currency)
-    total_orders = sum(c.orders for c in cells)
-    stage_orders = [sum(s.orders[stage] for s in by_currency.values()) for stage in ORDER_STAGES]
-    shown_stage_orders, shown_total = suppress_small_counts(stage_orders, total_orders)
-
     months = fold_by_month(cells)
-    month_orders = [sum(c.orders for c in cells if c.month == month) for month in months]
-    shown_month_orders, _ = suppress_small_counts(month_orders, total_orders)
+
+    publication = Publication()
+    publication.count("merchants", merchants)
+    orders = publication.count("orders", sum(c.orders for c in cells))
+    stage_keys = [
+        publication.count(f"orders:{stage}", sum(s.orders[stage] for s in by_currency.values()))
+        for stage in ORDER_STAGES
+    ]
+    publication.total(orders, stage_keys)
+    month_keys = [
+        publication.count(f"orders:month:{month}", sum(c.orders for c in cells if c.month == month))
+        for month in months
+    ]
+    publication.total(orders, month_keys)
+    regions_of = count_places(publication, places)
+    costs = package_costs if package_costs is not None and publication.values["allocated"] else None
+    keys = count_packages(publication, funnel, package_money or {}, costs)
+    decided = publication.decide()
+
     by_month = []
-    for (month, sums), orders in zip(months.items(), shown_month_orders, strict=True):
+    for (month, sums), key in zip(months.items(), month_keys, strict=True):
         month_in_base, month_missing = stages_in_base(sums, rates, base_currency)
         missing |= month_missing
         by_month.append(
             MonthFigures(
                 month=month,
-                orders=orders,
+                orders=decided[key],
                 money=[s.out() for s in sums.values()],
                 in_base_currency=month_in_base,
             )
         )
     raised_base = raised(in_base)
     share = round_half_even(Fraction(in_base.in_pool * 10_000, raised_base)) if raised_base > 0 else None
-    packages, countries, regions = package_figures(
-        places, package_money or {}, raised_base=raised_base, base_currency=base_currency
+
+    def base(amount: int) -> MoneyOut:
+        return MoneyOut(amount=amount, currency=base_currency)
+
+    shown_pool_balance = pool_balance
+    money = dict.fromkeys((name for name, _ in BUCKETS), 0)
+    in_packages = 0
+    if costs is not None and keys.in_packages is not None:
+        money = {name: decided.lower[key] * keys.unit for name, key in keys.buckets.items()}
+        in_packages = decided.lower[keys.in_packages] * keys.unit
+        # The pool's balance is what reached it less what went into packages: shown exactly, it would give the
+        # money in packages (and so their count) away. It keeps the part of the packages' money not shown.
+        shown_pool_balance = pool_balance + sum((package_money or {}).values()) - in_packages
+    packages = PackageFigures(
+        allocated=decided["allocated"],
+        delivered=decided["delivered"],
+        students_reached=decided["students_reached"],
+        cost_per_package=base(cost_per_package(places, costs, base_currency)) if costs else None,
+        money_step=base(STEP * keys.unit) if costs else None,
+        in_packages=base(in_packages),
+        in_transit=base(money["in_transit"]),
+        delivered_money=base(money["delivered_money"]),
+        written_off=base(money["written_off"]),
+        in_stock=base(money["in_stock"]),
+        reached_schools_share_bps=round_half_even(Fraction(money["delivered_money"] * 10_000, raised_base))
+        if raised_base > 0
+        else None,
     )
+
+    def place(country: str, region: str | None) -> PlaceFigures:
+        suffix = f":{country}" + (f":{region}" if region is not None else "")
+        return PlaceFigures(
+            country=country,
+            region=region,
+            packages_allocated=decided["allocated" + suffix],
+            packages_delivered=decided["delivered" + suffix],
+            students_reached=decided["students_reached" + suffix],
+        )
+
     return TransparencyOut(
         updated_at=updated_at,
         base_currency=base_currency,
-        merchants_taking_part=small_count(merchants),
-        orders=shown_total,
+        merchants_taking_part=decided["merchants"],
+        orders=decided[orders],
         orders_by_stage=[
-            StageCount(stage=stage, orders=count)
-            for stage, count in zip(ORDER_STAGES, shown_stage_orders, strict=True)
+            StageCount(stage=stage, orders=decided[key])
+            for stage, key in zip(ORDER_STAGES, stage_keys, strict=True)
         ],
-        raised=MoneyOut(amount=raised_base, currency=base_currency),
-        pledged=MoneyOut(amount=in_base.pledged, currency=base_currency),
-        reached_pool=MoneyOut(amount=pool_received, currency=base_currency),
-        pool_balance=MoneyOut(amount=pool_balance, currency=base_currency),
+        raised=base(raised_base),
+        pledged=base(in_base.pledged),
+        reached_pool=base(pool_received),
+        pool_balance=base(shown_pool_balance),
         reached_pool_share_bps=share,
         money_by_stage=[s.out() for s in by_currency.values()],
         money_by_stage_in_base_currency=in_base,
@@ -297,11 +328,11 @@ def build_transparency(
         ],
         by_month=by_month,
         packages=packages,
-        countries=countries,
-        regions=regions,
+        countries=[place(country, None) for country in regions_of],
+        regions=[place(country, region) for country, names in regions_of.items() for region in names],
         delivery_funnel=[
-            FunnelCount(step=step, packages=small_count(count))
-            for step, count in zip(repository.FUNNEL, funnel, strict=True)
+            FunnelCount(step=step, packages=decided[key])
+            for step, key in zip(repository.FUNNEL, keys.funnel, strict=True)
         ],
     )
 
@@ -320,6 +351,7 @@ async def compute_transparency(
         places=await repository.place_cells(session),
         funnel=await repository.delivery_funnel(session),
         package_money=await repository.package_money(session, base_currency),
+        package_costs=await repository.package_costs(session),
     )
 
 

@@ -22,6 +22,7 @@ from app.models import FxRate, SettlementRun, Statement
 from app.settlement import billing, repository, service
 from app.settlement.funds import funds_view
 from app.settlement.schemas import (
+    SETUP_INTENT_ID,
     BankTransferIn,
     BillingProfileIn,
     BillingProfileOut,
@@ -137,7 +138,7 @@ async def create_billing_setup_intent(
 )
 async def complete_billing_setup_intent(
     merchant_id: ResourceId,
-    setup_intent_id: Annotated[str, Path(pattern=r"^seti_[A-Za-z0-9]{1,250}$")],
+    setup_intent_id: Annotated[str, Path(pattern=SETUP_INTENT_ID)],
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin, Role.merchant),

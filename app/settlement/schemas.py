@@ -10,11 +10,19 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from app.core.money import MoneyIn, MoneyOut
+from app.core.patterns import pattern
 from app.core.types import Instant, Name
 
-StripeCustomerId = Annotated[str, StringConstraints(pattern=r"^cus_[A-Za-z0-9]{1,250}$")]
+SETUP_INTENT_ID = pattern(r"^seti_[A-Za-z0-9]{1,250}$", "must be a Stripe SetupIntent id (seti_…)")
+StripeCustomerId = Annotated[
+    str,
+    StringConstraints(pattern=pattern(r"^cus_[A-Za-z0-9]{1,250}$", "must be a Stripe customer id (cus_…)")),
+]
 # Digits with an optional fraction, not all zeros.
-RATE_PATTERN = r"^(?=[0-9.]*[1-9])[0-9]{1,12}(\.[0-9]{1,12})?$"
+RATE_PATTERN = pattern(
+    r"^(?=[0-9.]*[1-9])[0-9]{1,12}(\.[0-9]{1,12})?$",
+    'must be a positive decimal string like "0.1385" (at most 12 digits either side of the point)',
+)
 _RATE = re.compile(RATE_PATTERN)
 
 

@@ -20,6 +20,7 @@ from app.merchants.profile import public_figures
 from app.receipts import service as receipts
 from app.receipts.endpoints import RECEIPT_HEADERS, public_origin, receipt_for
 from app.receipts.service import ReceiptNotFound
+from app.settlement.schemas import SETUP_INTENT_ID
 from app.web import badge, service
 from app.web.i18n import LANGUAGE_COOKIE, LANGUAGES, Formatter, choose_language
 from app.web.receipt import receipt_view
@@ -332,7 +333,7 @@ async def merchant_card_setup(request: Request, session: SessionDep, signed_in: 
 
 @router.post("/merchant/billing/setup-intent/{setup_intent_id}/complete")
 async def merchant_card_setup_complete(
-    setup_intent_id: Annotated[str, Path(pattern=r"^seti_[A-Za-z0-9]{1,250}$")],
+    setup_intent_id: Annotated[str, Path(pattern=SETUP_INTENT_ID)],
     request: Request,
     session: SessionDep,
     signed_in: Merchant,

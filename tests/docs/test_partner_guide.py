@@ -147,18 +147,30 @@ def test_the_walkthrough_takes_a_shipment_to_receipt_with_only_the_partners_key(
     [script] = [block for block in _blocks("sh") if block.startswith("# walkthrough:")]
     (live["tmp"] / "delivery-note.jpg").write_bytes(b"the signed delivery note")
     env = {"PATH": "/usr/bin:/bin", "G4G_URL": live["url"], "G4G_KEY": partner_token}
-    done = subprocess.run(
-        [BASH, "-euo", "pipefail", "-c", script],
-        env=env,
-        cwd=live["tmp"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = done.stdout.strip().splitlines()
+
+    def walk(*arguments: str) -> list[str]:
+        done = subprocess.run(
+            [BASH, "-euo", "pipefail", "-c", script, "walkthrough.sh", *arguments],
+            env=env,
+            cwd=live["tmp"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert partner_token not in done.stdout + done.stderr
+        return done.stdout.strip().splitlines()
+
+    lines = walk()
     assert lines[-1] == '{"status":"receipt_confirmed","result":"applied","status_after":"receipt_confirmed"}'
-    assert partner_token not in done.stdout + done.stderr
+    with httpx.Client(base_url=live["url"], headers=live["admin"]) as http:
+        [planned] = _ok(http.get("/v1/shipments"))["data"]
+        events = _ok(http.get(f"/v1/shipments/{planned['id']}"))["events"]
+    # Run again for the same shipment (as after losing the network halfway): every step is the same event, so
+    # each gets its first answer back and nothing new is recorded.
+    assert walk(planned["id"]) == lines
+    with httpx.Client(base_url=live["url"], headers=live["admin"]) as http:
+        assert _ok(http.get(f"/v1/shipments/{planned['id']}"))["events"] == events
 
     with httpx.Client(base_url=live["url"], headers=live["admin"]) as http:
         [shipment] = _ok(http.get("/v1/shipments"))["data"]

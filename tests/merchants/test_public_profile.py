@@ -38,8 +38,9 @@ async def test_an_opted_in_merchant_has_a_badge_and_a_page(pool: Pool) -> None:
     badge = await client.get(badge_url)
     assert badge.status_code == 200
     body = badge.json()
-    assert body["text"] == "100% of this shop's sales buy school supplies; 12 Love Packages so far."
-    assert (body["packages_funded"], body["countries"], body["page_url"]) == (12, ["NP"], "/m/tea-house")
+    # 12 packages, published as the public report publishes counts: rounded down to a multiple of five.
+    assert body["text"] == "100% of this shop's sales buy school supplies; 10 Love Packages so far."
+    assert (body["packages_funded"], body["countries"], body["page_url"]) == (10, ["NP"], "/m/tea-house")
     assert (
         badge.headers["cache-control"] == "public, max-age=600" and badge.headers["vary"] == "Accept-Language"
     )
@@ -49,11 +50,11 @@ async def test_an_opted_in_merchant_has_a_badge_and_a_page(pool: Pool) -> None:
 
     chinese = await client.get(badge_url, headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.5"})
     assert chinese.json()["language"] == "zh-Hans" and chinese.headers["etag"] != badge.headers["etag"]
-    assert chinese.json()["text"] == "本店销售额的100%用于购买学习用品；迄今已资助12个爱心包。"
+    assert chinese.json()["text"] == "本店销售额的100%用于购买学习用品；迄今已资助10个爱心包。"
     indonesian = (await client.get(badge_url, params={"lang": "id"})).json()
     assert (
         indonesian["text"]
-        == "100% dari penjualan toko ini membeli perlengkapan sekolah; 12 Love Package sejauh ini."
+        == "100% dari penjualan toko ini membeli perlengkapan sekolah; 10 Paket Kasih sejauh ini."
     )
     svg = await client.get(f"{badge_url}.svg", params={"lang": "zh-Hans"})
     assert svg.headers["content-type"] == "image/svg+xml" and svg.text.startswith("<svg")

@@ -92,13 +92,23 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
 
+# The table cells (with their text) that are drawn, but not wholly inside the viewport's width.
+OFF_SCREEN_CELLS = """() => [...document.querySelectorAll("tbody th, tbody td, tfoot th, tfoot td")]
+  .filter(cell => { const box = cell.getBoundingClientRect();
+                    return box.width > 1 && (box.left < 0 || box.right > window.innerWidth + 0.5); })
+  .map(cell => cell.textContent.trim())"""
+
+
 async def screenshot(page: Page, folder: Path, name: str) -> None:
-    """The page at desktop and phone width, whole length. At either width nothing may stick out sideways (wide
-    tables scroll inside their own box), so a phone never has to scroll the whole page left and right."""
+    """The page at desktop and phone width, whole length. At either width nothing may stick out sideways, so a
+    phone never has to scroll the whole page left and right; on a phone every table's figures are on screen
+    (its rows stacked as cards), not in a box that scrolls sideways."""
     for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
         await page.set_viewport_size(size)  # type: ignore[arg-type]
         page_width = await page.evaluate("document.documentElement.scrollWidth")
         assert page_width <= size["width"], f"{name} is {page_width}px wide at {label} width"
+        if label == "phone":
+            assert await page.evaluate(OFF_SCREEN_CELLS) == [], f"{name}: table figures off-screen on a phone"
         path = folder / f"{name}-{label}.png"
         await page.screenshot(path=str(path), full_page=True)
         _screenshots.append(path)

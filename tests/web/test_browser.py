@@ -280,7 +280,7 @@ async def test_the_public_page_shows_the_programme(
     assert await page.locator("#total-pool dd").inner_text() == "$9.15"
     assert await page.locator("#total-share dd").inner_text() == "87%"
     assert await page.locator("#total-merchants dd").inner_text() == "<5"
-    assert await page.locator("#total-orders dd").inner_text() == "17"
+    assert await page.locator("#total-orders dd").inner_text() == "15"  # 17, in bands of five
 
     # Money by stage over time: this month (and the next, if the pledged order falls in it), the table beside
     # the chart with the same figures.
@@ -294,34 +294,38 @@ async def test_the_public_page_shows_the_programme(
     assert await months.first.locator("td").nth(1).inner_text() == "$1.37"  # final: the pens' orders
     assert await months.last.locator("td").nth(0).inner_text() == "$0.27"  # pledged: TEA-1007
 
-    # Orders by stage: small counts hidden, in the chart and its table alike.
-    assert await cell(page, "orders-by-stage-table", "Collected", 1) == "11"
+    # Orders by stage: counts in bands of five (11 collected, 1 pledged, 5 final), in the chart and its table alike.
+    assert await cell(page, "orders-by-stage-table", "Collected", 1) == "10"
     assert await cell(page, "orders-by-stage-table", "Pledged", 1) == "<5"
-    assert await cell(page, "orders-by-stage-table", "Final", 1) == "<5"  # else pledged = 17 − 11 − 5
-    assert await cell(page, "orders-by-stage-table", "Total", 1) == "17"
-    assert await page.locator("#orders-by-stage svg rect title").all_text_contents() == ["Collected: 11"]
+    assert await cell(page, "orders-by-stage-table", "Final", 1) == "5"
+    assert await cell(page, "orders-by-stage-table", "Total", 1) == "15"
+    assert await page.locator("#orders-by-stage svg rect title").all_text_contents() == [
+        "Final: 5",
+        "Collected: 10",
+    ]
 
     assert await cell(page, "money-by-currency", "CNY", 4) == "CN¥11.76"  # collected
     assert await cell(page, "money-by-currency", "USD", 5) == "$7.50"  # in the pool
     in_pool = page.locator("#to-the-pool-table tbody tr").nth(3)
     assert await in_pool.locator("td").all_inner_texts() == ["$9.15", "87%"]
 
-    # Where the money went: 18 boxes, 9 of the Nepali school's accepted (one damaged), Cambodia's on the way.
-    assert await page.locator("#total-packages dd").inner_text() == "18"
-    assert await page.locator("#total-students dd").inner_text() == "9"
-    assert await page.locator("#total-schools-share dd").inner_text() == "42.8%"  # 9 × $0.50 of $10.52
+    # Where the money went: 18 boxes, 9 of the Nepali school's accepted (one damaged), Cambodia's on the way —
+    # shown in bands of five, and the money in them in steps of five boxes' worth ($2.50).
+    assert await page.locator("#total-packages dd").inner_text() == "15"
+    assert await page.locator("#total-students dd").inner_text() == "5"
+    assert await page.locator("#total-schools-share dd").inner_text() == "23.8%"  # 5 × $0.50 of $10.52
     assert await page.locator("#total-cost dd").inner_text() == "$0.50"
     bars = await page.locator("#packages-by-country svg title").all_text_contents()
-    assert "Nepal: 10" in bars and "Cambodia: 8" in bars, bars
+    assert "Nepal: 10" in bars and "Cambodia: 5" in bars, bars
     assert await cell(page, "packages-by-country-table", "Nepal", 2) == "10"  # allocated
-    assert await cell(page, "packages-by-country-table", "Nepal", 3) == "9"  # delivered (accepted)
-    assert await cell(page, "packages-by-country-table", "Cambodia", 4) == "0"  # none reached yet
-    assert await cell(page, "packages-by-country-table", "Total", 4) == "9"
+    assert await cell(page, "packages-by-country-table", "Nepal", 3) == "5"  # delivered (accepted): 9
+    assert await cell(page, "packages-by-country-table", "Cambodia", 4) == "<5"  # none reached yet
+    assert await cell(page, "packages-by-country-table", "Total", 4) == "5"
     funnel = {
         step: await cell(page, "delivery-funnel-table", step, 1)
         for step in ("Allocated to a student", "Shipped", "Delivered to the school", "Accepted by the school")
     }
-    assert list(funnel.values()) == ["18", "18", "10", "9"]
+    assert list(funnel.values()) == ["15", "15", "10", "5"]  # 18, 18, 10, 9
 
     await watched.assert_clean()
     await screenshot(page, screenshot_dir, "public-en")
