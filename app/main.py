@@ -42,6 +42,8 @@ from app.merchants.endpoints import router as merchants
 from app.packages.endpoints import router as packages
 from app.platforms.endpoints import router as platforms
 from app.platforms.service import WebhookSecretCache
+from app.receipts.endpoints import router as receipts
+from app.receipts.service import PublicRegions, receipt_key
 from app.reports.endpoints import router as reports
 from app.reports.service import TransparencyReport
 from app.settlement.endpoints import router as settlement
@@ -82,6 +84,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             window=timedelta(days=settings.return_window_days),
             base_currency=settings.base_currency,
         )
+        app.state.public_regions = PublicRegions(app.state.transparency)
         app.state.stripe = StripeGateway.from_settings(settings)
         worker_task = start_embedded_worker(app) if settings.embedded_worker else None
         try:
@@ -117,6 +120,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.clock = clock or SystemClock()
     app.state.cipher = cipher_for(settings)
     app.state.lookup_key = lookup_key_for(settings)
+    app.state.receipt_key = receipt_key(app.state.lookup_key)
     app.state.api_keys = ApiKeyCache(settings.api_key_cache_seconds)
     app.state.auth_failures = AuthFailures(
         per_address=settings.auth_failures_per_address, per_key=settings.auth_failures_per_key
@@ -165,6 +169,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(logistics_partners)
     app.include_router(shipments)
     app.include_router(evidence)
+    app.include_router(receipts)  # before `GET /v1/orders/{order_id:path}`, which would take …/receipt-link
     app.include_router(donations)
     app.include_router(ledger)
     app.include_router(settlement)

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     transparency_refresh_seconds: Annotated[int, Field(ge=0, le=24 * 3600)] = 60
     # Web pages: how long a merchant's dashboard session lasts, and the Stripe.js the billing page loads.
     web_session_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 8
+    # The service's public origin (e.g. "https://give.example.org"): what buyers' receipt links and their QR codes
+    # point at. Unset: the origin each request came in on.
+    public_url: str | None = None
     stripe_js_url: str = "https://js.stripe.com/v3/"
     # The partners' field app (`/partner`): how long a device stays signed in (revoking the key ends it sooner).
     partner_session_days: Annotated[int, Field(ge=1, le=365)] = 30
@@ -179,12 +182,12 @@ class Settings(BaseSettings):
             return self.events_allow_private_urls
         return self.environment != "production"
 
-    @field_validator("stripe_api_base")
+    @field_validator("stripe_api_base", "public_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
-        return value or None
+        return value.rstrip("/") if value else None
 
     @field_validator("stripe_js_url")
     @classmethod

@@ -21,6 +21,9 @@ EVENT_TYPES: dict[str, frozenset[Audience]] = {
     "package.allocated": _MERCHANTS,  # to the merchants whose orders funded it, with their share
     "package.delivered": _MERCHANTS,
     "shipment.status_changed": frozenset({"programme"}),
+    # A buyer's receipt link reached a new step (in the pool, packed, shipped, delivered, confirmed): to the
+    # order's platform, which made the link and can tell its buyer (and to the programme's, which sees all).
+    "receipt.updated": frozenset({"platform", "programme"}),
 }
 
 

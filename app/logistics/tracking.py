@@ -61,6 +61,7 @@ from app.logistics.schemas import (
 )
 from app.packages import pool
 from app.packages.allocation import package_share
+from app.receipts import events as receipts
 
 log = structlog.get_logger("g4g.logistics")
 
@@ -351,6 +352,10 @@ async def _apply(
             await pool.release(db, package_ids, currency)
     await post(db, entries)
     await _announce(db, event, shipment, accepted, now=now)
+    if body.status in ("handed_over", "delivered", "receipt_confirmed"):  # a step of its buyers' receipts
+        await receipts.announce(
+            db, now=now, package_ids=await repository.shipment_package_ids(db, shipment_id)
+        )
 
 
 def _move(event: asyncpg.Record, box: asyncpg.Record, debit: str, what: str) -> EntryDraft:

@@ -44,3 +44,11 @@ async def list_after(
     if merchant_id is not None:
         query = query.where(Merchant.id == merchant_id)
     return list(await session.scalars(query))
+
+
+async def slug_taken(session: AsyncSession, slug: str) -> bool:
+    return await session.scalar(select(Merchant.id).where(Merchant.public_slug == slug)) is not None
+
+
+async def public_by_slug(session: AsyncSession, slug: str) -> Merchant | None:
+    return await session.scalar(select(Merchant).where(Merchant.public_slug == slug, Merchant.public_profile))

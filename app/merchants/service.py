@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,4 +53,32 @@ async def get_visible_merchant(session: AsyncSession, principal: Principal, merc
     merchant = await repository.get(session, merchant_id)
     if merchant is None or not can_see(principal, merchant):
         raise NotFound(f"No merchant {merchant_id}.")
+    return merchant
+
+
+def _slug_of(name: str) -> str:
+    """ASCII words of the name joined by dashes ("Tea House" → "tea-house"); empty for a name with none."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:60].strip("-")
+
+
+async def set_public_profile(session: AsyncSession, merchant: Merchant, public: bool) -> Merchant:
+    """Opt the merchant in or out of its public profile. Its page's slug is made at the first opt-in (from its
+    name, or its id when the name has no Latin letters, made unique with the id's tail) and kept after."""
+    if public and merchant.public_slug is None:
+        tail = merchant.id[-6:].lower()
+        slug = _slug_of(merchant.name) or f"shop-{tail}"
+        if await repository.slug_taken(session, slug):
+            slug = f"{slug}-{tail}"
+        merchant.public_slug = slug
+    merchant.public_profile = public
+    await session.flush()
+    return merchant
+
+
+async def get_public_merchant(session: AsyncSession, merchant_id: str) -> Merchant:
+    """A merchant that opted in to a public profile; any other is as unknown as a missing one."""
+    merchant = await repository.get(session, merchant_id)
+    if merchant is None or not merchant.public_profile:
+        raise NotFound(f"No public profile for merchant {merchant_id}.")
     return merchant

@@ -27,6 +27,7 @@ from app.models.package_kind_version import PackageKindVersion
 from app.models.partner_session import PartnerSession
 from app.models.platform import Platform
 from app.models.platform_webhook_secret import PlatformWebhookSecret
+from app.models.receipt_link import ReceiptLink
 from app.models.report_summary import ReportSummary
 from app.models.school import School
 from app.models.settlement_run import SettlementRun
@@ -73,6 +74,7 @@ __all__ = [
     "PartnerSession",
     "Platform",
     "PlatformWebhookSecret",
+    "ReceiptLink",
     "ReportSummary",
     "School",
     "SettlementRun",

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt
@@ -28,3 +28,9 @@ class Merchant(CreatedAt, Base):
     stripe_payment_method_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # e.g. "visa •••• 4242": what the merchant sees on its billing page
     stripe_payment_method_label: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Opt-in public profile (`PATCH /v1/merchants/{id}`): its badge and its page `/m/{public_slug}`. The slug is
+    # kept when the profile is switched off, so a page comes back at the same address.
+    public_profile: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    public_slug: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)

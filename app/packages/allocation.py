@@ -48,6 +48,7 @@ from app.packages.schemas import (
     SchoolServedOut,
     StudentAllocationOut,
 )
+from app.receipts import events as receipts
 
 RULE_VERSION = "fair-1"
 
@@ -186,6 +187,7 @@ async def _make_packages(
     )
     await post(db, _ledger_entries(new_ids, stock, cost=version.unit_cost, currency=base_currency))
     await _announce(db, new_ids + stock, now=now)
+    await receipts.announce(db, now=now, package_ids=new_ids + stock)
     served = await repository.served_per_school(db)
     return {
         "packages": planned,

@@ -18,6 +18,7 @@ import asyncpg
 
 from app.core.money import split
 from app.packages import allocation_repository as repository
+from app.receipts import events as receipts
 
 POOL_LOCK = 0x6734_706F_6F6C_7175  # one writer of the pool queue at a time, across every process
 
@@ -46,6 +47,7 @@ async def fund_from_statement(
         ],
         currency=currency,
     )
+    await receipts.announce(db, now=None, order_ids=[line.order_id for line in lines])
 
 
 async def release(db: asyncpg.Connection, package_ids: Sequence[str], currency: str) -> int:

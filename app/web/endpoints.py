@@ -12,12 +12,19 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 
 from app.core.auth import Forbidden
 from app.core.auth_failures import TooManyAttempts
-from app.core.database import SessionDep
+from app.core.database import ReadConnectionDep, SessionDep
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
+from app.core.patterns import pattern
+from app.merchants import repository as merchant_repository
+from app.merchants.profile import public_figures
+from app.receipts import service as receipts
+from app.receipts.endpoints import RECEIPT_HEADERS, public_origin, receipt_for
+from app.receipts.service import ReceiptNotFound
 from app.settlement.schemas import SETUP_INTENT_ID
-from app.web import service
-from app.web.i18n import FIELD_APP_LANGUAGES, LANGUAGE_COOKIE, Formatter, choose_language
+from app.web import badge, service
+from app.web.i18n import FIELD_APP_LANGUAGES, LANGUAGE_COOKIE, LANGUAGES, Formatter, choose_language
+from app.web.receipt import receipt_view
 from app.web.service import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -80,6 +87,69 @@ async def choose_page_language(
             httponly=True,
         )
     return response
+
+
+# ---- a buyer's receipt: no cookie set or needed, kept out of search engines, caches and referrers ----
+
+
+def cookieless_language(request: Request) -> str:
+    """`?lang=` (the receipt's own switch) first, then the site's cookie and the browser's languages."""
+    asked = request.query_params.get("lang")
+    return asked if asked in LANGUAGES else language_of(request)
+
+
+@router.get("/r/{token}", response_class=HTMLResponse)
+async def receipt_page(token: str, request: Request, db: ReadConnectionDep) -> HTMLResponse:
+    language = cookieless_language(request)
+    try:
+        receipt = await receipt_for(request, db, token)
+    except ReceiptNotFound:
+        response = render(request, language, "receipt_missing.html", {"cookieless": True}, status_code=404)
+    else:
+        view = receipt_view(receipt, Formatter(language))
+        response = render(request, language, "receipt.html", {"view": view, "cookieless": True})
+    response.headers.update(RECEIPT_HEADERS)
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    return response
+
+
+@router.get("/r/{token}/qr.{kind}")
+async def receipt_qr(
+    token: str,
+    kind: Annotated[str, Path(pattern=pattern("^(svg|png)$", "must be svg or png"))],
+    request: Request,
+    db: ReadConnectionDep,
+) -> Response:
+    """The receipt link as a QR code, for the platform's confirmation page or e-mail."""
+    if not await receipts.link_exists(db, token):
+        return Response("Not found", status_code=404, media_type="text/plain", headers=RECEIPT_HEADERS)
+    url = f"{public_origin(request)}/r/{token}"
+    if kind == "svg":
+        return Response(receipts.qr_svg(url), media_type="image/svg+xml", headers=RECEIPT_HEADERS)
+    return Response(receipts.qr_png(url), media_type="image/png", headers=RECEIPT_HEADERS)
+
+
+# ---- a merchant's public page (opt-in) ----
+
+
+@router.get("/m/{slug}", response_class=HTMLResponse)
+async def merchant_public_page(
+    slug: str, request: Request, session: SessionDep, language: Language
+) -> HTMLResponse:
+    merchant = await merchant_repository.public_by_slug(session, slug) if len(slug) <= 80 else None
+    if merchant is None:
+        return render(request, language, "merchant_missing.html", {}, status_code=404)
+    state = request.app.state
+    figures = await public_figures(
+        session,
+        merchant,
+        now=state.clock.now(),
+        window=timedelta(days=state.settings.return_window_days),
+        base_currency=state.settings.base_currency,
+    )
+    fmt = Formatter(language)
+    context = {"figures": figures, "gives": badge.gives(figures, fmt), "so_far": badge.so_far(figures, fmt)}
+    return render(request, language, "merchant_public.html", context)
 
 
 # ---- the API reference ----

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 
 from babel import Locale
-from babel.dates import format_datetime, format_skeleton
+from babel.dates import format_date, format_datetime, format_skeleton
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal, format_percent
@@ -21,7 +21,7 @@ from babel.support import NullTranslations, Translations
 from app.core.money import major_units
 
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
-LANGUAGES = ("en", "id")  # English is the source language; the others have a catalogue
+LANGUAGES = ("en", "id", "zh-Hans")  # English is the source language; the others have a catalogue
 # The logistics partners' field app (`/partner`) also speaks the languages of the drivers who deliver: Nepali,
 # Khmer, Burmese. Their catalogues translate the field app's strings; the other pages stay in `LANGUAGES`.
 FIELD_APP_LANGUAGES = ("en", "ne", "km", "my", "id")
@@ -29,10 +29,29 @@ DEFAULT_LANGUAGE = "en"
 LANGUAGE_NAMES = {
     "en": "English",
     "id": "Bahasa Indonesia",
+    "zh-Hans": "简体中文",
     "ne": "नेपाली",
     "km": "ខ្មែរ",
     "my": "မြန်မာ",
 }
+# The language tags pages use (BCP 47, as in `<html lang>`) and the CLDR locales Babel formats with: Simplified
+# Chinese as written in China, so CNY is "¥" and dates read 2026年12月1日.
+_BABEL_LOCALES = {"zh-Hans": "zh_Hans_CN"}
+_CATALOGUE_DIRS = {"zh-Hans": "zh_Hans"}
+# Chinese tags that mean Traditional script: not served Simplified Chinese unasked.
+_TRADITIONAL = ("zh-hant", "zh-tw", "zh-hk", "zh-mo")
+
+
+def babel_locale(language: str) -> str:
+    return _BABEL_LOCALES.get(language, language)
+
+
+@cache
+def _locale(language: str) -> Locale:
+    """The parsed CLDR locale, once per language (Babel would parse the name again on every call)."""
+    return Locale.parse(babel_locale(language))
+
+
 LANGUAGE_COOKIE = "g4g_lang"
 
 
@@ -41,8 +60,9 @@ def translations(language: str) -> NullTranslations:
     """The language's catalogue, compiled from its `.po` file on first use."""
     if language == DEFAULT_LANGUAGE:
         return NullTranslations()
-    with (TRANSLATIONS / language / "LC_MESSAGES" / "messages.po").open("rb") as po:
-        catalog = read_po(po, locale=language)
+    folder = _CATALOGUE_DIRS.get(language, language)
+    with (TRANSLATIONS / folder / "LC_MESSAGES" / "messages.po").open("rb") as po:
+        catalog = read_po(po, locale=folder)
     compiled = io.BytesIO()
     write_mo(compiled, catalog)
     compiled.seek(0)
@@ -73,14 +93,25 @@ def choose_language(
     if cookie in languages:
         return cookie
     if accept_language:
-        try:
-            tags = [t for t in _accepted(accept_language) if t != "*"]
-            chosen = Locale.negotiate(tags, list(languages), sep="-")
-        except (ValueError, TypeError):
-            chosen = None
-        if chosen is not None and str(chosen) in languages:
-            return str(chosen)
+        for tag in _accepted(accept_language):
+            chosen = _language_for(tag, languages)
+            if chosen is not None:
+                return chosen
     return DEFAULT_LANGUAGE
+
+
+def _language_for(tag: str, languages: tuple[str, ...]) -> str | None:
+    """One `Accept-Language` tag as one of `languages`, if it is one: any Chinese but Traditional is zh-Hans."""
+    lowered = tag.lower()
+    if lowered == "zh" or lowered.startswith("zh-"):
+        return "zh-Hans" if "zh-Hans" in languages and not lowered.startswith(_TRADITIONAL) else None
+    if tag == "*":
+        return None
+    try:
+        chosen = Locale.negotiate([tag], [code for code in languages if code != "zh-Hans"], sep="-")
+    except (ValueError, TypeError):
+        return None
+    return str(chosen) if chosen is not None and str(chosen) in languages else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,28 +120,43 @@ class Formatter:
 
     language: str
 
+    @property
+    def locale(self) -> Locale:
+        return _locale(self.language)
+
     def gettext(self, message: str) -> str:
         return translations(self.language).gettext(message)
 
+    def pgettext(self, context: str, message: str) -> str:
+        """A message whose translation depends on where it is used (e.g. a receipt's step, not a money stage)."""
+        return str(translations(self.language).pgettext(context, message))
+
+    def ngettext(self, singular: str, plural: str, count: int) -> str:
+        return translations(self.language).ngettext(singular, plural, count)
+
     def count(self, value: int | str) -> str:
-        return value if isinstance(value, str) else format_decimal(value, locale=self.language)
+        return value if isinstance(value, str) else format_decimal(value, locale=self.locale)
 
     def country(self, code: str) -> str:
         """An ISO 3166-1 code as the country's name in the reader's language (CLDR data, through Babel)."""
-        return str(Locale.parse(self.language).territories.get(code, code))
+        return str(self.locale.territories.get(code, code))
 
     def money(self, amount: int, currency: str) -> str:
         """Minor units as an amount in the currency (exact: Decimal from the integer, never a float)."""
-        return format_currency(major_units(amount, currency), currency, locale=self.language)
+        return format_currency(major_units(amount, currency), currency, locale=self.locale)
 
     def percent_bps(self, bps: int) -> str:
-        return format_percent(Decimal(bps).scaleb(-4), "#,##0.#%", locale=self.language)
+        return format_percent(Decimal(bps).scaleb(-4), "#,##0.#%", locale=self.locale)
 
     def month(self, month: str) -> str:
         """`2026-11` → "Nov 2026"."""
         year, number = month.split("-")
-        return format_skeleton("yMMM", date(int(year), int(number), 1), locale=self.language)
+        return format_skeleton("yMMM", date(int(year), int(number), 1), locale=self.locale)
+
+    def day(self, value: datetime) -> str:
+        """The date of an instant in UTC, e.g. "Dec 1, 2026" or "2026年12月1日"."""
+        return format_date(value.astimezone(UTC).date(), "medium", locale=self.locale)
 
     def timestamp(self, value: datetime) -> str:
         """An instant in UTC, e.g. "Nov 29, 2026, 8:52:20 AM UTC"."""
-        return format_datetime(value, "medium", tzinfo=UTC, locale=self.language) + " UTC"
+        return format_datetime(value, "medium", tzinfo=UTC, locale=self.locale) + " UTC"

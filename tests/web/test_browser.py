@@ -19,7 +19,7 @@ import pytest_asyncio
 from playwright.async_api import expect
 
 from tests.conftest import DATA_KEY
-from tests.helpers import order_paid, settle, signed_headers
+from tests.helpers import order_paid, order_refunded, settle, signed_headers
 from tests.live import LiveServer, g4g_env, run_g4g
 from tests.postgres import TestServer
 from tests.roster_codes import roster_codes
@@ -46,6 +46,7 @@ class Site:
     stripe_url: str
     merchants: dict[str, dict[str, Any]] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
+    platform: dict[str, Any] = field(default_factory=dict)
 
 
 async def _seed(site: Site) -> None:
@@ -59,7 +60,7 @@ async def _seed(site: Site) -> None:
         open_stripe_client(site.stripe_url) as stripe,
         httpx.AsyncClient(base_url=site.url, headers=site.admin, timeout=30) as http,
     ):
-        platform = (await http.post("/v1/platforms", json={"name": "Tmall"})).json()
+        platform = site.platform = (await http.post("/v1/platforms", json={"name": "Tmall"})).json()
         for slug, name, country, card_on_file in (
             ("tea", "Tea House", "CN", True),
             ("books", "Book Nook", "US", True),
@@ -473,3 +474,77 @@ async def test_the_api_reference_runs_from_this_origin_alone(site: Site, context
     await expect(page.get_by_text("/v1/quotes", exact=True).first).to_be_visible()
     await watched.assert_clean()
     assert requested and all(url.startswith(site.url + "/") for url in requested), requested
+
+
+async def test_a_buyer_follows_a_receipt_in_three_languages(
+    site: Site, context: BrowserContext, screenshot_dir: Path
+) -> None:
+    """The platform asks for receipt links; the buyer opens one (no account, no cookie) and reads where the
+    money went, in English, Bahasa Indonesia and 简体中文; a refunded order reads as reversed."""
+    async with httpx.AsyncClient(base_url=site.url, headers=site.admin, timeout=30) as http:
+        key = await http.post(
+            "/v1/api-keys", json={"role": "platform", "name": "Tmall", "platform_id": site.platform["id"]}
+        )
+        platform = {"Authorization": f"Bearer {key.json()['token']}"}
+        links = {}
+        for order_id in [f"TEA-{n}" for n in range(1001, 1008)] + ["PEN-3001"]:
+            answer = await http.post(f"/v1/orders/{order_id}/receipt-link", headers=platform)
+            assert answer.status_code == 201, answer.text
+            links[order_id] = answer.json()["url"]
+        steps = {}
+        for order_id, url in links.items():
+            steps[order_id] = (await http.get("/v1/receipts/" + url.removeprefix("/r/"))).json()["step"]
+        refund = order_refunded("PEN-3001", "R-1", 12800 * 2, merchant="pens")
+        body = json.dumps(refund).encode()
+        answer = await http.post(
+            f"/v1/webhooks/orders/{site.platform['id']}",
+            content=body,
+            headers=signed_headers(site.platform["webhook_secret"], body),
+        )
+        assert answer.status_code == 200, answer.text
+    assert steps["TEA-1007"] == "pledged"
+    # The Nepali school's boxes were delivered and confirmed: some tea order's money is in them.
+    confirmed = [order_id for order_id, step in steps.items() if step == "confirmed"]
+    assert confirmed, steps
+
+    watched = await Watched.open(context)
+    page = watched.page
+    await page.goto(site.url + links[confirmed[0]])
+    assert await page.locator("h1").inner_text() == "Your donation"
+    assert await page.locator("#receipt-amount").inner_text() == "CN¥1.96"
+    assert await page.locator("#receipt-merchant").inner_text() == "From your order at Tea House."
+    delivered = await page.locator('li[data-step="delivered"] .detail').inner_text()
+    assert delivered.startswith("Delivered to a grade-1 class in Bagmati, Nepal on ")
+    assert await page.locator('li[data-step="confirmed"]').get_attribute("class") == "done"
+    assert await context.cookies() == []
+    await screenshot(page, screenshot_dir, "receipt-en")
+
+    await page.get_by_role("link", name="Bahasa Indonesia").click()
+    await page.wait_for_load_state()
+    assert await page.locator("html").get_attribute("lang") == "id"
+    assert await page.locator("h1").inner_text() == "Donasi Anda"
+    assert await page.locator("#receipt-amount").inner_text() == "CN¥1,96"
+    await screenshot(page, screenshot_dir, "receipt-id")
+
+    await page.get_by_role("link", name="简体中文").click()
+    await page.wait_for_load_state()
+    assert await page.locator("html").get_attribute("lang") == "zh-Hans"
+    assert await page.locator("h1").inner_text() == "您的捐款"
+    assert await page.locator("#receipt-amount").inner_text() == "¥1.96"
+    delivered = await page.locator('li[data-step="delivered"] .detail').inner_text()
+    assert delivered.startswith("已于") and "尼泊尔 Bagmati的一个1年级班级" in delivered
+    assert await context.cookies() == []
+    await screenshot(page, screenshot_dir, "receipt-zh-Hans")
+
+    # Still pledged: what comes next, and roughly when; refunded: reversed, with the amount.
+    await page.goto(site.url + links["TEA-1007"] + "?lang=zh-Hans")
+    assert (await page.locator("#receipt-next").inner_text()).startswith("下一步：确定。")
+    await screenshot(page, screenshot_dir, "receipt-pledged-zh-Hans")
+    await page.goto(site.url + links["PEN-3001"] + "?lang=en")
+    assert await page.locator("#receipt-next").inner_text() == "Nothing more will happen to this donation."
+    assert (
+        "Refunded: the donation was reversed (CN¥1.96)."
+        in await page.locator("#receipt-timeline").inner_text()
+    )
+    await screenshot(page, screenshot_dir, "receipt-refunded-en")
+    await watched.assert_clean()

@@ -1,0 +1,123 @@
+"""Receipt links (the order's platform makes and revokes them) and a receipt as JSON (public, by its token)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.core.auth import Authorized, Principal, Role
+from app.core.database import ReadConnectionDep, SessionDep
+from app.core.json_body import ExactJsonRoute
+from app.core.types import PRINTABLE
+from app.receipts import service
+from app.receipts.schemas import ReceiptLinkIn, ReceiptLinkOut, ReceiptOut
+
+router = APIRouter(prefix="/v1", tags=["receipts"], route_class=ExactJsonRoute)
+
+OrderId = Annotated[str, Path(min_length=1, max_length=200, pattern=PRINTABLE)]
+Token = Annotated[str, Path(description="The token from the receipt link")]
+# A receipt is the buyer's: kept out of caches, search engines and other sites' logs.
+RECEIPT_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}
+
+
+def public_origin(request: Request) -> str:
+    configured: str | None = request.app.state.settings.public_url
+    return configured or f"{request.url.scheme}://{request.url.netloc}"
+
+
+def link_out(request: Request, issued: service.IssuedLink) -> ReceiptLinkOut:
+    path = f"/r/{issued.token}"
+    return ReceiptLinkOut(
+        url=path,
+        full_url=public_origin(request) + path,
+        qr_svg=f"{path}/qr.svg",
+        qr_png=f"{path}/qr.png",
+        created_at=issued.created_at,
+    )
+
+
+@router.post(
+    "/orders/{order_id:path}/receipt-link",
+    response_model=ReceiptLinkOut,
+    status_code=201,
+    responses={200: {"model": ReceiptLinkOut, "description": "The order's existing link, again"}},
+    operation_id="create_receipt_link",
+)
+async def create_receipt_link(
+    order_id: OrderId,
+    request: Request,
+    session: SessionDep,
+    body: ReceiptLinkIn | None = None,
+    principal: Principal = Authorized(Role.platform),
+) -> JSONResponse:
+    """The buyer's receipt link for an order, to put in the order confirmation: 201 when made, 200 with the
+    same link when asked again (display choices updated). Only the order's platform can ask."""
+    assert principal.platform_id is not None
+    state = request.app.state
+    issued = await service.issue_link(
+        session,
+        state.receipt_key,
+        principal.platform_id,
+        order_id,
+        body or ReceiptLinkIn(),
+        now=state.clock.now(),
+        window=timedelta(days=state.settings.return_window_days),
+    )
+    out = link_out(request, issued)
+    return JSONResponse(
+        out.model_dump(mode="json"),
+        status_code=201 if issued.new else 200,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get(
+    "/orders/{order_id:path}/receipt-link", response_model=ReceiptLinkOut, operation_id="get_receipt_link"
+)
+async def get_receipt_link(
+    order_id: OrderId, request: Request, session: SessionDep, principal: Principal = Authorized(Role.platform)
+) -> JSONResponse:
+    """The order's receipt link, as made by `POST` (404 when it has none, or it was revoked)."""
+    assert principal.platform_id is not None
+    issued = await service.current_link(
+        session, request.app.state.receipt_key, principal.platform_id, order_id
+    )
+    return JSONResponse(
+        link_out(request, issued).model_dump(mode="json"), headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.delete("/orders/{order_id:path}/receipt-link", status_code=204, operation_id="revoke_receipt_link")
+async def revoke_receipt_link(
+    order_id: OrderId, session: SessionDep, principal: Principal = Authorized(Role.platform)
+) -> Response:
+    """Revoke the order's receipt link: it answers 404 from now on, like a link never made. Revoking again
+    changes nothing; asking for a link afterwards makes a new one."""
+    assert principal.platform_id is not None
+    await service.revoke_links(session, principal.platform_id, order_id)
+    return Response(status_code=204)
+
+
+@router.get("/receipts/{token}", response_model=ReceiptOut, operation_id="get_receipt")
+async def get_receipt(token: Token, request: Request, db: ReadConnectionDep) -> JSONResponse:
+    """A receipt by its token (public: the token is the key). What happened to the order's donation, with
+    dates, what comes next and roughly when. Never a student or a school; a region only where the public report
+    shows it. An unknown or revoked token is 404, the same for both."""
+    receipt = await receipt_for(request, db, token)
+    return JSONResponse(receipt.model_dump(mode="json"), headers=RECEIPT_HEADERS)
+
+
+async def receipt_for(request: Request, db: asyncpg.Connection, token: str) -> ReceiptOut:
+    state = request.app.state
+    return await service.receipt(
+        db,
+        token,
+        now=state.clock.now(),
+        window=timedelta(days=state.settings.return_window_days),
+        regions=state.public_regions,
+        settlement_schedule=state.settings.settlement_schedule,
+    )
