@@ -78,7 +78,9 @@ class Node:
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.log_path = root / f"{self.name}.patroni.log"
         self.config_path = self.dir / "patroni.yml"
-        self.config_path.write_text(json.dumps(self._config(etcd_port), indent=2))  # YAML is a superset of JSON
+        self.config_path.write_text(
+            json.dumps(self._config(etcd_port), indent=2)
+        )  # YAML is a superset of JSON
         self.process: subprocess.Popen[bytes] | None = None
 
     def _config(self, etcd_port: int) -> dict[str, Any]:
@@ -86,7 +88,10 @@ class Node:
             "scope": SCOPE,
             "name": self.name,
             "log": {"level": "INFO"},
-            "restapi": {"listen": f"127.0.0.1:{self.api_port}", "connect_address": f"127.0.0.1:{self.api_port}"},
+            "restapi": {
+                "listen": f"127.0.0.1:{self.api_port}",
+                "connect_address": f"127.0.0.1:{self.api_port}",
+            },
             "etcd3": {"hosts": [f"127.0.0.1:{etcd_port}"]},
             "bootstrap": {
                 "dcs": {

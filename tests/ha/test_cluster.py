@@ -12,8 +12,8 @@ import asyncpg
 from tests.ha.cluster import HaCluster
 
 
-async def _connect(url: str, *, timeout: float = 30) -> asyncpg.Connection:
-    deadline = time.monotonic() + timeout
+async def _connect(url: str, *, within: float = 30) -> asyncpg.Connection:
+    deadline = time.monotonic() + within
     while True:
         try:
             return await asyncpg.connect(url, timeout=2)
