@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from fastapi import Depends, Request
@@ -14,11 +15,80 @@ from app.core.settings import Settings
 
 
 def asyncpg_url(url: str) -> str:
-    """The SQLAlchemy URL for asyncpg, whatever postgres scheme the operator wrote."""
+    """The SQLAlchemy URL for asyncpg, whatever postgres scheme the operator wrote. libpq's multi-host form
+    (`postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write`, SPEC §17) becomes SQLAlchemy's (one
+    `host=h:port` query parameter per host), which its asyncpg dialect hands to asyncpg as lists."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    raise ValueError("not a PostgreSQL URL")
+            url = "postgresql+asyncpg://" + url[len(prefix) :]
+            break
+    else:
+        raise ValueError("not a PostgreSQL URL")
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return url
+    query = [("host", host) for host in hosts.split(",")] + parse_qsl(parts.query)
+    return urlunsplit(parts._replace(netloc=userinfo + at, query=urlencode(query, safe=":/")))
+
+
+def driver_dsn(url: str) -> str:
+    """asyncpg's own DSN for a SQLAlchemy-style URL: several `host=` parameters back into libpq's multi-host
+    form (asyncpg would keep only the last of them)."""
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query)
+    hosts = [value for name, value in query if name == "host"]
+    userinfo, at, netloc_host = parts.netloc.rpartition("@")
+    if len(hosts) < 2 or netloc_host:
+        return dsn
+    rest = [(name, value) for name, value in query if name != "host"]
+    return urlunsplit(
+        parts._replace(netloc=userinfo + at + ",".join(hosts), query=urlencode(rest, safe=":/"))
+    )
+
+
+# Failures that mean "no usable primary right now" (a failover, a restart, a network cut), not a bug: requests
+# meeting one are answered 503 with `Retry-After` (SPEC §17), and pools drop the connection it happened on.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # 08xxx: the connection broke, was refused, or is gone
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: the server is starting up or shutting down
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: fast shutdown (a switchover)
+    asyncpg.exceptions.CrashShutdownError,  # 57P02: another backend crashed
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # 25006: a write reached a server that is now a standby
+    asyncpg.exceptions.TargetServerAttributeNotMatched,  # no listed host accepts writes (yet)
+    ConnectionError,  # refused, reset, broken pipe
+    TimeoutError,  # connecting took longer than CONNECT_TIMEOUT_SECONDS
+)
+
+# How long opening a connection may take before it counts as a failure (asyncpg's default is 60 s, longer than
+# any client waits): with several hosts, each is tried in turn within this bound.
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it, however SQLAlchemy or an exception group wrapped it) says the database
+    cannot be reached or is not the primary right now."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, _UNAVAILABLE):
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and "connection is closed" in str(current):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        linked = (
+            current.__cause__,
+            current.__context__,
+            getattr(current, "orig", None),
+        )  # orig: SQLAlchemy's
+        pending.extend(each for each in linked if isinstance(each, BaseException))
+    return False
 
 
 _SERVER_SETTINGS = {"application_name": "g4g", "timezone": "UTC"}
@@ -33,14 +103,17 @@ class Database:
             self.url = asyncpg_url(settings.database_url)
         else:
             self._embedded, self.url = start_embedded_postgres(settings.data_dir)
+        self.dsn = driver_dsn(self.url)
 
     def engine(self, *, pool_size: int = 10) -> AsyncEngine:
         return create_async_engine(
             self.url,
             pool_size=pool_size,
             max_overflow=pool_size,
+            # No ping on checkout (a round trip per request): a connection found broken is dropped by SQLAlchemy
+            # when its error arrives (a primary's connections all break when it stops being primary).
             pool_pre_ping=False,
-            connect_args={"server_settings": _SERVER_SETTINGS},
+            connect_args={"server_settings": _SERVER_SETTINGS, "timeout": CONNECT_TIMEOUT_SECONDS},
         )
 
     async def read_pool(self, *, size: int = 10) -> asyncpg.Pool:
@@ -49,9 +122,10 @@ class Database:
         connections with empty statement caches; this pool queues instead, and its connections stay open (opened
         on first use) with their prepared statements."""
         return await asyncpg.create_pool(
-            "postgresql://" + self.url.removeprefix("postgresql+asyncpg://"),
+            self.dsn,
             min_size=0,
             max_size=size,
+            timeout=CONNECT_TIMEOUT_SECONDS,
             server_settings=_SERVER_SETTINGS,
             reset=_session_untouched,
         )
@@ -64,9 +138,10 @@ class Database:
         statistics said when it was made: the batch statements are index probes by construction
         (app/donations/repository.py); the rest insert, or read the small rules table by id."""
         return await asyncpg.create_pool(
-            "postgresql://" + self.url.removeprefix("postgresql+asyncpg://"),
+            self.dsn,
             min_size=0,
             max_size=size,
+            timeout=CONNECT_TIMEOUT_SECONDS,
             server_settings={**_SERVER_SETTINGS, "plan_cache_mode": "force_generic_plan"},
             reset=_session_untouched,
         )
