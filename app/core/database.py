@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.core.embedded import start_embedded_postgres
@@ -94,6 +97,32 @@ def database_unavailable(exc: BaseException) -> bool:
 _SERVER_SETTINGS = {"application_name": "g4g", "timezone": "UTC"}
 
 
+def drop_connections_when_unavailable(engine: AsyncEngine) -> AsyncEngine:
+    """Make SQLAlchemy treat "the database is unavailable" (a failover) as a disconnect: the connection it
+    happened on, and every other connection of the pool opened before it, are replaced rather than reused. (By
+    itself it only does so for a connection already closed; one killed mid-statement may not be, yet.)"""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _unavailable_is_a_disconnect(context: ExceptionContext) -> None:
+        if database_unavailable(context.original_exception):
+            context.is_disconnect = True
+
+    return engine
+
+
+@contextlib.asynccontextmanager
+async def pooled(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of an asyncpg pool. One whose statement failed because the database went away is closed
+    rather than put back: asyncpg may not have noticed yet, and would hand it out again mid-error."""
+    async with pool.acquire() as connection:
+        try:
+            yield connection
+        except Exception as exc:
+            if database_unavailable(exc):
+                connection.terminate()
+            raise
+
+
 class Database:
     """Where the service's data lives: the configured server, or an embedded one started on demand."""
 
@@ -106,7 +135,7 @@ class Database:
         self.dsn = driver_dsn(self.url)
 
     def engine(self, *, pool_size: int = 10) -> AsyncEngine:
-        return create_async_engine(
+        engine = create_async_engine(
             self.url,
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -115,6 +144,7 @@ class Database:
             pool_pre_ping=False,
             connect_args={"server_settings": _SERVER_SETTINGS, "timeout": CONNECT_TIMEOUT_SECONDS},
         )
+        return drop_connections_when_unavailable(engine)
 
     async def read_pool(self, *, size: int = 10) -> asyncpg.Pool:
         """Plain asyncpg connections for requests whose database work is one read statement (quotes). Under a
@@ -178,7 +208,7 @@ async def _read_connection(request: Request) -> AsyncIterator[asyncpg.Connection
     """A connection of the read pool for a request whose database work is one read statement: no transaction is
     opened or committed around it (a single statement is its own snapshot)."""
     pool: asyncpg.Pool = request.app.state.read_pool
-    async with pool.acquire() as connection:
+    async with pooled(pool) as connection:
         yield connection
 
 

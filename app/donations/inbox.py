@@ -18,7 +18,7 @@ import asyncpg
 import structlog
 
 from app.core.clock import Clock
-from app.core.database import database_unavailable
+from app.core.database import database_unavailable, pooled
 from app.core.observability import ORDER_WEBHOOKS
 from app.donations import ingest
 from app.donations.outcomes import Outcome
@@ -115,5 +115,5 @@ class OrderEventInbox:
         raise AssertionError("unreachable")
 
     async def _apply_once(self, deliveries: list[ingest.Delivery]) -> list[Outcome]:
-        async with self._pool.acquire() as db, db.transaction():
+        async with pooled(self._pool) as db, db.transaction():
             return await ingest.receive(db, deliveries, now=self._clock.now())
