@@ -83,6 +83,10 @@ def database_unavailable(exc: BaseException) -> bool:
             return True
         if isinstance(current, asyncpg.InterfaceError) and "connection is closed" in str(current):
             return True
+        if isinstance(current, asyncpg.InternalClientError) and "cannot switch to state" in str(current):
+            # A pooled connection the server dropped with a FATAL error (postmaster gone) before asyncpg saw it
+            # close: nothing was sent on it; it must be dropped like a closed one.
+            return True
         if isinstance(current, BaseExceptionGroup):
             pending.extend(current.exceptions)
         linked = (

@@ -52,6 +52,7 @@ def _wrapped_by_sqlalchemy(error: Exception) -> Exception:
         asyncpg.exceptions.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"),
         asyncpg.exceptions.TargetServerAttributeNotMatched("none of the hosts match read-write"),
         asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"),
+        asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
         ConnectionRefusedError(111, "Connect call failed"),
         TimeoutError(),
     ],
