@@ -162,6 +162,8 @@ class Worker:
                 if self._stopping.is_set() or not database_unavailable(exc):
                     raise
                 log.warning("worker_reconnecting", error=type(exc).__name__)
+                # The jobs' pooled connections went with the database: open new ones for the next jobs.
+                await self.context.engine.dispose()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), RECONNECT_PAUSE_SECONDS)
             if self._stopping.is_set():
