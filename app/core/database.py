@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -187,6 +188,56 @@ async def _session_untouched(connection: asyncpg.Connection) -> None:
     nothing. (asyncpg still rolls back a transaction left open.)"""
 
 
+# A standby's replay lag in seconds: 0 when it has replayed all it received (or is a primary); None when it
+# streams from nobody (its figures could be arbitrarily old).
+_REPLICA_LAG = """
+SELECT CASE
+    WHEN NOT pg_is_in_recovery() THEN 0
+    WHEN NOT EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming') THEN NULL
+    WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+    ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
+END
+"""
+
+
+class ReadReplica:
+    """`DATABASE_READ_URL`: a streaming replica for reads that can be a little behind. Its lag is checked at most
+    once a second (shared by every request); past `max_lag_seconds`, or unreachable, the primary answers."""
+
+    CHECK_EVERY_SECONDS = 1.0
+
+    def __init__(self, url: str, *, max_lag_seconds: float, pool_size: int) -> None:
+        self.engine = drop_connections_when_unavailable(
+            create_async_engine(
+                asyncpg_url(url),
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                connect_args={"server_settings": _SERVER_SETTINGS, "timeout": CONNECT_TIMEOUT_SECONDS},
+            )
+        )
+        self.sessionmaker = make_sessionmaker(self.engine)
+        self.max_lag_seconds = max_lag_seconds
+        self._usable = False
+        self._checked_at = float("-inf")
+
+    async def usable(self) -> bool:
+        if time.monotonic() - self._checked_at < self.CHECK_EVERY_SECONDS:
+            return self._usable
+        self._checked_at = time.monotonic()
+        try:
+            async with self.engine.connect() as connection:
+                lag = (await connection.exec_driver_sql(_REPLICA_LAG)).scalar()
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            lag = None
+        self._usable = lag is not None and lag <= self.max_lag_seconds
+        return self._usable
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
@@ -206,6 +257,25 @@ async def _unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": the exit code (the commit) runs before the response is sent, so a failed commit
 # can never be answered with a 2xx.
 SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
+
+
+async def _report_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """For a report that only reads and may be a little behind: a session on the replica (`DATABASE_READ_URL`)
+    while its lag is within bounds, else on the primary."""
+    replica: ReadReplica | None = getattr(request.app.state, "replica", None)
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    if replica is not None and await replica.usable():
+        sessionmaker = replica.sessionmaker
+    async with sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+ReportSessionDep = Annotated[AsyncSession, Depends(_report_session, scope="function")]
 
 
 async def _read_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
