@@ -150,8 +150,15 @@ class Load:
 
 
 def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`g4g worker`, once it has started (its start-up checks need a primary: not during a failover)."""
     with log_path.open("ab") as log:
-        return subprocess.Popen([G4G, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen([G4G, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while "worker_started" not in log_path.read_text():
+        assert worker.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, "g4g worker did not start"
+        time.sleep(0.1)
+    return worker
 
 
 def _post(url: str, token: str, document: dict[str, Any]) -> dict[str, Any]:
@@ -299,6 +306,10 @@ async def test_killing_the_primary_under_load_loses_no_acknowledged_order_three_
                     "unavailable_s": round(recovered - first_503, 2),
                     "p99_switch_ms": round(_percentile(switch, 0.99) * 1000),
                     "max_ms": round(max(s.finished - s.started for s in this_round) * 1000),
+                    "slowest": [
+                        (s.kind, s.status, round(s.started - killed_at, 2), round(s.finished - s.started, 2))
+                        for s in sorted(this_round, key=lambda s: s.started - s.finished)[:3]
+                    ],
                     "requests": len(this_round),
                     "503": len(unavailable),
                 }
