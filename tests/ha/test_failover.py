@@ -278,9 +278,10 @@ async def test_killing_the_primary_under_load_loses_no_acknowledged_order_three_
 
             # A settlement run queued just before the kill, while the worker is frozen: it runs after it.
             worker.send_signal(signal.SIGSTOP)
-            run = _post(servers[1].url + "/v1/settlement-runs", admin_token, {})
+            # (Blocking calls in a thread: the load's event loop keeps running, so its latencies are the service's.)
+            run = await asyncio.to_thread(_post, servers[1].url + "/v1/settlement-runs", admin_token, {})
             killed_at = time.monotonic()
-            old = ha_cluster.kill_primary()
+            old = await asyncio.to_thread(ha_cluster.kill_primary)
             worker.send_signal(signal.SIGCONT)
             new = await asyncio.to_thread(ha_cluster.wait_for_primary, other_than=old)
             promoted_at = time.monotonic()
