@@ -212,8 +212,10 @@ class Worker:
                     group.create_task(each)
         finally:
             for connection in connections:
-                with contextlib.suppress(Exception):
-                    await connection.close()
+                try:
+                    await connection.close(timeout=CONNECT_TIMEOUT_SECONDS)
+                except Exception:  # broken (the database went away): drop it without a goodbye
+                    connection.terminate()
             log.info("worker_stopped")
 
     def stop(self) -> None:

