@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test openapi migration translations bench localstripe clean
+.PHONY: run demo test test-ha openapi migration translations bench localstripe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
-	$(BIN)/pytest -n auto --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto --dist loadfile --ignore=tests/ha $(PYTEST_ARGS)
+
+## Highly available PostgreSQL (tests/ha): etcd and Patroni-managed PostgreSQL servers started on 127.0.0.1, the
+## primary killed under load. Needs Debian's patroni, etcd-server and postgresql-15 (`.ci/run` installs them).
+test-ha: $(STAMP)
+	$(BIN)/pytest -n 0 tests/ha $(PYTEST_ARGS)
 
 ## Regenerate openapi/openapi.json from the app.
 openapi: $(STAMP)

@@ -18,7 +18,7 @@ from app.core.auth import ApiKeyCache, Authorized, Role
 from app.core.auth_failures import AuthFailures
 from app.core.body_limit import BodyAllowance, BodySizeLimit
 from app.core.clock import Clock, SystemClock
-from app.core.database import Database, make_sessionmaker
+from app.core.database import Database, ReadReplica, make_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.json_body import ExactJsonRoute
 from app.core.logging import configure_logging
@@ -68,6 +68,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.engine = engine
         app.state.read_pool = await database.read_pool(size=settings.db_pool_size)
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.replica = (
+            ReadReplica(
+                settings.database_read_url,
+                max_lag_seconds=settings.max_replica_lag_seconds,
+                pool_size=settings.db_pool_size,
+            )
+            if settings.database_read_url
+            else None
+        )
         app.state.webhook_secrets = WebhookSecretCache(app.state.sessionmaker, app.state.cipher)
         app.state.inbox_pool = await database.inbox_pool(size=settings.ingest_concurrency)
         app.state.order_inbox = OrderEventInbox(
@@ -101,6 +110,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             if app.state.stripe is not None:
                 await app.state.stripe.close()
             await app.state.read_pool.close()
+            if app.state.replica is not None:
+                await app.state.replica.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -14,7 +14,12 @@ import httpx
 import structlog
 
 from app.core.clock import Clock, SystemClock
-from app.core.database import Database, make_sessionmaker
+from app.core.database import (
+    CONNECT_TIMEOUT_SECONDS,
+    Database,
+    drop_connections_when_unavailable,
+    make_sessionmaker,
+)
 from app.core.idempotency import delete_expired_records
 from app.core.jobs import JobContext, Periodic, Task, Worker
 from app.core.secrets import cipher_for
@@ -79,8 +84,12 @@ async def standalone_context(
 
     from app.settlement.stripe_gateway import StripeGateway
 
-    engine = create_async_engine(
-        url, pool_size=settings.worker_concurrency + 2, connect_args={"server_settings": {"timezone": "UTC"}}
+    engine = drop_connections_when_unavailable(
+        create_async_engine(
+            url,
+            pool_size=settings.worker_concurrency + 2,
+            connect_args={"server_settings": {"timezone": "UTC"}, "timeout": CONNECT_TIMEOUT_SECONDS},
+        )
     )
     http = http_client(settings)
     stripe: Any = StripeGateway.from_settings(settings)

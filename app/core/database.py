@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.core.embedded import start_embedded_postgres
@@ -14,14 +19,113 @@ from app.core.settings import Settings
 
 
 def asyncpg_url(url: str) -> str:
-    """The SQLAlchemy URL for asyncpg, whatever postgres scheme the operator wrote."""
+    """The SQLAlchemy URL for asyncpg, whatever postgres scheme the operator wrote. libpq's multi-host form
+    (`postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write`, SPEC §17) becomes SQLAlchemy's (one
+    `host=h:port` query parameter per host), which its asyncpg dialect hands to asyncpg as lists."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    raise ValueError("not a PostgreSQL URL")
+            url = "postgresql+asyncpg://" + url[len(prefix) :]
+            break
+    else:
+        raise ValueError("not a PostgreSQL URL")
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return url
+    query = [("host", host) for host in hosts.split(",")] + parse_qsl(parts.query)
+    return urlunsplit(parts._replace(netloc=userinfo + at, query=urlencode(query, safe=":/")))
+
+
+def driver_dsn(url: str) -> str:
+    """asyncpg's own DSN for a SQLAlchemy-style URL: several `host=` parameters back into libpq's multi-host
+    form (asyncpg would keep only the last of them)."""
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query)
+    hosts = [value for name, value in query if name == "host"]
+    userinfo, at, netloc_host = parts.netloc.rpartition("@")
+    if len(hosts) < 2 or netloc_host:
+        return dsn
+    rest = [(name, value) for name, value in query if name != "host"]
+    return urlunsplit(
+        parts._replace(netloc=userinfo + at + ",".join(hosts), query=urlencode(rest, safe=":/"))
+    )
+
+
+# Failures that mean "no usable primary right now" (a failover, a restart, a network cut), not a bug: requests
+# meeting one are answered 503 with `Retry-After` (SPEC §17), and pools drop the connection it happened on.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # 08xxx: the connection broke, was refused, or is gone
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: the server is starting up or shutting down
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: fast shutdown (a switchover)
+    asyncpg.exceptions.CrashShutdownError,  # 57P02: another backend crashed
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # 25006: a write reached a server that is now a standby
+    asyncpg.exceptions.TargetServerAttributeNotMatched,  # no listed host accepts writes (yet)
+    ConnectionError,  # refused, reset, broken pipe
+    TimeoutError,  # connecting took longer than CONNECT_TIMEOUT_SECONDS
+)
+
+# How long opening a connection may take before it counts as a failure (asyncpg's default is 60 s, longer than
+# any client waits): with several hosts, each is tried in turn within this bound.
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it, however SQLAlchemy or an exception group wrapped it) says the database
+    cannot be reached or is not the primary right now."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, _UNAVAILABLE):
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and "connection is closed" in str(current):
+            return True
+        if isinstance(current, asyncpg.InternalClientError) and "cannot switch to state" in str(current):
+            # A pooled connection the server dropped with a FATAL error (postmaster gone) before asyncpg saw it
+            # close: nothing was sent on it; it must be dropped like a closed one.
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        linked = (
+            current.__cause__,
+            current.__context__,
+            getattr(current, "orig", None),
+        )  # orig: SQLAlchemy's
+        pending.extend(each for each in linked if isinstance(each, BaseException))
+    return False
 
 
 _SERVER_SETTINGS = {"application_name": "g4g", "timezone": "UTC"}
+
+
+def drop_connections_when_unavailable(engine: AsyncEngine) -> AsyncEngine:
+    """Make SQLAlchemy treat "the database is unavailable" (a failover) as a disconnect: the connection it
+    happened on, and every other connection of the pool opened before it, are replaced rather than reused. (By
+    itself it only does so for a connection already closed; one killed mid-statement may not be, yet.)"""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _unavailable_is_a_disconnect(context: ExceptionContext) -> None:
+        if database_unavailable(context.original_exception):
+            context.is_disconnect = True
+
+    return engine
+
+
+@contextlib.asynccontextmanager
+async def pooled(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of an asyncpg pool. One whose statement failed because the database went away is closed
+    rather than put back: asyncpg may not have noticed yet, and would hand it out again mid-error."""
+    async with pool.acquire() as connection:
+        try:
+            yield connection
+        except Exception as exc:
+            if database_unavailable(exc):
+                connection.terminate()
+            raise
 
 
 class Database:
@@ -33,15 +137,19 @@ class Database:
             self.url = asyncpg_url(settings.database_url)
         else:
             self._embedded, self.url = start_embedded_postgres(settings.data_dir)
+        self.dsn = driver_dsn(self.url)
 
     def engine(self, *, pool_size: int = 10) -> AsyncEngine:
-        return create_async_engine(
+        engine = create_async_engine(
             self.url,
             pool_size=pool_size,
             max_overflow=pool_size,
+            # No ping on checkout (a round trip per request): a connection found broken is dropped by SQLAlchemy
+            # when its error arrives (a primary's connections all break when it stops being primary).
             pool_pre_ping=False,
-            connect_args={"server_settings": _SERVER_SETTINGS},
+            connect_args={"server_settings": _SERVER_SETTINGS, "timeout": CONNECT_TIMEOUT_SECONDS},
         )
+        return drop_connections_when_unavailable(engine)
 
     async def read_pool(self, *, size: int = 10) -> asyncpg.Pool:
         """Plain asyncpg connections for requests whose database work is one read statement (quotes). Under a
@@ -49,9 +157,10 @@ class Database:
         connections with empty statement caches; this pool queues instead, and its connections stay open (opened
         on first use) with their prepared statements."""
         return await asyncpg.create_pool(
-            "postgresql://" + self.url.removeprefix("postgresql+asyncpg://"),
+            self.dsn,
             min_size=0,
             max_size=size,
+            timeout=CONNECT_TIMEOUT_SECONDS,
             server_settings=_SERVER_SETTINGS,
             reset=_session_untouched,
         )
@@ -64,9 +173,10 @@ class Database:
         statistics said when it was made: the batch statements are index probes by construction
         (app/donations/repository.py); the rest insert, or read the small rules table by id."""
         return await asyncpg.create_pool(
-            "postgresql://" + self.url.removeprefix("postgresql+asyncpg://"),
+            self.dsn,
             min_size=0,
             max_size=size,
+            timeout=CONNECT_TIMEOUT_SECONDS,
             server_settings={**_SERVER_SETTINGS, "plan_cache_mode": "force_generic_plan"},
             reset=_session_untouched,
         )
@@ -76,6 +186,56 @@ async def _session_untouched(connection: asyncpg.Connection) -> None:
     """A connection of the read pool goes back as it is: its single read statements set no session state (no SET,
     LISTEN, cursor or advisory lock), so asyncpg's reset statement would cost each request a round trip for
     nothing. (asyncpg still rolls back a transaction left open.)"""
+
+
+# A standby's replay lag in seconds: 0 when it has replayed all it received (or is a primary); None when it
+# streams from nobody (its figures could be arbitrarily old).
+_REPLICA_LAG = """
+SELECT CASE
+    WHEN NOT pg_is_in_recovery() THEN 0
+    WHEN NOT EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming') THEN NULL
+    WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+    ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
+END
+"""
+
+
+class ReadReplica:
+    """`DATABASE_READ_URL`: a streaming replica for reads that can be a little behind. Its lag is checked at most
+    once a second (shared by every request); past `max_lag_seconds`, or unreachable, the primary answers."""
+
+    CHECK_EVERY_SECONDS = 1.0
+
+    def __init__(self, url: str, *, max_lag_seconds: float, pool_size: int) -> None:
+        self.engine = drop_connections_when_unavailable(
+            create_async_engine(
+                asyncpg_url(url),
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                connect_args={"server_settings": _SERVER_SETTINGS, "timeout": CONNECT_TIMEOUT_SECONDS},
+            )
+        )
+        self.sessionmaker = make_sessionmaker(self.engine)
+        self.max_lag_seconds = max_lag_seconds
+        self._usable = False
+        self._checked_at = float("-inf")
+
+    async def usable(self) -> bool:
+        if time.monotonic() - self._checked_at < self.CHECK_EVERY_SECONDS:
+            return self._usable
+        self._checked_at = time.monotonic()
+        try:
+            async with self.engine.connect() as connection:
+                lag = (await connection.exec_driver_sql(_REPLICA_LAG)).scalar()
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            lag = None
+        self._usable = lag is not None and lag <= self.max_lag_seconds
+        return self._usable
+
+    async def close(self) -> None:
+        await self.engine.dispose()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -99,11 +259,30 @@ async def _unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
 
 
+async def _report_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """For a report that only reads and may be a little behind: a session on the replica (`DATABASE_READ_URL`)
+    while its lag is within bounds, else on the primary."""
+    replica: ReadReplica | None = getattr(request.app.state, "replica", None)
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    if replica is not None and await replica.usable():
+        sessionmaker = replica.sessionmaker
+    async with sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+ReportSessionDep = Annotated[AsyncSession, Depends(_report_session, scope="function")]
+
+
 async def _read_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
     """A connection of the read pool for a request whose database work is one read statement: no transaction is
     opened or committed around it (a single statement is its own snapshot)."""
     pool: asyncpg.Pool = request.app.state.read_pool
-    async with pool.acquire() as connection:
+    async with pooled(pool) as connection:
         yield connection
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -33,10 +33,14 @@ from pgqueuer.types import QueueExecutionMode
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
+from app.core.database import CONNECT_TIMEOUT_SECONDS, database_unavailable, driver_dsn
 from app.core.observability import JOBS_ENQUEUED, JOBS_RUN
 from app.core.settings import Settings
 
 log = structlog.get_logger("g4g.jobs")
+
+# How long a worker that lost its database waits before connecting again (each attempt is bounded too).
+RECONNECT_PAUSE_SECONDS = 1.0
 
 
 @dataclass
@@ -115,9 +119,7 @@ class Worker:
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _dsn(self) -> str:
-        return self.context.engine.url.render_as_string(hide_password=False).replace(
-            "postgresql+asyncpg://", "postgresql://", 1
-        )
+        return driver_dsn(self.context.engine.url.render_as_string(hide_password=False))
 
     def _handler(self, task: Task) -> Callable[[Job], Awaitable[None]]:
         async def run(job: Job) -> None:
@@ -149,11 +151,30 @@ class Worker:
         return tick
 
     async def run(self, *, drain: bool = False) -> None:
-        """Work until `stop()`; with `drain`, until no job is left (and run no schedules)."""
+        """Work until `stop()`; with `drain`, until no job is left (and run no schedules). When the database goes
+        away (a failover, SPEC §17) the worker's connections are dropped and opened again, to whichever server is
+        the primary by then; a job that was running is picked again once its heartbeat is old."""
+        while True:
+            try:
+                await self._run_connected(drain=drain)
+                return
+            except Exception as exc:
+                if self._stopping.is_set() or not database_unavailable(exc):
+                    raise
+                log.warning("worker_reconnecting", error=type(exc).__name__)
+                # The jobs' pooled connections went with the database: open new ones for the next jobs.
+                await self.context.engine.dispose()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), RECONNECT_PAUSE_SECONDS)
+            if self._stopping.is_set():
+                return
+
+    async def _run_connected(self, *, drain: bool) -> None:
         settings = self.context.settings
         connections: list[asyncpg.Connection] = []
+        self._managers = []
         try:
-            queue_connection = await asyncpg.connect(self._dsn())
+            queue_connection = await asyncpg.connect(self._dsn(), timeout=CONNECT_TIMEOUT_SECONDS)
             connections.append(queue_connection)
             manager = QueueManager(queue_queries(queue_connection))
             for task in self.tasks:
@@ -161,7 +182,7 @@ class Worker:
                     self._handler(task)
                 )
             self._managers.append(manager)
-            runs: list[Awaitable[None]] = [
+            runs: list[Coroutine[Any, Any, None]] = [
                 manager.run(
                     batch_size=settings.worker_concurrency,
                     max_concurrent_tasks=2 * settings.worker_concurrency,
@@ -171,7 +192,7 @@ class Worker:
                 )
             ]
             if self.periodic and not drain:
-                schedule_connection = await asyncpg.connect(self._dsn())
+                schedule_connection = await asyncpg.connect(self._dsn(), timeout=CONNECT_TIMEOUT_SECONDS)
                 connections.append(schedule_connection)
                 scheduler = SchedulerManager(queue_queries(schedule_connection))
                 for periodic in self.periodic:
@@ -185,11 +206,16 @@ class Worker:
             log.info(
                 "worker_started", tasks=[t.name for t in self.tasks], periodic=[p.task for p in self.periodic]
             )
-            await asyncio.gather(*runs)
+            # One fails (its connection broke): the others stop too, and all reconnect together.
+            async with asyncio.TaskGroup() as group:
+                for each in runs:
+                    group.create_task(each)
         finally:
             for connection in connections:
-                with contextlib.suppress(Exception):
-                    await connection.close()
+                try:
+                    await connection.close(timeout=CONNECT_TIMEOUT_SECONDS)
+                except Exception:  # broken (the database went away): drop it without a goodbye
+                    connection.terminate()
             log.info("worker_stopped")
 
     def stop(self) -> None:

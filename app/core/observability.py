@@ -32,10 +32,11 @@ from prometheus_client import (
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.database import database_unavailable
 from app.core.errors import problem_response
 from app.core.settings import Settings
 
@@ -83,6 +84,22 @@ access_log = structlog.get_logger("g4g.access")
 error_log = structlog.get_logger("g4g.errors")
 
 
+# Seconds a client is asked to wait when the database is unavailable: about how long Patroni takes to promote a
+# standby after the primary dies (docs/operating.md, "Running it highly available").
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+def database_unavailable_response(request_id: str) -> JSONResponse:
+    response = problem_response(
+        503,
+        "database-unavailable",
+        "The database is unavailable",
+        f"Retry in a moment; request id {request_id}.",
+    )
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
+
+
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
@@ -125,6 +142,20 @@ class RequestObservation:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
+            if database_unavailable(exc):
+                # No primary right now (a failover, SPEC §17). Never a 2xx: no commit was acknowledged. A retry is
+                # safe (webhook ids and Idempotency-Key apply a change once), so say when.
+                error_log.warning(
+                    "database_unavailable",
+                    error=type(exc).__name__,
+                    method=scope["method"],
+                    path=scope["path"],
+                )
+                if response_started:
+                    raise
+                response = database_unavailable_response(request_id)
+                await response(scope, receive, send_with_id)
+                return
             # A bug. Logged once, here, with the request id bound; answered as problem+json with the id, so the
             # caller can quote it. Not re-raised: the server would log the same traceback a second time.
             error_log.error("unhandled_error", exc_info=exc, method=scope["method"], path=scope["path"])

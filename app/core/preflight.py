@@ -10,6 +10,7 @@ import socket
 
 import asyncpg
 
+from app.core.database import driver_dsn
 from app.core.migrations import head_revision
 from app.core.settings import Settings
 
@@ -46,11 +47,6 @@ async def check_address_free(host: str, port: int, *, variable: str = "G4G_PORT"
             f"{host}:{port} is already in use (another g4g serve?); stop it, or choose a port with {variable}",
             EXIT_ADDRESS_IN_USE,
         )
-
-
-def driver_dsn(url: str) -> str:
-    """asyncpg's own DSN for a SQLAlchemy-style URL."""
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 async def connect(url: str) -> asyncpg.Connection:

@@ -18,6 +18,13 @@ class Settings(BaseSettings):
     database_url: Annotated[
         str | None, Field(validation_alias=AliasChoices("DATABASE_URL", "G4G_DATABASE_URL"))
     ] = None
+    # Optional streaming replica (SPEC §17) for the merchant impact report, used while its replay lag is within
+    # `max_replica_lag_seconds` (else the primary answers). libpq multi-host form allowed, e.g. with
+    # `target_session_attrs=prefer-standby`.
+    database_read_url: Annotated[
+        str | None, Field(validation_alias=AliasChoices("DATABASE_READ_URL", "G4G_DATABASE_READ_URL"))
+    ] = None
+    max_replica_lag_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     workers: Annotated[int, Field(ge=1, le=64)] = 1
@@ -128,7 +135,7 @@ class Settings(BaseSettings):
         decode_lookup_key(value.get_secret_value())  # raises ValueError with the reason
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _postgres_only(cls, value: str | None) -> str | None:
         if value is None or value == "":

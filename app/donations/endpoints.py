@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.auth import Authorized, Principal, Role, ensure_role, principal_for
-from app.core.database import ReadConnectionDep, SessionDep
+from app.core.database import ReadConnectionDep, SessionDep, pooled
 from app.core.errors import (
     PROBLEM_MEDIA_TYPE,
     NotFound,
@@ -179,7 +179,7 @@ class QuoteFastPath:
             await self.app(scope, _replay(body, receive), send)
             return
         try:
-            async with state.read_pool.acquire() as db:
+            async with pooled(state.read_pool) as db:
                 quote = await _quote(state, principal, quote_in, db)
             response: Response = Response(quote.model_dump_json(), media_type="application/json")
         except ProblemError as exc:

@@ -6,7 +6,7 @@ waiting (up to `max_batch`), apply them together in one transaction (`ingest.rec
 per step for the whole batch), commit, and then answer each request. Under load this turns N commits into one
 without adding latency when idle: a worker never waits for a batch to fill. Deadlocks and serialisation
 failures are retried; any other failure of a batch is retried one delivery at a time, so one bad event can
-only fail its own request."""
+only fail its own request, except losing the database (a failover), which fails the whole batch at once (503)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import asyncpg
 import structlog
 
 from app.core.clock import Clock
+from app.core.database import database_unavailable, pooled
 from app.core.observability import ORDER_WEBHOOKS
 from app.donations import ingest
 from app.donations.outcomes import Outcome
@@ -83,16 +84,20 @@ class OrderEventInbox:
         try:
             answers = await self._apply_with_retries([w.delivery for w in batch])
         except Exception as exc:
-            if len(batch) > 1:
+            if len(batch) > 1 and not database_unavailable(exc):
                 log.warning(
                     "inbox_batch_failed_retrying_one_by_one", size=len(batch), error=type(exc).__name__
                 )
                 for waiting in batch:
                     await self._settle([waiting])
                 return
-            log.error("inbox_delivery_failed", exc_info=exc, webhook_id=batch[0].delivery.webhook_id)
-            if not batch[0].answer.done():
-                batch[0].answer.set_exception(exc)
+            if database_unavailable(exc):  # no primary right now: every request of the batch gets a 503
+                log.warning("inbox_database_unavailable", size=len(batch), error=type(exc).__name__)
+            else:
+                log.error("inbox_delivery_failed", exc_info=exc, webhook_id=batch[0].delivery.webhook_id)
+            for waiting in batch:
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(exc)
             return
         for waiting, answer in zip(batch, answers, strict=True):
             ORDER_WEBHOOKS.labels("duplicate" if answer.redelivered else answer.status).inc()
@@ -110,5 +115,5 @@ class OrderEventInbox:
         raise AssertionError("unreachable")
 
     async def _apply_once(self, deliveries: list[ingest.Delivery]) -> list[Outcome]:
-        async with self._pool.acquire() as db, db.transaction():
+        async with pooled(self._pool) as db, db.transaction():
             return await ingest.receive(db, deliveries, now=self._clock.now())

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.core.auth import Authorized, Principal, Role
-from app.core.database import SessionDep
+from app.core.database import ReportSessionDep
 from app.core.errors import InvalidRequest
 from app.core.json_body import ExactJsonRoute
 from app.core.types import Instant, ResourceId
@@ -63,7 +63,7 @@ async def get_transparency(
 async def get_merchant_impact(
     merchant_id: ResourceId,
     request: Request,
-    session: SessionDep,
+    session: ReportSessionDep,
     placed_from: Annotated[
         Instant | None, Query(alias="from", description="Orders placed from this instant (inclusive)")
     ] = None,

@@ -1,0 +1,120 @@
+"""`DATABASE_READ_URL` (SPEC §17): the merchant impact report is read from a streaming replica (a Patroni
+standby) while its replay lag is within `G4G_MAX_REPLICA_LAG_SECONDS`, and from the primary once the replica
+falls further behind. The replica is made to lag with `recovery_min_apply_delay`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from app.main import create_app
+from tests.conftest import DATA_KEY, make_settings
+from tests.ha.cluster import HaCluster
+from tests.helpers import (
+    create_merchant,
+    create_platform,
+    create_token_directly,
+    order_paid,
+    send_event,
+    set_rule,
+)
+from tests.live import g4g_env, run_g4g
+
+
+@asynccontextmanager
+async def _client(url: str, tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    app = create_app(make_settings(url, tmp_path, **settings))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://g4g.test") as client:
+            yield app, client
+
+
+async def _orders_on(dsn: str) -> int:
+    db = await asyncpg.connect(dsn)
+    try:
+        return int(await db.fetchval("SELECT count(*) FROM orders"))
+    finally:
+        await db.close()
+
+
+async def _apply_delay(
+    cluster: HaCluster, standby: asyncpg.Connection, delay: str | None, *, shown: str
+) -> None:
+    patch = {"postgresql": {"parameters": {"recovery_min_apply_delay": delay}}}
+    async with httpx.AsyncClient() as http:
+        response = await http.patch(cluster.nodes[0].api + "/config", json=patch)
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 30
+    while await standby.fetchval("SHOW recovery_min_apply_delay") != shown:
+        assert time.monotonic() < deadline, "Patroni did not apply recovery_min_apply_delay"
+        await asyncio.sleep(0.1)
+
+
+async def test_reports_read_the_replica_within_the_lag_bound_and_the_primary_past_it(
+    ha_cluster: HaCluster, tmp_path: Path
+) -> None:
+    primary = ha_cluster.wait_healthy()
+    standby = next(node for node in ha_cluster.nodes if node is not primary)
+    admin_db = await asyncpg.connect(ha_cluster.database_url("postgres"))
+    try:
+        await admin_db.execute("DROP DATABASE IF EXISTS reports WITH (FORCE)")
+        await admin_db.execute("CREATE DATABASE reports")
+    finally:
+        await admin_db.close()
+    url = ha_cluster.database_url("reports")
+    migrated = run_g4g("migrate", env=g4g_env(DATABASE_URL=url, G4G_DATA_KEY=DATA_KEY))
+    assert migrated.returncode == 0, migrated.stderr
+    replica_url = ha_cluster.node_url(standby, "reports")
+
+    async with (
+        _client(url, tmp_path / "primary") as (app, client),
+        _client(url, tmp_path / "patient", database_read_url=replica_url, max_replica_lag_seconds=3600) as (
+            _,
+            patient,
+        ),
+        _client(url, tmp_path / "strict", database_read_url=replica_url, max_replica_lag_seconds=1) as (
+            _,
+            strict,
+        ),
+    ):
+        admin = {"Authorization": f"Bearer {await create_token_directly(app, role='admin', name='ops')}"}
+        platform = await create_platform(client, admin, name="Tmall")
+        merchant = await create_merchant(client, admin, platform_id=platform["id"], external_id="shop-1")
+        await set_rule(client, admin, merchant["id"], rate_bps=150, fixed_per_unit=[])
+        await asyncio.sleep(1.1)  # orders are placed after the rule took effect
+        assert (await send_event(client, platform, order_paid("TM-1", merchant="shop-1"))).status_code == 200
+        deadline = time.monotonic() + 30
+        while await _orders_on(replica_url) != 1:
+            assert time.monotonic() < deadline, "the replica never replayed the order"
+            await asyncio.sleep(0.1)
+        impact = f"/v1/merchants/{merchant['id']}/impact"
+
+        standby_db = await asyncpg.connect(ha_cluster.node_url(standby, "postgres"))
+        try:
+            # Replay a commit only once it is a minute old, set the Patroni way (it resumes a paused replay and
+            # drops recovery settings made with ALTER SYSTEM).
+            await _apply_delay(ha_cluster, standby_db, "60s", shown="1min")
+            assert (
+                await send_event(client, platform, order_paid("TM-2", merchant="shop-1"))
+            ).status_code == 200
+            assert (await client.get(impact, headers=admin)).json()["orders"] == 2  # the primary
+            await asyncio.sleep(1.5)  # the replica is now more than a second behind
+            # Within its bound (an hour), the replica answers: it has not seen the second order.
+            assert (await patient.get(impact, headers=admin)).json()["orders"] == 1
+            # Past its bound (a second), the primary answers.
+            assert (await strict.get(impact, headers=admin)).json()["orders"] == 2
+        finally:
+            await _apply_delay(ha_cluster, standby_db, None, shown="0")
+            await standby_db.close()
+        deadline = time.monotonic() + 30
+        while (await patient.get(impact, headers=admin)).json()["orders"] != 2:
+            assert time.monotonic() < deadline, "the replica never caught up"
+            await asyncio.sleep(0.2)
