@@ -171,6 +171,18 @@ async def order_donation(
     if found is None:
         raise NotFound(f"No order {order_external_id!r} has been applied for this platform.")
     order, merchant, statement_status = found
+    return await order_donation_of(session, order, merchant, statement_status, final_before=final_before)
+
+
+async def order_donation_of(
+    session: AsyncSession,
+    order: Order,
+    merchant: Merchant,
+    statement_status: str | None,
+    *,
+    final_before: datetime,
+) -> OrderDonationOut:
+    """`GET /v1/orders/{order_id}`'s answer for an order already found (the merchant's dashboard shows it too)."""
     row = donation_row(order, statement_status, final_before=final_before)
     trail = [
         TrailItem(

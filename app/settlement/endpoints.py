@@ -255,6 +255,11 @@ async def get_statement(
     statement = await session.get(Statement, statement_id)
     if statement is None or (not principal.is_admin and principal.merchant_id != statement.merchant_id):
         raise NotFound(f"No statement {statement_id}.")
+    return await statement_with_lines(session, statement)
+
+
+async def statement_with_lines(session: AsyncSession, statement: Statement) -> StatementWithLines:
+    """`GET /v1/statements/{id}`'s answer for a statement already found (the merchant's dashboard shows it too)."""
     lines = await repository.statement_lines(session, statement.id)
     return StatementWithLines(
         **statement_out(statement).model_dump(),

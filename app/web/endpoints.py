@@ -16,6 +16,7 @@ from app.core.database import ReadConnectionDep, SessionDep
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
 from app.core.patterns import pattern
+from app.core.types import ResourceId
 from app.merchants import repository as merchant_repository
 from app.merchants.profile import public_figures
 from app.receipts import service as receipts
@@ -199,7 +200,11 @@ def _sign_in_page(
 
 @router.get("/merchant", response_class=HTMLResponse)
 async def merchant_home(
-    request: Request, session: SessionDep, language: Language, signed_in: Merchant
+    request: Request,
+    session: SessionDep,
+    language: Language,
+    signed_in: Merchant,
+    orders_before: Annotated[ResourceId | None, Query(description="the orders page's cursor")] = None,
 ) -> HTMLResponse:
     if signed_in is None:
         return _sign_in_page(request, language)
@@ -211,6 +216,7 @@ async def merchant_home(
         window=timedelta(days=settings.return_window_days),
         base_currency=settings.base_currency,
         fmt=Formatter(language),
+        orders_before=orders_before,
     )
     context: dict[str, Any] = {"board": board, "csrf_token": signed_in.csrf_token, "csrf_field": CSRF_FIELD}
     return render(request, language, "merchant/dashboard.html", context, private=True)
@@ -295,6 +301,44 @@ async def merchant_donations_csv(request: Request, signed_in: Merchant) -> Respo
             "Cache-Control": "no-store",
         },
     )
+
+
+@router.get("/merchant/statements/{statement_id}", response_class=HTMLResponse)
+async def merchant_statement(
+    statement_id: Annotated[str, Path(max_length=100)],
+    request: Request,
+    session: SessionDep,
+    language: Language,
+    signed_in: Merchant,
+) -> Response:
+    """A statement's lines: the figures of `GET /v1/statements/{id}`; another merchant's statement is 404."""
+    if signed_in is None:
+        return RedirectResponse("/merchant", status_code=303)
+    page = await service.statement_page(session, signed_in.merchant, statement_id, Formatter(language))
+    if page is None:
+        return render(request, language, "merchant/missing.html", {}, status_code=404, private=True)
+    return render(request, language, "merchant/statement.html", {"page": page}, private=True)
+
+
+@router.get("/merchant/orders/{order_id}", response_class=HTMLResponse)
+async def merchant_order(
+    order_id: Annotated[str, Path(max_length=100)],
+    request: Request,
+    session: SessionDep,
+    language: Language,
+    signed_in: Merchant,
+) -> Response:
+    """An order's donation and trail: the figures of `GET /v1/orders/{order_id}`; another merchant's is 404."""
+    if signed_in is None:
+        return RedirectResponse("/merchant", status_code=303)
+    state = request.app.state
+    final_before = state.clock.now() - timedelta(days=state.settings.return_window_days)
+    page = await service.order_page(
+        session, signed_in.merchant, order_id, final_before=final_before, fmt=Formatter(language)
+    )
+    if page is None:
+        return render(request, language, "merchant/missing.html", {}, status_code=404, private=True)
+    return render(request, language, "merchant/order.html", {"page": page}, private=True)
 
 
 # ---- the billing page: the merchant adds its card with Stripe.js ----

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import ApiKey, Merchant, Order, Statement, WebSession
@@ -52,17 +52,50 @@ async def end_expired_sessions(session: AsyncSession, now: datetime) -> None:
 
 
 async def latest_orders(
-    session: AsyncSession, merchant_id: str, *, limit: int
+    session: AsyncSession, merchant_id: str, *, before: str | None, limit: int
 ) -> list[tuple[Order, str | None]]:
-    """A merchant's newest orders with the status of the statement that billed each (if any)."""
-    rows = await session.execute(
+    """A merchant's orders, newest placed first, with the status of the statement that billed each (if any).
+    `before`: an order id (the last one of the previous page); only orders after it in this order are read."""
+    query = (
         select(Order, Statement.status)
         .outerjoin(Statement, Statement.id == Order.statement_id)
         .where(Order.merchant_id == merchant_id)
         .order_by(Order.placed_at.desc(), Order.id.desc())
         .limit(limit)
     )
+    if before is not None:
+        cursor = (
+            select(Order.placed_at, Order.id)
+            .where(Order.id == before, Order.merchant_id == merchant_id)
+            .subquery()
+        )
+        query = query.where(
+            tuple_(Order.placed_at, Order.id)
+            < select(tuple_(cursor.c.placed_at, cursor.c.id)).scalar_subquery()
+        )
+    rows = await session.execute(query)
     return [(row[0], row[1]) for row in rows]
+
+
+async def merchant_order(
+    session: AsyncSession, merchant_id: str, order_id: str
+) -> tuple[Order, Merchant, str | None] | None:
+    """One of this merchant's orders (by this service's id), its merchant and its statement's status."""
+    row = (
+        await session.execute(
+            select(Order, Merchant, Statement.status)
+            .join(Merchant, Merchant.id == Order.merchant_id)
+            .outerjoin(Statement, Statement.id == Order.statement_id)
+            .where(Order.id == order_id, Order.merchant_id == merchant_id)
+        )
+    ).first()
+    return (row[0], row[1], row[2]) if row else None
+
+
+async def merchant_statement(session: AsyncSession, merchant_id: str, statement_id: str) -> Statement | None:
+    return await session.scalar(
+        select(Statement).where(Statement.id == statement_id, Statement.merchant_id == merchant_id)
+    )
 
 
 async def latest_statements(session: AsyncSession, merchant_id: str, *, limit: int) -> list[Statement]:

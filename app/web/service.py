@@ -16,6 +16,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import structlog
+from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.auth import TOKEN_PREFIX, hash_token
@@ -24,12 +25,13 @@ from app.core.ids import new_id
 from app.core.money import major_units, round_half_even
 from app.donations import repository as donations_repository
 from app.donations import service as donations
-from app.donations.schemas import DonationRow, DonationRuleOut
+from app.donations.schemas import DonationRow, DonationRuleOut, OrderDonationOut
 from app.models import Merchant, WebSession
 from app.reports.schemas import MerchantImpactOut, StageMoney, TransparencyOut
 from app.reports.service import merchant_figures, merchant_impact, raised, value_in_base
 from app.settlement import billing
-from app.settlement.schemas import BillingProfileOut, SetupIntentOut
+from app.settlement.endpoints import statement_with_lines
+from app.settlement.schemas import BillingProfileOut, SetupIntentOut, StatementWithLines
 from app.settlement.stripe_gateway import StripeGateway
 from app.web import repository
 from app.web.charts import BarItem, Chart, Series, Table, bar_chart, funnel, stacked_columns
@@ -360,6 +362,22 @@ def _valued(m: StageMoney, rates: dict[str, str], base: str) -> int:
 
 # ---- the merchant's dashboard ----
 
+ORDERS_PAGE = 50
+
+
+def _link(href: str, text: str) -> Markup:
+    """A table cell that opens a page; the text is escaped."""
+    return Markup('<a href="{}">{}</a>').format(href, text)
+
+
+def statement_statuses(fmt: Formatter) -> dict[str, str]:
+    return {
+        "pending_payment": fmt.gettext("Awaiting payment"),
+        "paid": fmt.gettext("Paid"),
+        "payment_failed": fmt.gettext("Payment failed"),
+        "needs_attention": fmt.gettext("Needs attention"),
+    }
+
 
 @dataclass(frozen=True, slots=True)
 class RuleView:
@@ -380,6 +398,8 @@ class Dashboard:
     statements: Table
     orders: Table
     orders_total: int
+    older_orders: str | None
+    """The link to the next (older) page of orders, if there is one."""
     impact: MerchantImpactOut
     impact_by_country: Table
 
@@ -420,6 +440,7 @@ async def dashboard(
     window: timedelta,
     base_currency: str,
     fmt: Formatter,
+    orders_before: str | None = None,
 ) -> Dashboard:
     """Everything the merchant's dashboard shows; only this merchant's data is read."""
     rule_rows = await donations_repository.rules_newest_first(session, merchant.id, before=None, limit=20)
@@ -456,25 +477,29 @@ async def dashboard(
             )
         )
 
-    statement_status = {
-        "pending_payment": fmt.gettext("Awaiting payment"),
-        "paid": fmt.gettext("Paid"),
-        "payment_failed": fmt.gettext("Payment failed"),
-        "needs_attention": fmt.gettext("Needs attention"),
-    }
     statements = Table(
         fmt.gettext("Your statements"),
         [fmt.gettext("Statement"), fmt.gettext("Date"), fmt.gettext("Amount"), fmt.gettext("Status")],
         [
-            [s.id, fmt.timestamp(s.created_at), fmt.money(s.total, s.currency), statement_status[s.status]]
+            [
+                _link(f"/merchant/statements/{s.id}", s.id),
+                fmt.timestamp(s.created_at),
+                fmt.money(s.total, s.currency),
+                statement_statuses(fmt)[s.status],
+            ]
             for s in await repository.latest_statements(session, merchant.id, limit=24)
         ],
     )
     names = stage_names(fmt)
     final_before = now - window
-    latest = await repository.latest_orders(session, merchant.id, limit=20)
+    latest = await repository.latest_orders(session, merchant.id, before=orders_before, limit=ORDERS_PAGE + 1)
+    older = (
+        f"/merchant?orders_before={latest[ORDERS_PAGE - 1][0].id}#orders-heading"
+        if len(latest) > ORDERS_PAGE
+        else None
+    )
     orders = Table(
-        fmt.gettext("Your latest orders"),
+        fmt.gettext("Your latest orders") if orders_before is None else fmt.gettext("Your older orders"),
         [
             fmt.gettext("Order"),
             fmt.gettext("Placed"),
@@ -484,13 +509,16 @@ async def dashboard(
         ],
         [
             [
-                row.order_id,
+                _link(f"/merchant/orders/{order.id}", row.order_id),
                 fmt.timestamp(row.placed_at),
                 names[row.stage],
                 fmt.money(row.donation.amount, row.currency),
                 fmt.money(row.net.amount, row.currency),
             ]
-            for row in (donations.donation_row(o, status, final_before=final_before) for o, status in latest)
+            for order, row in (
+                (o, donations.donation_row(o, status, final_before=final_before))
+                for o, status in latest[:ORDERS_PAGE]
+            )
         ],
     )
     impact = await merchant_impact(
@@ -508,7 +536,112 @@ async def dashboard(
         [[fmt.country(c.country), c.packages_funded, c.packages_delivered] for c in impact.by_country],
     )
     return Dashboard(
-        merchant, rules, stages, charts, statements, orders, figures.orders, impact, impact_by_country
+        merchant, rules, stages, charts, statements, orders, figures.orders, older, impact, impact_by_country
+    )
+
+
+# ---- drill-down: a statement's lines, an order's trail ----
+
+
+@dataclass(frozen=True, slots=True)
+class StatementPage:
+    statement: StatementWithLines
+    status: str
+    total: str
+    lines: Table
+
+
+async def statement_page(
+    session: AsyncSession, merchant: Merchant, statement_id: str, fmt: Formatter
+) -> StatementPage | None:
+    """One of this merchant's statements with its lines: `GET /v1/statements/{id}`'s figures. Another
+    merchant's statement is None, as an unknown one."""
+    found = await repository.merchant_statement(session, merchant.id, statement_id)
+    if found is None:
+        return None
+    statement = await statement_with_lines(session, found)
+    kinds = {
+        "donation": fmt.gettext("Donation"),
+        "credit": fmt.gettext("Credit for a refund"),
+        "carried_in": fmt.gettext("Carried in from an earlier statement"),
+        "carried_out": fmt.gettext("Carried to the next statement"),
+    }
+    currency = statement.currency
+    lines = Table(
+        fmt.gettext("Lines of this statement"),
+        [fmt.gettext("Order"), fmt.gettext("Line"), fmt.gettext("Amount")],
+        [
+            [line.order_id, kinds[line.kind], fmt.money(line.amount.amount, currency)]
+            for line in statement.lines
+        ],
+        [fmt.gettext("Total"), "", fmt.money(statement.total.amount, currency)],
+    )
+    return StatementPage(
+        statement,
+        statement_statuses(fmt)[statement.status],
+        fmt.money(statement.total.amount, currency),
+        lines,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPage:
+    order: OrderDonationOut
+    stage: str
+    donation: str
+    reversed: str
+    net: str
+    trail: Table
+
+
+async def order_page(
+    session: AsyncSession, merchant: Merchant, order_id: str, *, final_before: datetime, fmt: Formatter
+) -> OrderPage | None:
+    """One of this merchant's orders and its trail: `GET /v1/orders/{order_id}`'s figures. Another merchant's
+    order is None, as an unknown one."""
+    found = await repository.merchant_order(session, merchant.id, order_id)
+    if found is None:
+        return None
+    order = await donations.order_donation_of(session, *found, final_before=final_before)
+    package_stages = {
+        "in_transit": fmt.gettext("On its way"),
+        "delivered": fmt.gettext("Accepted by the school"),
+        "written_off": fmt.gettext("Written off"),
+        "in_stock": fmt.gettext("Back in stock"),
+        "released": fmt.gettext("Released to the pool"),
+    }
+    trail = Table(
+        fmt.gettext("Where this donation went"),
+        [
+            fmt.gettext("Love Package"),
+            fmt.gettext("Your share"),
+            fmt.gettext("Country"),
+            fmt.gettext("Region"),
+            fmt.gettext("Grade"),
+            fmt.gettext("Status"),
+            fmt.gettext("Reached the school"),
+        ],
+        [
+            [
+                item.package_id,
+                fmt.money(item.share.amount, item.share.currency),
+                fmt.country(item.country) if item.country else "–",
+                item.region or "–",
+                item.grade or "–",
+                package_stages[item.stage],
+                fmt.timestamp(item.delivered_at) if item.delivered_at else "–",
+            ]
+            for item in order.trail
+        ],
+    )
+    currency = order.currency
+    return OrderPage(
+        order,
+        stage_names(fmt)[order.stage],
+        fmt.money(order.donation.amount, currency),
+        fmt.money(order.reversed.amount, currency),
+        fmt.money(order.net.amount, currency),
+        trail,
     )
 
 
