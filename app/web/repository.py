@@ -65,14 +65,13 @@ async def latest_orders(
     )
     if before is not None:
         cursor = (
-            select(Order.placed_at, Order.id)
-            .where(Order.id == before, Order.merchant_id == merchant_id)
-            .subquery()
-        )
-        query = query.where(
-            tuple_(Order.placed_at, Order.id)
-            < select(tuple_(cursor.c.placed_at, cursor.c.id)).scalar_subquery()
-        )
+            await session.execute(
+                select(Order.placed_at, Order.id).where(Order.id == before, Order.merchant_id == merchant_id)
+            )
+        ).first()
+        if cursor is None:
+            return []
+        query = query.where(tuple_(Order.placed_at, Order.id) < tuple_(cursor[0], cursor[1]))
     rows = await session.execute(query)
     return [(row[0], row[1]) for row in rows]
 

@@ -23,10 +23,12 @@ from tests.helpers import (
     create_key,
     create_merchant,
     formula_cells,
+    get_order,
     order_paid,
     order_refunded,
     send_event,
     set_rule,
+    settle,
 )
 from tests.web.conftest import csrf_token, sign_in
 
@@ -331,3 +333,113 @@ async def test_the_api_reference_is_served_from_here_under_the_pages_policy(
     assert (await client.get(re.findall(r'data-openapi-url="([^"]+)"', page.text)[0])).json()["openapi"]
     old = await client.get("/redoc")
     assert old.status_code == 308 and old.headers["location"] == "/docs"
+
+
+def _links(html: str, prefix: str) -> list[str]:
+    return re.findall(rf'href="({re.escape(prefix)}[^"#]+)"', html)
+
+
+async def test_a_statement_opens_its_lines_and_an_order_its_trail_as_the_api_shows_them(
+    client: httpx.AsyncClient, app: Any, admin: dict[str, str], shop: Shop, two_shops: dict[str, Any]
+) -> None:
+    clock = FrozenClock(datetime.now(UTC))
+    app.state.clock = clock
+    refund = order_refunded("TEA-ORDER-2", "R-1", 6400, merchant=shop.external_id)
+    assert (await send_event(client, shop.platform, refund)).json() == {"status": "applied"}
+    billing = await client.put(
+        f"/v1/merchants/{shop.merchant['id']}/billing", json={"method": "bank_transfer"}, headers=admin
+    )
+    assert billing.status_code == 200, billing.text
+    clock.advance(timedelta(days=app.state.settings.return_window_days, hours=1))
+    run = await settle(client, admin, app=app)
+    [statement_id] = [s["id"] for s in run["statements"] if s["merchant_id"] == shop.merchant["id"]]
+    merchant_key = {"Authorization": f"Bearer {two_shops['key']['token']}"}
+    api = (await client.get(f"/v1/statements/{statement_id}", headers=merchant_key)).json()
+
+    await sign_in(client, two_shops["key"]["token"])
+    board = (await client.get("/merchant")).text
+    assert _links(board, "/merchant/statements/") == [f"/merchant/statements/{statement_id}"]
+    page = await client.get(f"/merchant/statements/{statement_id}")
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    assert_strict_page(page)
+    html = page.text
+    assert re.search(r'id="statement-total"><dt>Amount</dt><dd>CN¥4.90</dd>', html)  # 196 + 98 + 196 fen
+    assert api["total"] == {"amount": 490, "currency": "CNY"}
+    assert re.search(r'id="statement-status"><dt>Status</dt><dd>Awaiting payment</dd>', html)
+    rows = re.findall(
+        r'<tr><th scope="row">([^<]+)</th><td data-label="Line">([^<]+)</td>'
+        r'<td data-label="Amount">([^<]+)</td></tr>',
+        html,
+    )
+    expected = [
+        (line["order_id"], "Donation", f"CN¥{line['amount']['amount'] / 100:.2f}") for line in api["lines"]
+    ]
+    assert sorted(rows) == sorted(expected) and len(rows) == 3
+    assert "CN¥0.98" in dict((r[0], r[2]) for r in rows)["TEA-ORDER-2"]
+
+    # Every order on the dashboard opens its page, with the figures of GET /v1/orders/{order_id}.
+    order_links = _links(board, "/merchant/orders/")
+    assert len(order_links) == 3
+    for link in order_links:
+        order = await client.get(link)
+        assert order.status_code == 200
+        assert_strict_page(order)
+        external = re.search(r"<h1>Order ([^<]+)</h1>", order.text)
+        assert external is not None
+        expected_order = (await get_order(client, admin, shop.platform["id"], external[1])).json()
+        for field in ("donation", "reversed", "net"):
+            amount = f"CN¥{expected_order[field]['amount'] / 100:.2f}"
+            assert re.search(rf'id="order-{field}"><dt>[^<]+</dt><dd>{re.escape(amount)}</dd>', order.text)
+        assert (
+            expected_order["stage"] == "billed"
+            and 'id="order-stage"><dt>Stage</dt><dd>Billed</dd>' in order.text
+        )
+        assert (
+            expected_order["trail"] == []
+            and 'id="order-trail"' in order.text
+            and "Nothing yet." in order.text
+        )
+    indonesian = await client.get(order_links[0], headers={"Accept-Language": "id"})
+    assert "Ke mana donasinya mengalir" in indonesian.text
+
+    # Another merchant's statement and order are not found, as unknown ones are; and signed out, nothing opens.
+    async with app.state.sessionmaker() as session:
+        rival_order = await session.scalar(text("SELECT id FROM orders WHERE external_id = 'RIVAL-ORDER-1'"))
+    rival = httpx.AsyncClient(transport=client._transport, base_url="http://g4g.test")
+    await sign_in(rival, two_shops["rival_key"]["token"])
+    assert (await rival.get(f"/merchant/statements/{statement_id}")).status_code == 404
+    assert (await rival.get(order_links[0])).status_code == 404
+    assert (await rival.get(f"/merchant/orders/{rival_order}")).status_code == 200
+    assert (await client.get(f"/merchant/orders/{rival_order}")).status_code == 404
+    assert (await client.get("/merchant/statements/stm_nothing")).status_code == 404
+    anonymous = httpx.AsyncClient(transport=client._transport, base_url="http://g4g.test")
+    assert (await anonymous.get(f"/merchant/statements/{statement_id}")).status_code == 303
+    assert (await anonymous.get(order_links[0])).status_code == 303
+
+
+async def test_the_orders_list_pages_back_to_the_oldest_order(
+    client: httpx.AsyncClient, shop: Shop, two_shops: dict[str, Any]
+) -> None:
+    start = datetime.now(UTC) - timedelta(days=1)
+    for n in range(1, 58):  # with the fixture's three: 60 orders, the oldest placed first
+        await pay(client, shop, f"OLD-{n:02}", placed_at=start + timedelta(minutes=n))
+    await sign_in(client, two_shops["key"]["token"])
+    seen: list[str] = []
+    url = "/merchant"
+    pages = 0
+    while True:
+        page = await client.get(url)
+        assert page.status_code == 200
+        pages += 1
+        seen += re.findall(r'href="/merchant/orders/[^"]+">([^<]+)</a>', page.text)
+        older = re.search(r'id="older-orders" href="([^"]+)"', page.text)
+        if older is None:
+            break
+        url = older[1].replace("&amp;", "&")
+        assert 'id="newest-orders"' not in page.text or pages > 1
+    assert pages == 2
+    assert len(seen) == len(set(seen)) == 60
+    assert seen[:3] == ["TEA-ORDER-3", "TEA-ORDER-2", "TEA-ORDER-1"] and seen[-1] == "OLD-01"
+    assert 'id="newest-orders"' in page.text
+    bad = await client.get("/merchant", params={"orders_before": "not an id!"})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
