@@ -548,3 +548,53 @@ async def test_a_buyer_follows_a_receipt_in_three_languages(
     )
     await screenshot(page, screenshot_dir, "receipt-refunded-en")
     await watched.assert_clean()
+
+
+async def test_a_merchant_opens_a_statements_lines_and_an_orders_trail(
+    site: Site, context: BrowserContext, screenshot_dir: Path
+) -> None:
+    """From the dashboard, Tea House opens its statement (the lines GET /v1/statements/{id} lists) and an order
+    (where its donation went: the trail of GET /v1/orders/{order_id}), in each language, at both widths."""
+    watched = await Watched.open(context)
+    page = watched.page
+    await page.goto(site.url + "/merchant")
+    await page.get_by_label("Merchant API key").fill(site.keys["tea"])
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(site.url + "/merchant")
+
+    await page.locator("#statements tbody a").first.click()
+    statement_id = page.url.rsplit("/", 1)[1]
+    async with httpx.AsyncClient(base_url=site.url, headers=site.admin) as http:
+        statement = (await http.get(f"/v1/statements/{statement_id}")).json()
+        order = (await http.get("/v1/orders/TEA-1001", params={"platform_id": site.platform["id"]})).json()
+    assert await page.locator("#statement-total dd").inner_text() == "CN¥11.76"
+    assert statement["total"] == {"amount": 1176, "currency": "CNY"}
+    assert await page.locator("#statement-lines tbody tr").count() == len(statement["lines"]) == 6
+    for line in statement["lines"]:
+        assert await cell(page, "statement-lines", line["order_id"], 2) == "CN¥1.96"
+        assert line["amount"]["amount"] == 196
+    assert await page.locator("#statement-lines tfoot td").nth(1).inner_text() == "CN¥11.76"
+    statement_url = page.url
+
+    await page.get_by_role("link", name="Back to your dashboard").click()
+    await page.get_by_role("link", name="TEA-1001", exact=True).click()
+    order_url = page.url
+    assert await page.locator("h1").inner_text() == "Order TEA-1001"
+    assert await page.locator("#order-net dd").inner_text() == "CN¥1.96" and order["net"]["amount"] == 196
+    assert await page.locator("#order-stage dd").inner_text() == "Collected" and order["stage"] == "collected"
+    assert order["trail"], "the seeded boxes are paid for by the pool, TEA-1001's money among it"
+    rows = page.locator("#order-trail tbody tr")
+    assert await rows.count() == len(order["trail"])
+    for item in order["trail"]:
+        share = f"${item['share']['amount'] / 100:.2f}" if item["share"]["amount"] else "$0.00"
+        assert await cell(page, "order-trail", item["package_id"], 1) == share
+    await watched.assert_clean()
+
+    for language in ("en", "id", "zh-Hans"):
+        await context.add_cookies([{"name": "g4g_lang", "value": language, "url": site.url}])
+        await page.goto(statement_url)
+        assert await page.locator("html").get_attribute("lang") == language
+        await screenshot(page, screenshot_dir, f"merchant-statement-{language}")
+        await page.goto(order_url)
+        await screenshot(page, screenshot_dir, f"merchant-order-{language}")
+    await watched.assert_clean()
