@@ -78,7 +78,7 @@ async def choose_page_language(
     """The language switch: remember the choice for a year and go back to the page (a local path only)."""
     target = next_page if _LOCAL_PATH.match(next_page) and not next_page.startswith("//") else "/"
     response = RedirectResponse(target, status_code=303)
-    if code in FIELD_APP_LANGUAGES:  # every page's languages and the field app's
+    if code in LANGUAGES or code in FIELD_APP_LANGUAGES:  # every page's languages and the field app's
         response.set_cookie(
             LANGUAGE_COOKIE,
             code,

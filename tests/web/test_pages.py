@@ -443,3 +443,10 @@ async def test_the_orders_list_pages_back_to_the_oldest_order(
     assert 'id="newest-orders"' in page.text
     bad = await client.get("/merchant", params={"orders_before": "not an id!"})
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_switch_remembers_every_pages_language(client: httpx.AsyncClient) -> None:
+    for code in ("zh-Hans", "id", "ne", "en"):
+        switch = await client.get(f"/language/{code}", params={"next": "/"})
+        assert f"g4g_lang={code};" in switch.headers["set-cookie"], code
+    assert "g4g_lang" not in (await client.get("/language/fr")).headers.get("set-cookie", "")
