@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import ApiKey, Merchant, Order, Statement, WebSession
+from app.models import ApiKey, Merchant, Order, Statement, StatementLine, WebSession
 
 
 async def live_merchant_key(session: AsyncSession, token_hash: bytes) -> ApiKey | None:
@@ -104,5 +104,16 @@ async def latest_statements(session: AsyncSession, merchant_id: str, *, limit: i
             .where(Statement.merchant_id == merchant_id)
             .order_by(Statement.id.desc())
             .limit(limit)
+        )
+    )
+
+
+async def statement_line_orders(session: AsyncSession, statement_id: str) -> list[str]:
+    """This service's id of each line's order, in the order of the statement's lines."""
+    return list(
+        await session.scalars(
+            select(StatementLine.order_id)
+            .where(StatementLine.statement_id == statement_id)
+            .order_by(StatementLine.id)
         )
     )

@@ -571,10 +571,16 @@ async def statement_page(
         fmt.gettext("Lines of this statement"),
         [fmt.gettext("Order"), fmt.gettext("Line"), fmt.gettext("Amount")],
         [
-            [line.order_id, kinds[line.kind], fmt.money(line.amount.amount, currency)]
-            for line in statement.lines
+            [
+                _link(f"/merchant/orders/{order}", line.order_id),
+                kinds[line.kind],
+                fmt.money(line.amount.amount, currency),
+            ]
+            for line, order in zip(
+                statement.lines, await repository.statement_line_orders(session, statement.id), strict=True
+            )
         ],
-        [fmt.gettext("Total"), "", fmt.money(statement.total.amount, currency)],
+        [fmt.gettext("Total"), "–", fmt.money(statement.total.amount, currency)],
     )
     return StatementPage(
         statement,

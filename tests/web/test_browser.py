@@ -576,9 +576,14 @@ async def test_a_merchant_opens_a_statements_lines_and_an_orders_trail(
     assert await page.locator("#statement-lines tfoot td").nth(1).inner_text() == "CN¥11.76"
     statement_url = page.url
 
-    await page.get_by_role("link", name="Back to your dashboard").click()
-    await page.get_by_role("link", name="TEA-1001", exact=True).click()
+    await page.get_by_role(
+        "link", name="TEA-1001", exact=True
+    ).click()  # the statement's line opens its order
     order_url = page.url
+    await page.get_by_role("link", name="Back to your dashboard").click()
+    dashboard_link = await page.get_by_role("link", name="TEA-1001", exact=True).get_attribute("href")
+    assert site.url + str(dashboard_link) == order_url  # and so does the dashboard's row
+    await page.goto(order_url)
     assert await page.locator("h1").inner_text() == "Order TEA-1001"
     assert await page.locator("#order-net dd").inner_text() == "CN¥1.96" and order["net"]["amount"] == 196
     assert await page.locator("#order-stage dd").inner_text() == "Collected" and order["stage"] == "collected"

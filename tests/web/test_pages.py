@@ -367,7 +367,7 @@ async def test_a_statement_opens_its_lines_and_an_order_its_trail_as_the_api_sho
     assert api["total"] == {"amount": 490, "currency": "CNY"}
     assert re.search(r'id="statement-status"><dt>Status</dt><dd>Awaiting payment</dd>', html)
     rows = re.findall(
-        r'<tr><th scope="row">([^<]+)</th><td data-label="Line">([^<]+)</td>'
+        r'<tr><th scope="row"><a href="/merchant/orders/[^"]+">([^<]+)</a></th><td data-label="Line">([^<]+)</td>'
         r'<td data-label="Amount">([^<]+)</td></tr>',
         html,
     )
@@ -376,6 +376,9 @@ async def test_a_statement_opens_its_lines_and_an_order_its_trail_as_the_api_sho
     ]
     assert sorted(rows) == sorted(expected) and len(rows) == 3
     assert "CN¥0.98" in dict((r[0], r[2]) for r in rows)["TEA-ORDER-2"]
+
+    # Each line opens its order's page.
+    assert sorted(_links(html, "/merchant/orders/")) == sorted(_links(board, "/merchant/orders/"))
 
     # Every order on the dashboard opens its page, with the figures of GET /v1/orders/{order_id}.
     order_links = _links(board, "/merchant/orders/")
