@@ -85,7 +85,8 @@ async def stage_cells(
 async def merchants_with_orders(session: AsyncSession) -> int:
     count = await session.scalar(
         text(
-            "SELECT count(*) FROM merchants m WHERE EXISTS (SELECT 1 FROM orders o WHERE o.merchant_id = m.id)"
+            """SELECT count(*) FROM merchants m
+               WHERE EXISTS (SELECT 1 FROM orders o WHERE o.merchant_id = m.id AND o.donation_amount > 0)"""
         )
     )
     return int(count or 0)
