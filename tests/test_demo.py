@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import httpx
 
 from app.demo import programme
+from app.web.i18n import Formatter
 from tests.conftest import DATA_KEY
 from tests.live import LiveServer, free_port, g4g_env, run_g4g
 
@@ -71,6 +74,63 @@ def _check_against_the_api(api: httpx.Client, figures: dict[str, Any]) -> None:
     assert figures["events_sent"] == figures["events_received"] == sum(verified.values())
 
 
+def _at_least(count: int | str) -> int:
+    """The least a published count can stand for ("<5" is 0 to 4)."""
+    return count if isinstance(count, int) else 0
+
+
+def _check_the_public_figures(public: httpx.Client) -> None:
+    """The public report's identities on the demo's data, and its page showing the JSON's figures."""
+    report = public.get("/v1/transparency").json()
+    stages = report["money_by_stage_in_base_currency"]
+    raised, billed = report["raised"]["amount"], stages["billed"] + stages["collected"]
+    assert raised == stages["final"] + billed
+    assert (
+        raised >= billed >= stages["collected"] >= stages["in_pool"] == report["reached_pool"]["amount"] > 0
+    )
+    assert 0 < report["reached_pool_share_bps"] <= 10_000
+    for money in report["money_by_stage"]:
+        assert money["collected"] >= money["in_pool"] >= 0
+    funnel = [_at_least(step["packages"]) for step in report["delivery_funnel"]]
+    assert (
+        funnel == sorted(funnel, reverse=True) and funnel[0] > 0
+    )  # allocated ≥ shipped ≥ delivered ≥ accepted
+    packages = report["packages"]
+    assert packages["allocated"] == report["delivery_funnel"][0]["packages"]
+    assert packages["delivered"] == report["delivery_funnel"][-1]["packages"]
+    for place in report["countries"] + report["regions"]:
+        assert _at_least(place["packages_delivered"]) <= _at_least(place["packages_allocated"])
+    assert sum(s["orders"] for s in report["orders_by_stage"] if isinstance(s["orders"], int)) <= _at_least(
+        report["orders"]
+    )
+
+    page = public.get("/", headers={"Accept-Language": "en"})
+    assert page.status_code == 200
+
+    def shown(element: str) -> str:
+        found = re.search(rf'<div id="{element}">\s*<dt>[^<]*</dt>\s*<dd>([^<]*)</dd>', page.text)
+        assert found, element
+        return html.unescape(found.group(1)).strip()
+
+    fmt, base = Formatter("en"), report["base_currency"]
+    assert shown("total-raised") == fmt.money(raised, base)
+    assert shown("total-pool") == fmt.money(report["reached_pool"]["amount"], base)
+    assert shown("total-share") == fmt.percent_bps(report["reached_pool_share_bps"])
+    assert shown("total-orders") == fmt.count(report["orders"])
+    assert shown("total-merchants") == fmt.count(report["merchants_taking_part"])
+    assert shown("total-packages") == fmt.count(packages["allocated"])
+    assert shown("total-students") == fmt.count(packages["students_reached"])
+    text = html.unescape(page.text)
+    for amount in (
+        raised,
+        billed,
+        stages["collected"],
+        stages["in_pool"],
+    ):  # the steps on the way to the pool
+        assert fmt.money(amount, base) in text
+    assert report == public.get("/v1/transparency").json()  # the same figures throughout
+
+
 def test_the_seed_decides_the_orders_and_what_happens_to_them() -> None:
     plan = programme.plan_orders(7, 300)
     assert plan == programme.plan_orders(7, 300)
@@ -98,6 +158,8 @@ def test_demo_runs_the_programme_end_to_end_and_its_seed_repeats_the_orders(
         token = run_g4g("create-api-key", "--role", "admin", "--name", "checker", env=env).stdout.strip()
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as api:
             _check_against_the_api(api, first)
+            with httpx.Client(base_url=server.url) as public:
+                _check_the_public_figures(public)
             # It made keys for its platform, partners and itself, and left none of them live.
             keys = api.get("/v1/api-keys", params={"limit": 100}).json()["data"]
             made = [k for k in keys if k["name"].startswith("demo ")]

@@ -48,15 +48,16 @@ async def stage_cells(
     placed_to: datetime | None = None,
 ) -> list[StageCell]:
     """Orders, net donations and reversals by month placed, currency and stage (all merchants, or one; all time,
-    or orders placed in `[placed_from, placed_to)`)."""
-    conditions = []
+    or orders placed in `[placed_from, placed_to)`). Orders that gave nothing (placed before the merchant's first
+    rule, or while none was in force: `orders.donation_reason`) are not counted: they are at no stage."""
+    conditions = ["o.donation_amount > 0"]
     if merchant_id is not None:
         conditions.append("o.merchant_id = :merchant_id")
     if placed_from is not None:
         conditions.append("o.placed_at >= :placed_from")
     if placed_to is not None:
         conditions.append("o.placed_at < :placed_to")
-    where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
+    where = "WHERE " + " AND ".join(conditions)
     rows = await session.execute(
         text(
             f"""
@@ -84,7 +85,8 @@ async def stage_cells(
 async def merchants_with_orders(session: AsyncSession) -> int:
     count = await session.scalar(
         text(
-            "SELECT count(*) FROM merchants m WHERE EXISTS (SELECT 1 FROM orders o WHERE o.merchant_id = m.id)"
+            """SELECT count(*) FROM merchants m
+               WHERE EXISTS (SELECT 1 FROM orders o WHERE o.merchant_id = m.id AND o.donation_amount > 0)"""
         )
     )
     return int(count or 0)
@@ -97,6 +99,19 @@ async def pool_received(session: AsyncSession, base_currency: str) -> int:
         {"base": base_currency},
     )
     return int(total or 0)
+
+
+async def pool_by_currency(session: AsyncSession, base_currency: str) -> dict[str, int]:
+    """What the conversions of each currency brought into the pool, in the base currency (they add up to
+    `pool_received`)."""
+    rows = await session.execute(
+        text(
+            """SELECT currency, sum(base_amount) AS base_amount FROM fx_conversions
+               WHERE base_currency = :base GROUP BY currency ORDER BY currency"""
+        ),
+        {"base": base_currency},
+    )
+    return {r.currency: int(r.base_amount) for r in rows}
 
 
 async def pool_balance(session: AsyncSession, base_currency: str) -> int:

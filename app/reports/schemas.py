@@ -47,7 +47,9 @@ class MonthFigures(BaseModel):
     money: list[StageMoney]
     """Per currency."""
     in_base_currency: StageMoney
-    """The currencies above valued in the base currency at the latest rates (those without a rate left out)."""
+    """The currencies above valued in the base currency: money in the pool at what its conversion fetched (each
+    currency's shared among the months by their money of it in the pool), the rest at the latest rates (those
+    without a rate left out). No step on the way to the pool exceeds an earlier one."""
 
 
 class RateUsed(BaseModel):
@@ -63,11 +65,14 @@ class TransparencyOut(BaseModel):
     """When these figures were computed (they are recomputed regularly; this moves only when they change)."""
     base_currency: str
     merchants_taking_part: Count
-    """Merchants with at least one order."""
+    """Merchants with at least one order that gave."""
     orders: Count
+    """Orders that gave: an order whose donation is zero (placed before its merchant's first rule, or while it had
+    none) is at no stage and is not counted."""
     orders_by_stage: list[StageCount]
     raised: MoneyOut
-    """Final, billed and collected donations, valued in the base currency at the latest rates."""
+    """Final, billed and collected donations in the base currency: what reached the pool at what its conversion
+    fetched (`reached_pool`), the rest at the latest rates, rounded once; so never less than `reached_pool`."""
     pledged: MoneyOut
     """Donations still inside their orders' return window: promised, not yet raised."""
     reached_pool: MoneyOut
@@ -81,6 +86,8 @@ class TransparencyOut(BaseModel):
     money_by_stage: list[StageMoney]
     """Per currency."""
     money_by_stage_in_base_currency: StageMoney
+    """`money_by_stage` valued in the base currency as `raised` is: its `in_pool` is `reached_pool`, and its
+    stages add up to `raised` (final + billed + collected)."""
     not_valued: list[str]
     """Currencies with no exchange rate yet: left out of every base-currency figure."""
     rates: list[RateUsed]
@@ -154,6 +161,7 @@ class MerchantImpactOut(BaseModel):
     """The period: orders placed from `from` (inclusive) to `to` (exclusive); null for all time."""
     base_currency: str
     orders: int
+    """Orders that gave (a zero donation is at no stage and not counted)."""
     money_by_stage: list[StageMoney]
     """Per currency. Pledged money (inside the return window) is not raised."""
     raised: list[MoneyOut]

@@ -87,11 +87,11 @@ def fold_by_month(cells: Iterable[StageCell]) -> dict[str, dict[str, StageSums]]
     return {month: fold_by_currency(months[month]) for month in sorted(months)}
 
 
-def value_in_base(
+def exact_in_base(
     amounts: Mapping[str, int], rates: Mapping[str, Decimal], base_currency: str
-) -> tuple[int, set[str]]:
-    """The sum of amounts in several currencies, valued in the base currency at `rates`: exact until one
-    half-even rounding at the end. Currencies without a rate are left out and returned."""
+) -> tuple[Fraction, set[str]]:
+    """The sum of amounts in several currencies, valued in the base currency at `rates`, exactly. Currencies
+    without a rate are left out and returned."""
     exact = Fraction(0)
     missing: set[str] = set()
     base_exponent = currency_exponent(base_currency)
@@ -103,20 +103,74 @@ def value_in_base(
             exact += Fraction(amount) * Fraction(rates[currency]) * Fraction(10) ** shift
         elif amount:
             missing.add(currency)
+    return exact, missing
+
+
+def value_in_base(
+    amounts: Mapping[str, int], rates: Mapping[str, Decimal], base_currency: str
+) -> tuple[int, set[str]]:
+    """`exact_in_base`, with one half-even rounding at the end."""
+    exact, missing = exact_in_base(amounts, rates, base_currency)
     return round_half_even(exact), missing
 
 
 def stages_in_base(
-    sums: Mapping[str, StageSums], rates: Mapping[str, Decimal], base_currency: str
+    sums: Mapping[str, StageSums],
+    rates: Mapping[str, Decimal],
+    base_currency: str,
+    pooled: Mapping[str, Fraction] | None = None,
 ) -> tuple[StageMoney, set[str]]:
-    valued: dict[str, int] = {}
+    """Money by stage in the base currency, so that a later step on the way to the pool never shows more than an
+    earlier one (raised ≥ billed ≥ collected ≥ in the pool), whatever the rates did since.
+
+    Money that reached the pool is valued at what it fetched when it was converted (`pooled`: base amounts by
+    currency, from the conversions; at the latest rates where not given). Money still on its way is valued at the
+    latest rates. Each step is the pool plus the money still on its way at that step, summed exactly and rounded
+    once (half-even, which never turns a larger sum into a smaller figure); the stages are the differences of
+    those rounded steps, so they add up to the figures shown."""
+    money = {name: {c: s.money[name] for c, s in sums.items()} for name in MONEY_FIELDS}
     missing: set[str] = set()
-    for name in MONEY_FIELDS:
-        valued[name], left_out = value_in_base(
-            {currency: s.money[name] for currency, s in sums.items()}, rates, base_currency
-        )
-        missing |= left_out
-    return StageMoney(currency=base_currency, **valued), missing
+
+    def latest(amounts: Mapping[str, int]) -> Fraction:
+        exact, left_out = exact_in_base(amounts, rates, base_currency)
+        missing.update(left_out)
+        return exact
+
+    pool = sum(pooled.values(), Fraction(0)) if pooled is not None else latest(money["in_pool"])
+    collecting = {c: money["collected"][c] - money["in_pool"][c] for c in sums}
+    collected = pool + latest(collecting)
+    billed = collected + latest(money["billed"])
+    raised_exact = billed + latest(money["final"])
+    rounded = [round_half_even(x) for x in (pool, collected, billed, raised_exact)]
+    in_pool, collected_r, billed_r, raised_r = rounded
+    return StageMoney(
+        currency=base_currency,
+        pledged=round_half_even(latest(money["pledged"])),
+        final=raised_r - billed_r,
+        billed=billed_r - collected_r,
+        collected=collected_r,
+        in_pool=in_pool,
+        reversed=round_half_even(latest(money["reversed"])),
+    ), missing
+
+
+def pooled_by_month(
+    months: Mapping[str, Mapping[str, StageSums]], pool_by_currency: Mapping[str, int]
+) -> dict[str, dict[str, Fraction]]:
+    """What each month's money in the pool fetched: a currency's converted base amount shared among the months
+    in proportion to their money of that currency in the pool (so the months add up to the pool exactly)."""
+    in_pool: dict[str, int] = defaultdict(int)
+    for sums in months.values():
+        for currency, s in sums.items():
+            in_pool[currency] += s.money["in_pool"]
+    return {
+        month: {
+            c: Fraction(pool_by_currency.get(c, 0) * s.money["in_pool"], in_pool[c])
+            for c, s in sums.items()
+            if in_pool[c]
+        }
+        for month, sums in months.items()
+    }
 
 
 def raised(stages: StageMoney) -> int:
@@ -227,11 +281,17 @@ def build_transparency(
     funnel: Sequence[int] = (0, 0, 0, 0),
     package_money: Mapping[str, int] | None = None,
     package_costs: PackageCosts | None = None,
+    pool_by_currency: Mapping[str, int] | None = None,
 ) -> TransparencyOut:
-    """The public figures (pure: no database). Every count goes through one `Publication`, decided at once."""
+    """The public figures (pure: no database). Every count goes through one `Publication`, decided at once.
+
+    `pool_by_currency` is what each currency's conversions brought into the pool (base minor units; they add up
+    to `pool_received`): money in the pool is valued at that, the rest at the latest `rates` (`stages_in_base`)."""
     by_currency = fold_by_currency(cells)
-    in_base, missing = stages_in_base(by_currency, rates, base_currency)
     months = fold_by_month(cells)
+    pooled = {c: Fraction(a) for c, a in pool_by_currency.items()} if pool_by_currency is not None else None
+    in_base, missing = stages_in_base(by_currency, rates, base_currency, pooled)
+    month_pooled = pooled_by_month(months, pool_by_currency) if pool_by_currency is not None else {}
 
     publication = Publication()
     publication.count("merchants", merchants)
@@ -253,7 +313,9 @@ def build_transparency(
 
     by_month = []
     for (month, sums), key in zip(months.items(), month_keys, strict=True):
-        month_in_base, month_missing = stages_in_base(sums, rates, base_currency)
+        month_in_base, month_missing = stages_in_base(
+            sums, rates, base_currency, month_pooled.get(month) if pool_by_currency is not None else None
+        )
         missing |= month_missing
         by_month.append(
             MonthFigures(
@@ -344,6 +406,7 @@ async def compute_transparency(
         await repository.stage_cells(session, final_before=now - window),
         merchants=await repository.merchants_with_orders(session),
         pool_received=await repository.pool_received(session, base_currency),
+        pool_by_currency=await repository.pool_by_currency(session, base_currency),
         pool_balance=await repository.pool_balance(session, base_currency),
         rates=await repository.latest_rates(session, base_currency),
         base_currency=base_currency,

@@ -13,9 +13,9 @@ import pytest
 from app.core.jobs import Periodic
 from app.reports import repository
 from app.reports.schemas import TransparencyOut
-from app.reports.service import TransparencyReport
+from app.reports.service import TransparencyReport, merchant_figures
 from app.worker import periodic_tasks
-from tests.helpers import order_paid, order_refunded, send_event
+from tests.helpers import create_merchant, order_paid, order_refunded, send_event
 from tests.jobs import run_task
 from tests.settlement.conftest import Programme
 from tests.stripe_server import create_chargeable_customer
@@ -126,7 +126,9 @@ async def test_programme_totals_for_the_public(reported_programme: Programme) ->
     july, august, september = report["by_month"]
     assert [m["currency"] for m in july["money"]] == ["CNY", "USD"]
     assert (july["money"][0]["collected"], july["money"][1]["collected"]) == (980, 450)  # T-1..T-5, B-1..B-3
-    assert july["in_base_currency"]["collected"] == 587  # 980 × 0.14 = 137.2, plus 450, rounded once
+    # Money in the pool is valued at what its conversion fetched: the 1176 CNY became 165 USD, July's 980 of them
+    # 165 × 980 / 1176 = 137.5, plus 450, rounded once (half-even).
+    assert july["in_base_currency"]["collected"] == july["in_base_currency"]["in_pool"] == 588
     assert (august["money"][0]["final"], august["money"][0]["collected"]) == (392, 196)  # pens; T-7
     assert september["money"][0]["pledged"] == 196  # T-8
 
@@ -137,7 +139,7 @@ async def test_the_sql_stage_rule_agrees_with_the_donation_rows(reported_program
     from_rows: Counter[str] = Counter()
     for shop in shops.values():
         page = await p.client.get(f"/v1/merchants/{shop['id']}/donations", headers=p.admin)
-        from_rows.update(row["stage"] for row in page.json()["data"])
+        from_rows.update(row["stage"] for row in page.json()["data"] if row["donation"]["amount"] > 0)
     async with p.app.state.sessionmaker() as session:
         cells = await repository.stage_cells(session, final_before=p.clock.now() - timedelta(days=30))
     from_sql: Counter[str] = Counter()
@@ -272,3 +274,38 @@ async def test_a_worker_keeps_the_figures_current_while_nobody_reads_them(
     async with p.app.state.sessionmaker() as session:
         stored = await repository.summary(session, "transparency")
     assert stored is not None and TransparencyOut.model_validate_json(stored.body).orders == 5
+
+
+async def test_orders_that_gave_nothing_are_at_no_stage(reported_programme: Programme) -> None:
+    """An order placed before the merchant's first rule, or while it had none, gives nothing: it is not one of
+    the "orders that gave", nor pledged forever, on the public report or the merchant's figures."""
+    p = reported_programme
+    shops = await seed(p)
+
+    async def figures() -> tuple[list[Any], int]:
+        async with p.app.state.sessionmaker() as session:
+            now = p.clock.now()
+            cells = await repository.stage_cells(session, final_before=now - timedelta(days=30))
+            mine = await merchant_figures(session, shops["tea"]["id"], now=now, window=timedelta(days=30))
+        return cells, mine.orders
+
+    before = await figures()
+    old = order_paid(
+        "T-OLD", merchant="tea", currency="CNY", items=TEA, placed_at=p.clock.now() - timedelta(days=400)
+    )
+    assert (await send_event(p.client, p.platform, old)).json() == {"status": "applied"}
+    await create_merchant(p.client, p.admin, platform_id=p.platform["id"], external_id="no-rule")
+    for n in range(6):
+        ruleless = order_paid(
+            f"NR-{n}", merchant="no-rule", currency="CNY", items=TEA, placed_at=p.clock.now()
+        )
+        assert (await send_event(p.client, p.platform, ruleless)).json() == {"status": "applied"}
+    rows = (await p.client.get(f"/v1/merchants/{shops['tea']['id']}/donations", headers=p.admin)).json()[
+        "data"
+    ]
+    assert [r["donation_reason"] for r in rows if r["order_id"] == "T-OLD"] == ["before-first-rule"]
+
+    assert await figures() == before
+    report = (await p.client.get("/v1/transparency")).json()
+    assert report["orders"] == 10 and report["merchants_taking_part"] == "<5"
+    assert {c["stage"]: c["orders"] for c in report["orders_by_stage"]}["pledged"] == "<5"
