@@ -2,53 +2,69 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import ApiKey, Merchant, Order, Statement, StatementLine, WebSession
 
-
-async def live_merchant_key(session: AsyncSession, token_hash: bytes) -> ApiKey | None:
-    """An unrevoked merchant API key with this token hash."""
-    return await session.scalar(
-        select(ApiKey).where(
-            ApiKey.token_hash == token_hash, ApiKey.revoked_at.is_(None), ApiKey.role == "merchant"
-        )
-    )
+SessionRow = TypeVar("SessionRow")
+Owner = TypeVar("Owner")
 
 
-async def add_session(session: AsyncSession, web_session: WebSession) -> None:
-    session.add(web_session)
-    await session.flush()
+@dataclass(frozen=True, slots=True)
+class SignedInSessions(Generic[SessionRow, Owner]):
+    """The queries of one kind of signed-in browser session (a merchant's dashboard, a partner's phone): its
+    table, the role of the API key it was opened with, and what it is for (the merchant, the partner)."""
 
+    table: Any
+    owner: Any
+    owner_id: Any
+    role: str
 
-async def live_session(
-    session: AsyncSession, token_hash: bytes, now: datetime
-) -> tuple[WebSession, Merchant] | None:
-    """The unexpired session with this token hash whose API key is still unrevoked, and its merchant."""
-    row = (
-        await session.execute(
-            select(WebSession, Merchant)
-            .join(ApiKey, ApiKey.id == WebSession.api_key_id)
-            .join(Merchant, Merchant.id == WebSession.merchant_id)
-            .where(
-                WebSession.token_hash == token_hash,
-                WebSession.expires_at > now,
-                ApiKey.revoked_at.is_(None),
+    async def live_key(self, session: AsyncSession, token_hash: bytes) -> ApiKey | None:
+        """An unrevoked API key of this role with this token hash."""
+        return await session.scalar(
+            select(ApiKey).where(
+                ApiKey.token_hash == token_hash, ApiKey.revoked_at.is_(None), ApiKey.role == self.role
             )
         )
-    ).first()
-    return (row[0], row[1]) if row else None
+
+    async def add(self, session: AsyncSession, row: SessionRow) -> None:
+        session.add(row)
+        await session.flush()
+
+    async def live(
+        self, session: AsyncSession, token_hash: bytes, now: datetime
+    ) -> tuple[SessionRow, Owner] | None:
+        """The unexpired session with this token hash whose API key is still unrevoked, and what it is for."""
+        row = (
+            await session.execute(
+                select(self.table, self.owner)
+                .join(ApiKey, ApiKey.id == self.table.api_key_id)
+                .join(self.owner, self.owner.id == self.owner_id)
+                .where(
+                    self.table.token_hash == token_hash,
+                    self.table.expires_at > now,
+                    ApiKey.revoked_at.is_(None),
+                )
+            )
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    async def end(self, session: AsyncSession, token_hash: bytes) -> None:
+        await session.execute(delete(self.table).where(self.table.token_hash == token_hash))
+
+    async def end_expired(self, session: AsyncSession, now: datetime) -> None:
+        await session.execute(delete(self.table).where(self.table.expires_at <= now))
 
 
-async def end_session(session: AsyncSession, token_hash: bytes) -> None:
-    await session.execute(delete(WebSession).where(WebSession.token_hash == token_hash))
-
-
-async def end_expired_sessions(session: AsyncSession, now: datetime) -> None:
-    await session.execute(delete(WebSession).where(WebSession.expires_at <= now))
+MERCHANT_SESSIONS: SignedInSessions[WebSession, Merchant] = SignedInSessions(
+    WebSession, Merchant, WebSession.merchant_id, "merchant"
+)
 
 
 async def latest_orders(

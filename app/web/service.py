@@ -82,13 +82,13 @@ async def sign_in(session: AsyncSession, token: str, *, now: datetime, lifetime:
     token = token.strip()
     key = None
     if token.startswith(TOKEN_PREFIX) and len(token) <= 200:
-        key = await repository.live_merchant_key(session, hash_token(token))
+        key = await repository.MERCHANT_SESSIONS.live_key(session, hash_token(token))
     if key is None or key.merchant_id is None:
         log.info("web_sign_in_refused")  # never the key itself
         raise SignInRefused
-    await repository.end_expired_sessions(session, now)
+    await repository.MERCHANT_SESSIONS.end_expired(session, now)
     cookie_token = secrets.token_urlsafe(32)
-    await repository.add_session(
+    await repository.MERCHANT_SESSIONS.add(
         session,
         WebSession(
             id=new_id("wss"),
@@ -105,7 +105,7 @@ async def sign_in(session: AsyncSession, token: str, *, now: datetime, lifetime:
 async def signed_in(session: AsyncSession, cookie_token: str | None, *, now: datetime) -> SignedIn | None:
     if not cookie_token or len(cookie_token) > 100:
         return None
-    found = await repository.live_session(session, hash_token(cookie_token), now)
+    found = await repository.MERCHANT_SESSIONS.live(session, hash_token(cookie_token), now)
     if found is None:
         return None
     web_session, merchant = found
@@ -113,7 +113,7 @@ async def signed_in(session: AsyncSession, cookie_token: str | None, *, now: dat
 
 
 async def sign_out(session: AsyncSession, signed: SignedIn) -> None:
-    await repository.end_session(session, hash_token(signed.cookie_token))
+    await repository.MERCHANT_SESSIONS.end(session, hash_token(signed.cookie_token))
     log.info("web_signed_out", merchant_id=signed.merchant.id, session_id=signed.session_id)
 
 

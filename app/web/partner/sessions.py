@@ -49,13 +49,13 @@ async def sign_in(session: AsyncSession, token: str, *, now: datetime, lifetime:
     token = token.strip()
     key = None
     if token.startswith(TOKEN_PREFIX) and len(token) <= 200:
-        key = await repository.live_partner_key(session, hash_token(token))
+        key = await repository.PARTNER_SESSIONS.live_key(session, hash_token(token))
     if key is None or key.logistics_partner_id is None:
         log.info("partner_sign_in_refused")  # never the key itself
         raise SignInRefused
-    await repository.end_expired_sessions(session, now)
+    await repository.PARTNER_SESSIONS.end_expired(session, now)
     cookie_token = secrets.token_urlsafe(32)
-    await repository.add_session(
+    await repository.PARTNER_SESSIONS.add(
         session,
         PartnerSession(
             id=new_id("pss"),
@@ -74,7 +74,7 @@ async def signed_in(
 ) -> SignedInPartner | None:
     if not cookie_token or len(cookie_token) > 100:
         return None
-    found = await repository.live_session(session, hash_token(cookie_token), now)
+    found = await repository.PARTNER_SESSIONS.live(session, hash_token(cookie_token), now)
     if found is None:
         return None
     partner_session, partner = found
@@ -82,5 +82,5 @@ async def signed_in(
 
 
 async def sign_out(session: AsyncSession, signed: SignedInPartner) -> None:
-    await repository.end_session(session, hash_token(signed.cookie_token))
+    await repository.PARTNER_SESSIONS.end(session, hash_token(signed.cookie_token))
     log.info("partner_signed_out", logistics_partner_id=signed.partner.id, session_id=signed.session_id)
