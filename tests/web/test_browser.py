@@ -603,3 +603,30 @@ async def test_a_merchant_opens_a_statements_lines_and_an_orders_trail(
         await page.goto(order_url)
         await screenshot(page, screenshot_dir, f"merchant-order-{language}")
     await watched.assert_clean()
+
+
+@pytest.mark.parametrize("language", ["id", "zh-Hans"])
+async def test_every_page_reads_in_each_language_on_a_phone_and_a_desktop(
+    site: Site, context: BrowserContext, screenshot_dir: Path, language: str
+) -> None:
+    """The public page and a merchant's pages in each language beside English: the page says it is in that
+    language, no English heading is left, and (through `screenshot`) nothing is off-screen at 390 px."""
+    watched = await Watched.open(context)
+    page = watched.page
+    english = {"/": "Where the money goes", "/merchant": "Sign in"}
+    for path, name in (("/", "public"), ("/merchant", "merchant-sign-in")):
+        await page.goto(f"{site.url}/language/{language}?next={path}")
+        await page.wait_for_load_state()
+        assert await page.locator("html").get_attribute("lang") == language
+        assert english[path] not in await page.locator("main").inner_text()
+        await screenshot(page, screenshot_dir, f"{name}-{language}-every-page")
+    await page.fill("#api_key", site.keys["tea"])
+    await page.click("main button[type=submit]")
+    await page.wait_for_url(site.url + "/merchant")
+    assert await page.locator("h1").inner_text() == "Tea House"
+    assert "Your donation rule" not in await page.locator("main").inner_text()
+    await screenshot(page, screenshot_dir, f"merchant-dashboard-{language}")
+    await page.goto(site.url + "/merchant/billing")
+    assert "How you pay" not in await page.locator("main").inner_text()
+    await screenshot(page, screenshot_dir, f"merchant-billing-{language}")
+    await watched.assert_clean()
