@@ -102,6 +102,7 @@ async def _badge_figures(request: Request, session: SessionDep, merchant_id: str
     return await public_figures(
         session,
         merchant,
+        report=(await state.transparency.current()).figures(),
         now=state.clock.now(),
         window=timedelta(days=state.settings.return_window_days),
         base_currency=state.settings.base_currency,

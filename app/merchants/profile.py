@@ -14,14 +14,17 @@ from app.core.money import MoneyOut
 from app.donations import repository as donations
 from app.models import DonationRule, Merchant
 from app.reports.disclosure import band, shown
-from app.reports.schemas import Count
+from app.reports.schemas import SMALL_COUNT, Count, TransparencyOut
 from app.reports.service import merchant_impact
 
 
-def _banded(count: int) -> Count:
-    """Published as the public report publishes counts: rounded down to a multiple of five, "<5" below five (so a
-    profile's figures, compared from one day to the next, tell no more than the report's)."""
-    return shown(band(count))
+def _banded(count: int, programme: Count) -> Count:
+    """A merchant's count as the public report publishes counts (rounded down to a multiple of five, "<5" below
+    five), and never above the report's own figure for the whole programme: the report sometimes rounds a total
+    one step further so that its small parts can't be worked out, and a merchant that funded every package would
+    otherwise publish the total unlowered beside it."""
+    ceiling = 0 if programme == "<5" else programme
+    return shown(min(band(count), ceiling))
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +41,15 @@ class PublicFigures:
 
 
 async def public_figures(
-    session: AsyncSession, merchant: Merchant, *, now: datetime, window: timedelta, base_currency: str
+    session: AsyncSession,
+    merchant: Merchant,
+    *,
+    report: TransparencyOut,
+    now: datetime,
+    window: timedelta,
+    base_currency: str,
 ) -> PublicFigures:
+    """`report`: the public figures as published now, which a profile never tells more than."""
     rule_id = await donations.rule_id_in_effect(session, merchant.id, now)
     rule = await session.get(DonationRule, rule_id) if rule_id else None
     impact = await merchant_impact(
@@ -51,16 +61,25 @@ async def public_figures(
         window=window,
         base_currency=base_currency,
     )
+    programme = report.packages
+    allocated, delivered, reached = (
+        (programme.allocated, programme.delivered, programme.students_reached)
+        if programme is not None
+        else (SMALL_COUNT, SMALL_COUNT, SMALL_COUNT)
+    )
+    shown_countries = {c.country for c in report.countries if c.packages_allocated != SMALL_COUNT}
     return PublicFigures(
         merchant=merchant,
         rate_bps=rule.rate_bps if rule else None,
         fixed_per_unit=[MoneyOut(amount=f["amount"], currency=f["currency"]) for f in rule.fixed_per_unit]
         if rule
         else [],
-        packages_funded=_banded(math.floor(Decimal(impact.packages_funded))),
+        packages_funded=_banded(math.floor(Decimal(impact.packages_funded)), allocated),
         packages_delivered=_banded(
-            math.floor(sum((Decimal(c.packages_delivered) for c in impact.by_country), Decimal(0)))
+            math.floor(sum((Decimal(c.packages_delivered) for c in impact.by_country), Decimal(0))),
+            delivered,
         ),
-        students_reached=_banded(impact.students_reached),
-        countries=sorted({c.country for c in impact.by_country if c.country != "?"}),
+        students_reached=_banded(impact.students_reached, reached),
+        # Only countries the report shows as reached by five packages or more: "<5" there may mean none at all.
+        countries=sorted({c.country for c in impact.by_country} & shown_countries),
     )

@@ -144,6 +144,7 @@ async def merchant_public_page(
     figures = await public_figures(
         session,
         merchant,
+        report=(await state.transparency.current()).figures(),
         now=state.clock.now(),
         window=timedelta(days=state.settings.return_window_days),
         base_currency=state.settings.base_currency,

@@ -92,3 +92,23 @@ async def test_an_opted_in_merchant_has_a_badge_and_a_page(pool: Pool) -> None:
     assert (await client.patch(patch, json={"public_profile": False}, headers=key)).status_code == 200
     assert_problem(await client.get(badge_url), 404, "not-found")
     assert (await client.get("/m/tea-house")).status_code == 404
+
+
+async def test_a_merchant_that_funded_everything_tells_no_more_than_the_public_report(pool: Pool) -> None:
+    # Five regions of four: the report shows each as "<5" and lowers the total to 15 (20 would say four each).
+    # The one merchant funded all 20: its badge must not say 20 beside the report's 15.
+    tea = await pool.merchant("tea")
+    await pool.collect([(tea, "T-1", 20 * 500)])
+    kind = await pool.kind(unit_cost={"amount": 500, "currency": "USD"})
+    for n in range(5):
+        await pool.school(["1"] * 4, region=f"Region {n}")
+    assert (await pool.run(term="T1", package_kind_id=kind["id"]))["packages"] == 20
+    report = (await pool.client.get("/v1/transparency")).json()
+    assert report["packages"]["allocated"] == 15
+    assert {r["packages_allocated"] for r in report["regions"]} == {"<5"}
+
+    key = bearer((await create_key(pool.client, pool.admin, role="merchant", merchant_id=tea["id"]))["token"])
+    await pool.client.patch(f"/v1/merchants/{tea['id']}", json={"public_profile": True}, headers=key)
+    badge = (await pool.client.get(f"/v1/merchants/{tea['id']}/badge")).json()
+    assert badge["packages_funded"] == 15
+    assert badge["countries"] == ["NP"]  # the report shows Nepal with 15
