@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,18 @@ async def test_with_a_metrics_address_the_main_port_has_no_metrics(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://g4g.test") as client:
             assert_problem(await client.get("/metrics", headers=bearer(token)), 404, "not-found")
+
+
+async def test_a_receipts_token_never_reaches_the_log(client: httpx.AsyncClient) -> None:
+    log = Path(os.environ["G4G_TEST_LOGS_DIR"]) / f"service-{os.getpid()}.log"  # this process's service log
+    start = log.stat().st_size
+    token = "Tok3nThatOpensAReceipt" + "x" * 6
+    for path in (f"/r/{token}", f"/r/{token}/qr.svg", f"/v1/receipts/{token}", f"/r/{token}/elsewhere"):
+        await client.get(path)
+    await client.get("/healthz")
+    # The service's own lines: not the test client's (httpx logs each request it sends, the token included).
+    logged = "\n".join(
+        line for line in log.read_bytes()[start:].decode().splitlines() if "HTTP Request:" not in line
+    )
+    assert '"/healthz"' in logged and '"/r/{token}"' in logged  # the requests are logged, by their routes
+    assert token not in logged

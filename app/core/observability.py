@@ -100,6 +100,19 @@ def database_unavailable_response(request_id: str) -> JSONResponse:
     return response
 
 
+# Paths whose text is itself a secret (a receipt's token opens the receipt): logged by their route, never as sent.
+_SECRET_PATHS = ("/r/", "/v1/receipts/")
+
+
+def _logged_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    for prefix in _SECRET_PATHS:
+        if path.startswith(prefix):
+            route = _route_template(scope)
+            return route if route != "unmatched" else prefix + "{token}"
+    return path
+
+
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
@@ -149,7 +162,7 @@ class RequestObservation:
                     "database_unavailable",
                     error=type(exc).__name__,
                     method=scope["method"],
-                    path=scope["path"],
+                    path=_logged_path(scope),
                 )
                 if response_started:
                     raise
@@ -158,7 +171,7 @@ class RequestObservation:
                 return
             # A bug. Logged once, here, with the request id bound; answered as problem+json with the id, so the
             # caller can quote it. Not re-raised: the server would log the same traceback a second time.
-            error_log.error("unhandled_error", exc_info=exc, method=scope["method"], path=scope["path"])
+            error_log.error("unhandled_error", exc_info=exc, method=scope["method"], path=_logged_path(scope))
             if response_started:
                 raise
             response = problem_response(
@@ -177,7 +190,7 @@ class RequestObservation:
             access_log.info(
                 "request",
                 method=method,
-                path=scope["path"],
+                path=_logged_path(scope),
                 route=route,
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
