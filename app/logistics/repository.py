@@ -78,11 +78,17 @@ async def shipments_page(
     country: str | None,
     stale_before: datetime | None,
     fresh_since: datetime | None,
+    finished: bool | None = None,
+    newest_first: bool = False,
 ) -> list[ShipmentRow]:
-    """Shipments by id, filtered. `stale_before`: not final and no event since then; `fresh_since`: the others."""
-    query = _shipment_rows().order_by(Shipment.id).limit(limit)
+    """Shipments by id (the newest first if asked), filtered. `stale_before`: not final and no event since then;
+    `fresh_since`: the others; `finished`: in a final state (or, false, not)."""
+    order = Shipment.id.desc() if newest_first else Shipment.id
+    query = _shipment_rows().order_by(order).limit(limit)
     if after is not None:
-        query = query.where(Shipment.id > after)
+        query = query.where(Shipment.id < after if newest_first else Shipment.id > after)
+    if finished is not None:
+        query = query.where(Shipment.status.in_(FINAL) if finished else Shipment.status.not_in(FINAL))
     if partner_id is not None:
         query = query.where(Shipment.logistics_partner_id == partner_id)
     if status is not None:

@@ -79,9 +79,12 @@ async def list_shipments(
     logistics_partner_id: str | None,
     now: datetime,
     stale_days: int,
+    finished: bool | None = None,
+    newest_first: bool = False,
 ) -> tuple[list[ShipmentSummaryOut], list[str]]:
     """Shipments by id: every one for admin (or one partner's), a partner's own for a partner key. `stale`:
-    not in a final state and no event for `stale_days` (or, false, the others)."""
+    not in a final state and no event for `stale_days` (or, false, the others); `finished`: in a final state
+    (or, false, not)."""
     partner_id = logistics_partner_id if principal.is_admin else principal.logistics_partner_id
     if not principal.is_admin and logistics_partner_id not in (None, partner_id):
         return [], []
@@ -96,6 +99,8 @@ async def list_shipments(
         country=country,
         stale_before=stale_before if stale else None,
         fresh_since=stale_before if stale is False else None,
+        finished=finished,
+        newest_first=newest_first,
     )
     return [ShipmentSummaryOut(**_summary(r, stale_before=stale_before)) for r in rows], [
         r.shipment.id for r in rows

@@ -50,26 +50,35 @@ class ShipmentList:
 async def shipment_list(
     session: AsyncSession, principal: Principal, *, now: datetime, stale_days: int
 ) -> ShipmentList:
-    """The partner's shipments: open ones first (stale ones at the top of them), then by school; then the
-    finished ones, newest first."""
-    rows, _ = await logistics.list_shipments(
-        session,
-        principal,
-        after=None,
-        limit=LIST_LIMIT,
-        status=None,
-        school_id=None,
-        country=None,
-        stale=None,
-        logistics_partner_id=None,
-        now=now,
-        stale_days=stale_days,
-    )
-    open_ = sorted(
-        (r for r in rows if r.status not in machine.FINAL),
-        key=lambda r: (not r.stale, r.school.name.casefold(), r.created_at),
-    )
-    done = sorted((r for r in rows if r.status in machine.FINAL), key=lambda r: r.last_event_at, reverse=True)
+    """The partner's shipments: every open one first (stale ones at the top of them), then by school; then the
+    latest `LIST_LIMIT` finished ones, newest first."""
+
+    async def page(after: str | None, *, finished: bool) -> tuple[list[ShipmentSummaryOut], list[str]]:
+        return await logistics.list_shipments(
+            session,
+            principal,
+            after=after,
+            limit=LIST_LIMIT,
+            status=None,
+            school_id=None,
+            country=None,
+            stale=None,
+            logistics_partner_id=None,
+            now=now,
+            stale_days=stale_days,
+            finished=finished,
+            newest_first=finished,
+        )
+
+    # Every open shipment, however many finished ones came before them; the latest finished ones after.
+    rows, ids = await page(None, finished=False)
+    open_rows = list(rows)
+    while len(ids) == LIST_LIMIT:
+        rows, ids = await page(ids[-1], finished=False)
+        open_rows += rows
+    done_rows, _ = await page(None, finished=True)
+    open_ = sorted(open_rows, key=lambda r: (not r.stale, r.school.name.casefold(), r.created_at))
+    done = sorted(done_rows, key=lambda r: r.last_event_at, reverse=True)
     return ShipmentList(open_, done)
 
 

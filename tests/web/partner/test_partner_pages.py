@@ -8,7 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 
+from app.web.partner import service as partner_service
 from tests.evidence.photos import photo
 from tests.helpers import assert_problem, create_key, create_partner, row_counts
 from tests.logistics.conftest import Shipping, proof
@@ -201,3 +203,26 @@ async def test_the_app_is_installable(shipping: Shipping) -> None:
     assert worker.headers["content-type"].startswith("text/javascript")
     assert worker.headers["service-worker-allowed"] == "/partner"
     assert "/partner/api/" in worker.text  # never cached: the page's queue sends those
+
+
+async def test_an_open_shipment_is_listed_however_many_finished_ones_came_before(
+    shipping: Shipping, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two finished shipments made before the open one, and a list page of one (500 in real life): the open one
+    # still shows, and of the finished ones the latest.
+    finished = []
+    for grade in ("1", "2"):
+        shipment = await shipping.shipment([grade])
+        await shipping.walk(shipment["id"], ["handed_over", "in_transit", "out_for_delivery", "delivered"])
+        await shipping.post(
+            shipment["id"],
+            "receipt_confirmed",
+            packages=[{"package_id": p["id"], "outcome": "accepted"} for p in shipment["packages"]],
+        )
+        finished.append(shipment["id"])
+    still_open = [(await shipping.shipment(["3"]))["id"]]
+    monkeypatch.setattr(partner_service, "LIST_LIMIT", 1)
+    assert (await sign_in(shipping.client, token_of(shipping.partner_key))).status_code == 303
+    open_part, done_part = (await shipping.client.get("/partner")).text.split("Finished", 1)
+    assert all(s in open_part for s in still_open)  # not hidden behind the older finished ones
+    assert finished[1] in done_part and finished[0] not in done_part  # the latest finished one
