@@ -27,6 +27,9 @@ class NotAnImage(InvalidRequest):
     kind, title = "not-an-image", "The body is not a JPEG, PNG or WebP image"
 
 
+_DECODING = asyncio.Semaphore(2)
+
+
 async def _visible_shipment(session: AsyncSession, principal: Principal, shipment_id: str) -> None:
     row = await shipments.shipment(session, shipment_id)
     if row is None or not visible(principal, row.shipment.logistics_partner_id):
@@ -41,8 +44,10 @@ async def store(
     answers with the first evidence)."""
     await _visible_shipment(session, principal, shipment_id)
     try:
-        # Decoding a 50-megapixel photo takes a while: not on the event loop.
-        image = await asyncio.to_thread(images.clean, data)
+        # Decoding a 50-megapixel photo takes a while (not on the event loop) and up to a few hundred MB of
+        # memory: two at a time per process, so parallel uploads can't run it out of memory.
+        async with _DECODING:
+            image = await asyncio.to_thread(images.clean, data)
     except images.NotAnImage as refused:
         raise NotAnImage(f"body: {refused}.") from None
     digest = hashlib.sha256(image.content).digest()
