@@ -13,6 +13,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,7 +35,7 @@ def _each_answer_on_its_line(tmp_path: Path) -> dict[str, str]:
     return {"CURL_HOME": str(tmp_path)}
 
 
-def _answers(stdout: str) -> list[dict[str, object]]:
+def _answers(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
