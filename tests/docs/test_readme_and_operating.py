@@ -106,7 +106,7 @@ async def test_the_operating_guide_sets_up_a_programme(pg_server: TestServer, tm
         # Between the two blocks the platform registers a merchant, as the guide says (here with the admin key).
         register = (
             'curl -s -X POST localhost:8000/v1/merchants -H "$H" -H "$J" -o /dev/null -d '
-            """'{"external_id": "tea", "name": "Tea House", "country": "CN", "platform_id": "'"$PLATFORM_ID"'"}'"""
+            """'{"external_id": "shop-88", "name": "Tea House", "country": "CN", "platform_id": "'"$PLATFORM_ID"'"}'"""
         )
         script = "\n".join(_at(service, block) for block in (setup, register, merchant_key))
         done = await run_bash(script, {**service.env, **_each_answer_on_its_line(tmp_path)})
@@ -127,5 +127,9 @@ async def test_the_operating_guide_sets_up_a_programme(pg_server: TestServer, tm
 def test_the_examples_name_only_what_their_text_explains() -> None:
     _, first_key, _, allocation, kinds = blocks(README)
     assert variables_used("\n".join((first_key, kinds, allocation))) == {"ORDER_ID", "PLATFORM_ID"}
+    text = (
+        README.split(allocation)[0].rsplit("```", 1)[0].rstrip().rsplit("\n\n", 1)[-1]
+    )  # the paragraph before it
+    assert "`ORDER_ID`" in text and "`PLATFORM_ID`" in text and "`TOKEN`" in text, text
     _, setup, merchant_key, *_ = blocks(OPERATING)
     assert variables_used("\n".join((setup, merchant_key))) == set()
