@@ -19,6 +19,7 @@ import httpx
 
 from tests.docs.guides import ROOT, Service, blocks, live_service, run_bash, variables_used
 from tests.helpers import order_paid, signed_headers
+from tests.live import G4G
 from tests.postgres import TestServer
 
 README = (ROOT / "README.md").read_text()
@@ -26,7 +27,9 @@ OPERATING = (ROOT / "docs" / "operating.md").read_text()
 
 
 def _at(service: Service, script: str) -> str:
-    return script.replace("localhost:8000", service.url.removeprefix("http://"))
+    """The script pointed at the test's server, with the `g4g` of the Python running the tests (`make run`'s
+    is .venv/bin/g4g, which `VENV` may move)."""
+    return script.replace("localhost:8000", service.url.removeprefix("http://")).replace(".venv/bin/g4g", G4G)
 
 
 def _each_answer_on_its_line(tmp_path: Path) -> dict[str, str]:
