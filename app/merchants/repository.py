@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,6 +47,9 @@ async def list_after(
 
 
 async def slug_taken(session: AsyncSession, slug: str) -> bool:
+    """Whether another merchant has `slug`; the slug stays locked until the transaction ends, so two merchants
+    of the same name opting in at once don't both take it (one would meet the unique index: a 500)."""
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext("merchant-slug:" + slug))))
     return await session.scalar(select(Merchant.id).where(Merchant.public_slug == slug)) is not None
 
 
