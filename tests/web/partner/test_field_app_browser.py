@@ -7,6 +7,7 @@ dismissed, and every page is screenshotted."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -206,11 +207,16 @@ async def sign_in(page: Page, key: str) -> None:
     await expect(page.locator("h1")).to_have_text("My shipments")
     # The service worker controls the app from now on (it keeps the pages for offline).
     await page.evaluate("navigator.serviceWorker.ready.then(() => true)")
-    # Waited for inside the page (a polled string predicate would need eval, which the pages' CSP forbids).
-    await page.evaluate(
-        """() => navigator.serviceWorker.controller !== null || new Promise(resolve =>
-            navigator.serviceWorker.addEventListener("controllerchange", () => resolve(true), {once: true}))"""
-    )
+    # Polled from here (Playwright's polled string predicate needs eval, which the pages' CSP forbids); a page
+    # loaded before the worker took over is controlled once reloaded.
+    for attempt in range(100):
+        if await page.evaluate("() => navigator.serviceWorker.controller !== null"):
+            break
+        if attempt == 50:
+            await page.reload()
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the service worker never took over the page")
 
 
 async def press(page: Page, status: str) -> None:
