@@ -605,6 +605,27 @@ async def test_a_merchant_opens_a_statements_lines_and_an_orders_trail(
     await watched.assert_clean()
 
 
+@pytest.mark.parametrize("language", ["en", "id", "zh-Hans"])
+async def test_a_merchants_public_page_reads_in_each_language(
+    site: Site, context: BrowserContext, screenshot_dir: Path, language: str
+) -> None:
+    async with httpx.AsyncClient(base_url=site.url) as http:
+        opted = await http.patch(
+            f"/v1/merchants/{site.merchants['tea']['id']}",
+            json={"public_profile": True},
+            headers={"Authorization": f"Bearer {site.keys['tea']}"},
+        )
+    assert opted.status_code == 200, opted.text
+    watched = await Watched.open(context)
+    page = watched.page
+    await page.goto(f"{site.url}/language/{language}?next=/m/{opted.json()['public_slug']}")
+    await page.wait_for_load_state()
+    assert await page.locator("html").get_attribute("lang") == language
+    assert await page.locator("h1").inner_text() == "Tea House"
+    await screenshot(page, screenshot_dir, f"merchant-public-{language}")
+    await watched.assert_clean()
+
+
 @pytest.mark.parametrize("language", ["id", "zh-Hans"])
 async def test_every_page_reads_in_each_language_on_a_phone_and_a_desktop(
     site: Site, context: BrowserContext, screenshot_dir: Path, language: str
