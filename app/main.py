@@ -166,6 +166,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(webhooks)  # the hottest path, matched first
     app.include_router(stripe_webhooks)
     app.include_router(health)
+    # The pages before the API: none is under /v1, so neither shadows the other, and a page (a buyer's receipt)
+    # isn't matched against every API route first.
+    app.include_router(web_pages)
+    app.include_router(partner_app)
     if settings.metrics_address is None:  # else only on that address (`g4g serve`)
         app.router.add_api_route(
             "/metrics",
@@ -187,8 +191,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(webhook_endpoints)
     app.include_router(packages)
     app.include_router(reports)
-    app.include_router(web_pages)
-    app.include_router(partner_app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

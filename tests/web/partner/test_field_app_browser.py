@@ -275,12 +275,14 @@ async def test_a_delivery_recorded_offline_reaches_the_service_once_with_its_pho
 
     await page.reload()  # still offline: the page comes from the service worker, the queue from IndexedDB
     await expect(page.locator("h1")).to_have_text("Shree Janata School")
+    await expect(page.locator("#queue-items li")).to_have_count(len(queued))  # drawn once IndexedDB answers
     assert await waiting(page) == queued
     await expect(page.locator("#status")).to_have_text("Receipt confirmed")
     await expect(page.locator("#pending-note")).to_be_visible()
     await shoot(page, screenshot_dir, "offline-queue-en")
     await page.goto("/partner")  # the list, as last seen, is readable offline too
     await expect(page.locator("h1")).to_have_text("My shipments")
+    await expect(page.locator("#queue-items li")).to_have_count(len(queued))
     assert await waiting(page) == queued
     await page.goto(f"/partner/shipments/{field.mine}")
     await expect(page.locator("#status")).to_have_text("Receipt confirmed")
