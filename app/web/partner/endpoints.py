@@ -87,6 +87,7 @@ def _sign_in_page(
     response.set_cookie(
         SIGN_IN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="lax", secure=https(request)
     )
+    response.headers["X-G4G-Signed-Out"] = "1"  # the service worker drops the pages it kept (sw.js)
     return response
 
 

@@ -8,6 +8,7 @@ dismissed, and every page is screenshotted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import pytest_asyncio
+from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import expect
 
 from tests.conftest import DATA_KEY
@@ -350,6 +352,35 @@ async def test_another_partners_shipment_is_out_of_reach(field: Field, phone: Br
     assert field.theirs not in await page.content()
     answer = await page.goto(f"/partner/shipments/{field.theirs}")
     assert answer is not None and answer.status == 404
+
+
+async def test_the_pages_kept_for_offline_go_when_the_phones_session_does(
+    field: Field, phone: BrowserContext
+) -> None:
+    # A phone of its own key: revoking it must not sign the other tests out.
+    async with httpx.AsyncClient(base_url=field.url, headers=field.admin) as http:
+        partner_id = _ok(await http.get(f"/v1/shipments/{field.mine}"))["logistics_partner_id"]
+        key = _ok(
+            await http.post(
+                "/v1/api-keys",
+                json={"role": "logistics", "name": "lost phone", "logistics_partner_id": partner_id},
+            )
+        )
+    page, _ = await watched(phone)
+    await sign_in(page, key["token"])
+    await page.goto(f"/partner/shipments/{field.mine}")
+    await expect(page.locator("h1")).to_have_text("Shree Janata School")  # kept for offline from now on
+    async with httpx.AsyncClient(base_url=field.url, headers=field.admin) as http:
+        assert (await http.delete(f"/v1/api-keys/{key['id']}")).status_code == 204  # the phone is lost
+    await page.goto("/partner")  # the next time it has signal: the sign-in page
+    await expect(page.locator("#api_key")).to_be_visible()
+    await phone.set_offline(True)
+    try:
+        with contextlib.suppress(PlaywrightError):
+            await page.goto(f"/partner/shipments/{field.mine}")
+        assert "Sita Sharma" not in await page.content()  # the teacher's name is no longer on the phone
+    finally:
+        await phone.set_offline(False)
 
 
 SCRIPTS = {"ne": "Devanagari", "km": "Khmer", "my": "Myanmar"}

@@ -29,7 +29,11 @@ async function page(request) {
   const cache = await caches.open(PAGES);
   try {
     const response = await fetch(request);
-    if (response.ok && !response.redirected) {
+    if (response.headers.get("X-G4G-Signed-Out")) {
+      // The phone's session is over (signed out elsewhere, expired, or its key revoked): the pages kept for
+      // offline use name schools and teachers, so they go too. The queue (IndexedDB) stays, to send after sign-in.
+      await caches.delete(PAGES);
+    } else if (response.ok && !response.redirected) {
       await cache.put(request, response.clone());
     }
     return response;
