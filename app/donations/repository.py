@@ -408,12 +408,17 @@ async def order_with_merchant(
     session: AsyncSession, platform_id: str, external_id: str
 ) -> tuple[Order, Merchant, str | None] | None:
     """The order, its merchant, and the status of the statement that billed it (if any)."""
+    return await order_row(session, Order.platform_id == platform_id, Order.external_id == external_id)
+
+
+async def order_row(session: AsyncSession, *where: Any) -> tuple[Order, Merchant, str | None] | None:
+    """The one order matching `where`, its merchant, and the status of the statement that billed it (if any)."""
     row = (
         await session.execute(
             select(Order, Merchant, Statement.status)
             .join(Merchant, Merchant.id == Order.merchant_id)
             .outerjoin(Statement, Statement.id == Order.statement_id)
-            .where(Order.platform_id == platform_id, Order.external_id == external_id)
+            .where(*where)
         )
     ).first()
     return (row[0], row[1], row[2]) if row else None

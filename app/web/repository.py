@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.donations.repository import order_row
 from app.models import ApiKey, Merchant, Order, Statement, StatementLine, WebSession
 
 SessionRow = TypeVar("SessionRow")
@@ -96,15 +97,7 @@ async def merchant_order(
     session: AsyncSession, merchant_id: str, order_id: str
 ) -> tuple[Order, Merchant, str | None] | None:
     """One of this merchant's orders (by this service's id), its merchant and its statement's status."""
-    row = (
-        await session.execute(
-            select(Order, Merchant, Statement.status)
-            .join(Merchant, Merchant.id == Order.merchant_id)
-            .outerjoin(Statement, Statement.id == Order.statement_id)
-            .where(Order.id == order_id, Order.merchant_id == merchant_id)
-        )
-    ).first()
-    return (row[0], row[1], row[2]) if row else None
+    return await order_row(session, Order.id == order_id, Order.merchant_id == merchant_id)
 
 
 async def merchant_statement(session: AsyncSession, merchant_id: str, statement_id: str) -> Statement | None:
