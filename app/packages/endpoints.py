@@ -430,7 +430,8 @@ async def erase_student(
     response_model=AllocationRunOut,
     operation_id="run_allocation",
     responses={
-        200: {"model": AllocationRunOut, "description": "A dry run: the plan, nothing written (`id` null)"}
+        200: {"model": AllocationRunOut, "description": "A dry run: the plan, nothing written (`id` null)"},
+        409: _problem("Nothing to allocate, or the plan changed since the dry run (`plan-changed`)"),
     },
 )
 async def run_allocation(
@@ -443,12 +444,19 @@ async def run_allocation(
 ) -> AllocationRunOut | JSONResponse:
     """Turn the pool into Love Packages for the students who should get one next (fairness order `fair-1`),
     oldest money first, stock before new money, one planned shipment per school. `dry_run`: the same plan,
-    nothing written (answered 200)."""
+    nothing written (answered 200), with `plan` (every student it would serve, in order, with the reason and
+    the money it spends) and its `plan_fingerprint`. Send that fingerprint as `expected_plan_fingerprint` to
+    make exactly that plan: if the pool, the students or the parameters changed since, the run is refused with
+    409 `plan-changed` (saying which) and nothing is written."""
     state = request.app.state
 
     async def create() -> AllocationRunOut:
         run = await allocation.run_allocation(
-            session, body, base_currency=state.settings.base_currency, now=state.clock.now()
+            session,
+            body,
+            base_currency=state.settings.base_currency,
+            now=state.clock.now(),
+            with_plan=body.dry_run,
         )
         activity.resource_id = run.id
         activity.details = {
@@ -456,6 +464,8 @@ async def run_allocation(
             "package_kind_id": run.package_kind_id,
             "packages": run.packages,
             "money_spent": run.money_spent.model_dump(mode="json"),
+            "plan_fingerprint": run.plan_fingerprint,
+            "as_dry_run_planned": body.expected_plan_fingerprint is not None,
         }
         return run
 
