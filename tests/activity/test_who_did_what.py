@@ -217,6 +217,9 @@ async def test_time_window_and_bad_filters(client: httpx.AsyncClient, admin: dic
     )
     assert await entries(client, admin, since=(at + timedelta(seconds=1)).isoformat()) == []
     assert await entries(client, admin, until=at.isoformat()) == []
+    assert (
+        await entries(client, admin, since=at.isoformat(), until=(at - timedelta(days=1)).isoformat()) == []
+    )
 
     for params in (
         {"limit": "0"},
@@ -224,7 +227,7 @@ async def test_time_window_and_bad_filters(client: httpx.AsyncClient, admin: dic
         {"limit": "many"},
         {"since": "yesterday"},
         {"since": "2026-12-06T10:00:00"},  # no time zone: which 10 o'clock?
-        {"since": "2026-12-06T10:00:00Z", "until": "2026-12-06T09:00:00Z"},
+        {"until": "1765000000"},  # a number is not read as a Unix time
         {"action": "DROP TABLE"},
         {"resource_type": "School"},
         {"key_id": "key_01;--"},
