@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from app.activity.service import record_activity
+from tests.conftest import DATA_KEY
 from tests.helpers import (
     create_key,
     create_partner,
@@ -18,6 +20,7 @@ from tests.helpers import (
     create_token_directly,
     kind_body,
 )
+from tests.live import g4g_env, run_g4g
 
 
 async def entries(client: httpx.AsyncClient, headers: dict[str, str], **filters: str) -> list[dict[str, Any]]:
@@ -78,18 +81,16 @@ async def test_key_created_and_revoked_are_recorded_with_the_acting_key_never_a_
 
 
 async def test_a_key_created_at_the_cli_is_recorded_without_an_acting_key(
-    client: httpx.AsyncClient, admin: dict[str, str], app: Any
+    client: httpx.AsyncClient, admin: dict[str, str], database_url: str, tmp_path: Path
 ) -> None:
-    from app.cli import _create_api_key  # the command's own code path
-
-    class Args:
-        role, name = "admin", "break glass"
-        platform_id = merchant_id = logistics_partner_id = None
-
-    token = await _create_api_key(app.state.settings, Args())  # type: ignore[arg-type]
+    env = g4g_env(DATABASE_URL=database_url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path))
+    made = run_g4g("create-api-key", "--role", "admin", "--name", "break glass", env=env)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
     [entry] = await entries(client, admin, action="api_key.create")
-    assert entry["via"] == "cli" and entry["key_id"] is None
+    assert entry["via"] == "cli" and entry["key_id"] is None and entry["key_name"] is None
     assert entry["details"] == {"role": "admin", "name": "break glass"}
+    assert entry["resource_id"] == await key_id_of(client, admin, "break glass")
     assert token[:12] not in json.dumps(entry)
 
 
