@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import Shop
 from tests.helpers import (
     assert_problem,
     bearer,
@@ -17,6 +18,8 @@ from tests.helpers import (
     create_school,
     import_students,
     kind_body,
+    order_paid,
+    send_event,
     set_rule,
 )
 from tests.roster_codes import roster_codes
@@ -236,3 +239,39 @@ async def test_time_window_and_bad_filters(client: httpx.AsyncClient, admin: dic
     ):
         response = await client.get("/v1/activity", params=params, headers=admin)
         assert_problem(response, 422, "invalid-request")
+
+
+async def test_a_platforms_receipt_links_show_in_its_merchants_log_but_order_events_do_not(
+    client: httpx.AsyncClient, admin: dict[str, str], shop: Shop
+) -> None:
+    assert (
+        await send_event(client, shop.platform, order_paid("TM-1", merchant=shop.external_id))
+    ).json() == {"status": "applied"}
+    platform_key = await create_key(
+        client, admin, role="platform", name="Tmall checkout", platform_id=shop.platform["id"]
+    )
+    merchant_key = await create_key(
+        client, admin, role="merchant", name="Tea staff", merchant_id=shop.merchant["id"]
+    )
+    tmall = bearer(platform_key["token"])
+    made = await client.post("/v1/orders/TM-1/receipt-link", json={"show_merchant": False}, headers=tmall)
+    assert made.status_code == 201, made.text
+    assert (await client.delete("/v1/orders/TM-1/receipt-link", headers=tmall)).status_code == 204
+
+    seen = await entries(client, bearer(merchant_key["token"]))
+    assert [(e["action"], e["key_name"], e["details"]) for e in seen[-2:]] == [
+        ("receipt_link.create", "Tmall checkout", {"new": True, "show_merchant": False}),
+        ("receipt_link.revoke", "Tmall checkout", {}),
+    ]
+    assert made.json()["url"].rsplit("/", 1)[-1] not in str(seen)  # never the link's token
+    # The order event itself is not in the log: the order inbox and the ledger are its record.
+    assert {e["resource_type"] for e in await entries(client, admin)} == {
+        "api_key",
+        "merchant",
+        "order",
+        "platform",
+    }
+    assert {e["action"] for e in await entries(client, admin, resource_type="order")} == {
+        "receipt_link.create",
+        "receipt_link.revoke",
+    }
