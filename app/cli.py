@@ -105,7 +105,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
 
 
 async def _create_api_key(settings: Settings, args: argparse.Namespace) -> str:
-    from app.api_keys.service import create_api_key
+    from app.activity.service import record_activity
+    from app.api_keys.service import create_api_key, key_details
     from app.core.auth import Role
     from app.core.database import make_sessionmaker
 
@@ -115,13 +116,24 @@ async def _create_api_key(settings: Settings, args: argparse.Namespace) -> str:
     engine = create_async_engine(url)
     try:
         async with make_sessionmaker(engine)() as session, session.begin():
-            _, token = await create_api_key(
+            key, token = await create_api_key(
                 session,
                 role=Role(args.role),
                 name=args.name,
                 platform_id=args.platform_id,
                 merchant_id=args.merchant_id,
                 logistics_partner_id=args.logistics_partner_id,
+            )
+            # The operator at the server's shell acts without a key: the entry says `via: cli`.
+            await record_activity(
+                session,
+                key_id=None,
+                action="api_key.create",
+                resource_type="api_key",
+                resource_id=key.id,
+                merchant_id=key.merchant_id,
+                details=key_details(key),
+                via="cli",
             )
     finally:
         await engine.dispose()

@@ -13,6 +13,7 @@ from datetime import timedelta
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.activity.endpoints import router as activity
 from app.api_keys.endpoints import router as api_keys
 from app.core.auth import ApiKeyCache, Authorized, Role
 from app.core.auth_failures import AuthFailures
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             dependencies=[Authorized(Role.admin)],
         )
     app.include_router(api_keys)
+    app.include_router(activity)
     app.include_router(platforms)
     app.include_router(merchants)
     app.include_router(logistics_partners)

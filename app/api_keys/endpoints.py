@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from app.activity.recording import ActivityNote, Recorded
 from app.api_keys import repository, service
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.core.auth import Authorized, Principal, Role
@@ -21,6 +22,7 @@ async def create_api_key(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("api_key.create", "api_key"),
 ) -> ApiKeyCreated:
     """Create an API key. The token is in this answer only; we keep just its hash. A retry with the same
     `Idempotency-Key` gets 409 `secret-shown-once` naming the key it created, never the token again."""
@@ -28,6 +30,8 @@ async def create_api_key(
     async def create() -> ApiKeyCreated:
         scope = body.model_dump(exclude={"role", "name"})
         key, token = await service.create_api_key(session, role=body.role, name=body.name, **scope)
+        activity.resource_id, activity.merchant_id = key.id, key.merchant_id
+        activity.details = service.key_details(key)
         return ApiKeyCreated(**ApiKeyRead.model_validate(key).model_dump(), token=token)
 
     return await idempotency.run_showing_secret_once(
@@ -57,10 +61,15 @@ async def get_api_key(
 
 @router.delete("/{key_id}", status_code=204, response_class=Response, operation_id="revoke_api_key")
 async def revoke_api_key(
-    key_id: ResourceId, request: Request, session: SessionDep, principal: Principal = Authorized(Role.admin)
+    key_id: ResourceId,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("api_key.revoke", "api_key", resource_id="key_id"),
 ) -> Response:
     """Revoke a key. Requests with it are refused (401) from then on by this server process, and by every other
     within `G4G_API_KEY_CACHE_SECONDS` (5 s by default) while they still remember it."""
-    await service.revoke_api_key(session, key_id)
+    key = await service.revoke_api_key(session, key_id)
+    activity.merchant_id, activity.details = key.merchant_id, service.key_details(key)
     request.app.state.api_keys.forget(key_id)
     return Response(status_code=204)

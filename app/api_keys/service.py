@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,6 +61,16 @@ async def create_api_key(
     await session.flush()
     await session.refresh(key)
     return key, token
+
+
+def key_details(key: ApiKey) -> dict[str, Any]:
+    """What the activity log says about a key: its role, name and tenant (never its token or prefix)."""
+    scope = {
+        name: value
+        for name in ("platform_id", "merchant_id", "logistics_partner_id")
+        if (value := getattr(key, name)) is not None
+    }
+    return {"role": key.role, "name": key.name, **scope}
 
 
 async def revoke_api_key(session: AsyncSession, key_id: str) -> ApiKey:

@@ -123,6 +123,8 @@ class Idempotency:
         if record is not None:
             # Path and body are in the fingerprint, so a record found here was written by `run` itself.
             assert record.response_body_encrypted is not None
+            # Nothing changes on a replay: no activity entry either (`app.activity.recording`).
+            self._request.state.activity_replayed = True
             return JSONResponse(
                 json.loads(decrypt(cipher, record.response_body_encrypted)),
                 status_code=record.response_status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
@@ -87,3 +88,15 @@ def _rfc3339_text(value: object) -> object:
 
 # An instant a client sends: an RFC 3339 string with an offset; a bare number is not read as a Unix time.
 Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339_in_query(value: object) -> object:
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("an RFC 3339 date-time with an offset, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+# The same in a query string, where every value is text: only the RFC 3339 form (`0.5` is not a time).
+QueryInstant = Annotated[AwareDatetime, BeforeValidator(_rfc3339_in_query)]

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.activity.recording import ActivityNote, Recorded
 from app.core.auth import Authorized, Principal, Role, ensure_role, principal_for
 from app.core.database import ReadConnectionDep, SessionDep, pooled
 from app.core.errors import (
@@ -67,6 +68,7 @@ async def set_donation_rule(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin, Role.merchant),
+    activity: ActivityNote = Recorded("donation_rule.set", "merchant", resource_id="merchant_id"),
 ) -> DonationRuleOut | JSONResponse:
     """Add a version of the merchant's donation rule, in effect from `effective_from` (default now, never in
     the past). Orders placed before it keep the rule they were placed under."""
@@ -75,6 +77,7 @@ async def set_donation_rule(
 
     async def create() -> DonationRuleOut:
         rule = await service.set_rule(session, merchant, body, now=now)
+        activity.details = {"rule_id": rule.id, "effective_from": rule.effective_from.isoformat()}
         in_effect = await service.rule_in_effect_id(session, merchant.id, now)
         return service.rule_out(rule, in_effect_id=in_effect, now=now)
 

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from app.activity.recording import ActivityNote, Recorded
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import SessionDep
 from app.core.idempotency import IdempotencyDep
@@ -80,6 +81,7 @@ async def create_webhook_endpoint(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(*_OWNERS),
+    activity: ActivityNote = Recorded("webhook_endpoint.create", "webhook_endpoint"),
 ) -> EndpointWithSecret:
     """Where to send events, and which. A platform's or merchant's key registers an endpoint for itself; an admin's
     is the programme's (every event of the types it names). The signing secret is in this answer only: a retry
@@ -90,6 +92,8 @@ async def create_webhook_endpoint(
         endpoint, secret = await service.create_endpoint(
             session, request.app.state.cipher, principal, url=url, events=list(body.events)
         )
+        activity.resource_id, activity.merchant_id = endpoint.id, endpoint.merchant_id
+        activity.details = {"events": list(body.events)}
         return EndpointWithSecret(**endpoint_out(endpoint).model_dump(), secret=secret)
 
     return await idempotency.run_showing_secret_once(
@@ -133,9 +137,14 @@ async def update_webhook_endpoint(
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(*_OWNERS),
+    activity: ActivityNote = Recorded(
+        "webhook_endpoint.update", "webhook_endpoint", resource_id="endpoint_id"
+    ),
 ) -> EndpointOut:
     """Change the URL or the events; `enabled: false` disables it, `enabled: true` enables it again."""
     endpoint = await service.get_visible_endpoint(session, principal, endpoint_id, lock=True)
+    activity.merchant_id = endpoint.merchant_id
+    activity.details = {"changed": sorted(body.model_dump(exclude_unset=True))}
     url = await _checked_url(request, str(body.url)) if body.url is not None else None
     await service.update_endpoint(
         session,
@@ -150,10 +159,16 @@ async def update_webhook_endpoint(
 
 @router.delete("/{endpoint_id}", status_code=204, operation_id="delete_webhook_endpoint")
 async def delete_webhook_endpoint(
-    endpoint_id: ResourceId, session: SessionDep, principal: Principal = Authorized(*_OWNERS)
+    endpoint_id: ResourceId,
+    session: SessionDep,
+    principal: Principal = Authorized(*_OWNERS),
+    activity: ActivityNote = Recorded(
+        "webhook_endpoint.delete", "webhook_endpoint", resource_id="endpoint_id"
+    ),
 ) -> Response:
     """Delete the endpoint with its delivery history; nothing more is sent to it."""
     endpoint = await service.get_visible_endpoint(session, principal, endpoint_id, lock=True)
+    activity.merchant_id = endpoint.merchant_id
     await repository.delete_endpoint(session, endpoint.id)
     return Response(status_code=204)
 
@@ -168,11 +183,15 @@ async def rotate_webhook_endpoint_secret(
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(*_OWNERS),
+    activity: ActivityNote = Recorded(
+        "webhook_endpoint.rotate_secret", "webhook_endpoint", resource_id="endpoint_id"
+    ),
 ) -> EndpointSecretRotated:
     """A new signing secret. For 24 hours (G4G_WEBHOOK_SECRET_GRACE_HOURS) every message carries a signature with
     the old secret too, so the receiver can switch when it likes."""
     state = request.app.state
     endpoint = await service.get_visible_endpoint(session, principal, endpoint_id, lock=True)
+    activity.merchant_id = endpoint.merchant_id
     secret, valid_until = await service.rotate_secret(
         session,
         state.cipher,
@@ -216,9 +235,13 @@ async def retry_webhook_delivery(
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(*_OWNERS),
+    activity: ActivityNote = Recorded(
+        "webhook_endpoint.retry_delivery", "webhook_endpoint", resource_id="endpoint_id"
+    ),
 ) -> DeliveryOut:
     """Send the event again now, with the same `webhook-id`, whatever its state (delivered ones included)."""
     endpoint = await service.get_visible_endpoint(session, principal, endpoint_id)
+    activity.merchant_id, activity.details = endpoint.merchant_id, {"delivery_id": delivery_id}
     delivery = await service.replay(session, endpoint, delivery_id, now=request.app.state.clock.now())
     event_type = await repository.event_type_of(session, delivery.event_id)
     attempts = await repository.attempts_of(session, [delivery.id], per_delivery=ATTEMPTS_SHOWN)

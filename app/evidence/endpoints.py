@@ -5,6 +5,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from app.activity.recording import ActivityNote, Recorded
 from app.core.auth import Authorized, Principal, Role
 from app.core.body_limit import BodyTooLarge
 from app.core.database import SessionDep
@@ -81,6 +82,7 @@ async def post_shipment_evidence(
     response: Response,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin, Role.logistics),
+    activity: ActivityNote = Recorded("shipment.add_evidence", "shipment", resource_id="shipment_id"),
 ) -> EvidenceOut | JSONResponse:
     """Keep a photo (JPEG, PNG or WebP, sent as the body or as a multipart form's one file) as proof for the
     shipment (its partner, or admin). Its metadata is removed except the orientation (the GPS of a delivery goes
@@ -92,10 +94,13 @@ async def post_shipment_evidence(
     try:
         data = await image_bytes(request, limit)
     except BodyTooLarge as too_large:
+        activity.skip()
         return problem_response(413, "payload-too-large", "Payload too large", str(too_large.detail))
     evidence, created = await service.store(session, principal, shipment_id, data)
     if not created:
         response.headers[REPLAY_HEADER] = "true"
+        activity.skip()  # the same photo again: nothing changed
+    activity.details = {"evidence_id": evidence.evidence_id}
     return evidence
 
 

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from app.activity.recording import ActivityNote, Recorded
 from app.core.auth import Authorized, Principal, Role, ensure_visible
 from app.core.database import SessionDep
 from app.core.idempotency import REPLAY_HEADER, IdempotencyDep
@@ -37,9 +38,12 @@ async def create_logistics_partner(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("logistics_partner.create", "logistics_partner"),
 ) -> LogisticsPartnerRead | JSONResponse:
     async def create() -> LogisticsPartnerRead:
-        return LogisticsPartnerRead.model_validate(await service.create_partner(session, name=body.name))
+        partner = await service.create_partner(session, name=body.name)
+        activity.resource_id, activity.details = partner.id, {"name": partner.name}
+        return LogisticsPartnerRead.model_validate(partner)
 
     return await idempotency.run(principal, create)
 
@@ -132,6 +136,7 @@ async def post_shipment_event(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin, Role.logistics),
+    activity: ActivityNote = Recorded("shipment.post_event", "shipment", resource_id="shipment_id"),
 ) -> ShipmentEventAnswer | JSONResponse:
     """Report a tracking event (the shipment's partner; admin too, and only admin cancels a `planned` shipment).
     Answered with the event as recorded: `applied` (the shipment moved) or `recorded` (kept in the history,
@@ -152,6 +157,13 @@ async def post_shipment_event(
         )
         if replayed:
             response.headers[REPLAY_HEADER] = "true"
+            activity.skip()  # the same event again: nothing changed
+        activity.details = {
+            "event_id": answer.id,
+            "status": answer.status,
+            "result": answer.result,
+            "status_after": answer.status_after,
+        }
         return answer
 
     return await idempotency.run(principal, create)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from app.activity.recording import ActivityNote, Recorded
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import SessionDep
 from app.core.idempotency import IdempotencyDep
@@ -29,6 +30,7 @@ async def create_merchant(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin, Role.platform),
+    activity: ActivityNote = Recorded("merchant.create", "merchant"),
 ) -> MerchantRead | JSONResponse:
     """Register a merchant. A platform key registers on its own platform; an admin names `platform_id`."""
 
@@ -41,6 +43,8 @@ async def create_merchant(
             country=body.country,
             now=request.app.state.clock.now(),
         )
+        activity.resource_id = activity.merchant_id = merchant.id
+        activity.details = {"platform_id": merchant.platform_id, "external_id": merchant.external_id}
         return MerchantRead.model_validate(merchant)
 
     return await idempotency.run(principal, create)
@@ -81,10 +85,12 @@ async def update_merchant(
     body: MerchantUpdate,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin, Role.platform, Role.merchant),
+    activity: ActivityNote = Recorded("merchant.update", "merchant", resource_id="merchant_id"),
 ) -> MerchantRead:
     """Opt the merchant in or out of a public profile (its badge and its page). Sending the same again changes
     nothing."""
     merchant = await service.get_visible_merchant(session, principal, merchant_id)
+    activity.details = {"public_profile": body.public_profile}
     return MerchantRead.model_validate(
         await service.set_public_profile(session, merchant, body.public_profile)
     )

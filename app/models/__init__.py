@@ -1,5 +1,6 @@
 """ORM models, one per file. Importing this package registers every table on `Base.metadata`."""
 
+from app.models.activity_entry import ActivityEntry
 from app.models.allocation import Allocation
 from app.models.allocation_run import AllocationRun
 from app.models.api_key import ApiKey
@@ -47,6 +48,7 @@ from app.models.webhook_endpoint import WebhookEndpoint
 from app.models.webhook_endpoint_secret import WebhookEndpointSecret
 
 __all__ = [
+    "ActivityEntry",
     "Allocation",
     "AllocationRun",
     "ApiKey",

@@ -14,10 +14,14 @@ A run, for one term and one package kind:
 6. posts the money: pool → packages assigned per new package, stock → packages assigned per reused one.
 
 Every step is a set-based statement, so the run's memory does not grow with the number of students. A dry run
-does all of it inside a savepoint and rolls it back: it is exactly the plan the real run would make now."""
+does all of it inside a savepoint and rolls it back: it is exactly the plan the real run would make now. Its
+`plan_fingerprint` hashes what the plan was made from (parameters, pool, stock, students) and the plan itself, in
+the database; a run given it (`expected_plan_fingerprint`) computes it again under the same locks and makes the
+plan only if nothing changed (else `PlanChanged`, 409, naming what changed)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +49,7 @@ from app.packages.schemas import (
     FundingSummaryOut,
     PackageOut,
     PackageSummaryOut,
+    PlannedStudentOut,
     SchoolServedOut,
     StudentAllocationOut,
 )
@@ -55,6 +60,10 @@ RULE_VERSION = "fair-1"
 
 class NothingToAllocate(Conflict):
     kind, title = "nothing-to-allocate", "This run would make no package"
+
+
+class PlanChanged(Conflict):
+    kind, title = "plan-changed", "The plan changed since the dry run"
 
 
 class _DryRun(Exception):
@@ -81,11 +90,54 @@ def _capacity(
     return _Capacity(available, stock, cost, candidates[limited_by], limited_by)
 
 
+@dataclass(frozen=True, slots=True)
+class PlanFingerprint:
+    """What a plan was computed from and what it is, in three parts, so a refusal can say which changed: the
+    run's parameters (term, kind version and cost, max_packages, rule), the pool (the queue's end and how much
+    of it is spent, the stock packages), and the students (how many are eligible, and the plan itself)."""
+
+    parameters: str
+    pool: str
+    students: str
+
+    def __str__(self) -> str:
+        return f"{self.parameters}.{self.pool}.{self.students}"
+
+    @classmethod
+    def parse(cls, text: str) -> PlanFingerprint:
+        parameters, pool_state, students = text.split(".")
+        return cls(parameters, pool_state, students)
+
+    def changes_since(self, expected: PlanFingerprint) -> list[str]:
+        return [
+            part
+            for part in ("parameters", "pool", "students")
+            if getattr(self, part) != getattr(expected, part)
+        ]
+
+
+_WHAT_CHANGED = {
+    "parameters": "the run's term, package kind (or its cost) or max_packages",
+    "pool": "the pool (money collected or spent since, or packages back in stock)",
+    "students": "the students (who is eligible, their grades, schools or deliveries)",
+}
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
 async def run_allocation(
-    session: AsyncSession, body: AllocationRunIn, *, base_currency: str, now: datetime
+    session: AsyncSession,
+    body: AllocationRunIn,
+    *,
+    base_currency: str,
+    now: datetime,
+    with_plan: bool = False,
 ) -> AllocationRunOut:
     """One allocation run (see the module). A real run that would make nothing is refused with the reason; a dry
-    run answers with the plan, empty or not."""
+    run answers with the plan, empty or not (`with_plan`: every student of it, in order, with the reason). With
+    `body.expected_plan_fingerprint` the run makes exactly the plan of that dry run, or raises `PlanChanged`."""
     db = await driver_connection(session)
     # Set-based statements over 10^5-10^6 rows: compiling them to machine code costs more than it saves.
     await db.execute("SET LOCAL jit = off")
@@ -95,14 +147,31 @@ async def run_allocation(
     stock = await repository.lock_stock(db, version.kind_id)
     eligible = await repository.count_eligible(db, body.term, version.countries, version.grades)
     capacity = _capacity(tail - spent, stock, version.unit_cost, body.max_packages, eligible)
-    if capacity.limit == 0 and not body.dry_run:
-        raise NothingToAllocate(
-            _why_nothing(capacity, eligible, version.countries, version.grades, base_currency)
-        )
 
     run_id = new_id("alr")
+    plan: list[PlannedStudentOut] | None = None
     try:
         async with db.transaction():  # a savepoint: a dry run rolls back to here
+            await repository.plan_students(db, body.term, version.countries, version.grades, capacity.limit)
+            fingerprint = PlanFingerprint(
+                parameters=_digest(
+                    RULE_VERSION, body.term, version.id, version.unit_cost, body.max_packages, base_currency
+                ),
+                pool=_digest(tail, spent, *stock),
+                students=_digest(eligible, await repository.plan_digest(db)),
+            )
+            if body.expected_plan_fingerprint is not None:
+                _ensure_unchanged(fingerprint, PlanFingerprint.parse(body.expected_plan_fingerprint))
+            if capacity.limit == 0 and not body.dry_run:
+                raise NothingToAllocate(
+                    _why_nothing(capacity, eligible, version.countries, version.grades, base_currency)
+                )
+            if with_plan:
+                plan = _plan_out(
+                    await repository.plan_rows(db),
+                    stock=len(stock),
+                    cost=MoneyOut(amount=version.unit_cost, currency=base_currency),
+                )
             outcome = await _make_packages(
                 db, run_id, body, version, capacity, spent=spent, base_currency=base_currency, now=now
             )
@@ -140,9 +209,46 @@ async def run_allocation(
             for s in outcome["schools"]
         ],
         created_at=now,
+        plan_fingerprint=str(fingerprint),
     )
     if not body.dry_run:
         await repository.store_run_summary(db, run_id, out.model_dump_json())
+    out.plan = plan
+    return out
+
+
+def _ensure_unchanged(now: PlanFingerprint, expected: PlanFingerprint) -> None:
+    changed = now.changes_since(expected)
+    if changed:
+        raise PlanChanged(
+            f"Since that dry run, {' and '.join(_WHAT_CHANGED[part] for part in changed)} changed: this run"
+            " would not make the plan you saw, so it made nothing. Make a new dry run and check its plan.",
+            changed=changed,
+        )
+
+
+def _plan_out(rows: list[asyncpg.Record], *, stock: int, cost: MoneyOut) -> list[PlannedStudentOut]:
+    nothing = MoneyOut(amount=0, currency=cost.currency)
+    out: list[PlannedStudentOut] = []
+    previous: tuple[str, Any] | None = None
+    for row in rows:
+        group = (row["reason"], row["last_at"])
+        from_stock = row["rank"] <= stock
+        out.append(
+            PlannedStudentOut(
+                rank=row["rank"],
+                student_id=row["student_id"],
+                school_id=row["school_id"],
+                grade=row["grade"],
+                reason=row["reason"],
+                last_delivered_at=row["last_at"],
+                school_turn=row["turn"],
+                tie_break="round_robin" if group == previous else None,
+                from_stock=from_stock,
+                spends=nothing if from_stock else cost,
+            )
+        )
+        previous = group
     return out
 
 
@@ -157,7 +263,6 @@ async def _make_packages(
     base_currency: str,
     now: datetime,
 ) -> dict[str, Any]:
-    await repository.plan_students(db, body.term, version.countries, version.grades, capacity.limit)
     planned = await repository.plan_size(db)
     stock = capacity.stock[:planned]
     new_ids = new_ids_in_bulk("pkg", planned - len(stock))

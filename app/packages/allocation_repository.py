@@ -169,7 +169,8 @@ async def plan_students(
     await db.execute("DROP TABLE IF EXISTS run_plan")
     await db.execute(
         "CREATE TEMP TABLE run_plan (rank int PRIMARY KEY, student_id text, school_id text, grade text,"
-        " reason text, allocation_id text, package_id text, from_stock bool, shipment_id text) ON COMMIT DROP"
+        " reason text, last_at timestamptz, turn int, allocation_id text, package_id text, from_stock bool,"
+        " shipment_id text) ON COMMIT DROP"
     )
     await db.execute(
         _ELIGIBLE  # noqa: S608 - constant text, values are parameters
@@ -177,15 +178,39 @@ async def plan_students(
         ranked AS (
             SELECT *, row_number() OVER (PARTITION BY school_id, class, last_at ORDER BY student_reg) AS turn
             FROM eligible)
-        INSERT INTO run_plan (rank, student_id, school_id, grade, reason)
+        INSERT INTO run_plan (rank, student_id, school_id, grade, reason, last_at, turn)
         SELECT row_number() OVER (ORDER BY class, last_at NULLS FIRST, turn, school_reg), student_id, school_id,
-               grade, (ARRAY['replacement', 'never_received', 'longest_since_last'])[class + 1]
+               grade, (ARRAY['replacement', 'never_received', 'longest_since_last'])[class + 1], last_at, turn
         FROM ranked ORDER BY class, last_at NULLS FIRST, turn, school_reg LIMIT $4
         """,
         term,
         countries,
         grades,
         limit,
+    )
+
+
+async def plan_digest(db: asyncpg.Connection) -> str:
+    """SHA-256 (hex) of the plan in `run_plan`: each student in rank order with what ranked it there, and its
+    school's logistics partner (who would ship it). Computed by the database, so memory stays flat."""
+    digest = await db.fetchval(
+        """
+        SELECT encode(sha256(convert_to(coalesce(string_agg(
+                   concat_ws('|', p.rank, p.student_id, p.school_id, p.grade, p.reason,
+                             extract(epoch FROM p.last_at), p.turn, sc.logistics_partner_id),
+                   E'\n' ORDER BY p.rank), ''), 'UTF8')), 'hex')
+        FROM run_plan p JOIN schools sc ON sc.id = p.school_id
+        """
+    )
+    return str(digest)
+
+
+async def plan_rows(db: asyncpg.Connection) -> list[asyncpg.Record]:
+    """The plan in rank order, for a dry run's answer."""
+    return list(
+        await db.fetch(
+            "SELECT rank, student_id, school_id, grade, reason, last_at, turn FROM run_plan ORDER BY rank"
+        )
     )
 
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter
 
+from app.activity.recording import ActivityNote, Recorded
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import SessionDep
 from app.core.errors import PROBLEM_MEDIA_TYPE, ProblemError
@@ -68,6 +69,7 @@ async def create_package_kind(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("package_kind.create", "package_kind"),
 ) -> PackageKindOut | JSONResponse:
     """Define a kind of Love Package: contents, unit cost in the base currency, countries and grades served."""
 
@@ -75,6 +77,8 @@ async def create_package_kind(
         kind, version = await service.create_kind(
             session, body, base_currency=request.app.state.settings.base_currency
         )
+        activity.resource_id = kind.id
+        activity.details = {"name": body.name, "version_id": version.id}
         return service.kind_out(kind, version)
 
     return await idempotency.run(principal, create)
@@ -119,12 +123,14 @@ async def replace_package_kind(
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("package_kind.replace", "package_kind", resource_id="kind_id"),
 ) -> PackageKindOut:
     """Change the kind: anything that differs (its cost above all) makes a new version, and packages already
     funded keep the version, and so the cost, they were funded at. The same definition again changes nothing."""
     kind, version, _ = await service.replace_kind(
         session, kind_id, body, base_currency=request.app.state.settings.base_currency
     )
+    activity.details = {"version_id": version.id}
     return service.kind_out(kind, version)
 
 
@@ -132,7 +138,11 @@ async def replace_package_kind(
     "/package-kinds/{kind_id}/retire", response_model=PackageKindOut, operation_id="retire_package_kind"
 )
 async def retire_package_kind(
-    kind_id: ResourceId, request: Request, session: SessionDep, principal: Principal = Authorized(Role.admin)
+    kind_id: ResourceId,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("package_kind.retire", "package_kind", resource_id="kind_id"),
 ) -> PackageKindOut:
     """Retire instead of delete: new allocation runs can't use the kind; it and its history stay readable.
     Retiring a retired kind changes nothing."""
@@ -177,12 +187,16 @@ async def create_school(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("school.create", "school"),
 ) -> SchoolOut | JSONResponse:
     """Register a school with its logistics partner and teacher contact (encrypted at rest)."""
     cipher = request.app.state.cipher
 
     async def create() -> SchoolOut:
-        return service.school_out(await service.register_school(session, body, cipher=cipher), cipher)
+        school = await service.register_school(session, body, cipher=cipher)
+        activity.resource_id = school.id
+        activity.details = {"country": school.country, "logistics_partner_id": school.logistics_partner_id}
+        return service.school_out(school, cipher)
 
     return await idempotency.run(principal, create)
 
@@ -227,9 +241,12 @@ async def update_school(
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("school.update", "school", resource_id="school_id"),
 ) -> SchoolOut:
     """Change the region, the logistics partner or the teacher contact. Name and country stay."""
     cipher = request.app.state.cipher
+    # Which fields changed, not their values: the teacher contact is personal data.
+    activity.details = {"changed": sorted(body.model_dump(exclude_unset=True))}
     return service.school_out(await service.update_school(session, school_id, body, cipher=cipher), cipher)
 
 
@@ -292,6 +309,7 @@ async def import_students(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("students.import", "school", resource_id="school_id"),
 ) -> StudentImportOut | JSONResponse:
     """Add or update a school's students, all or nothing, from JSON `{"students": [{"roster_code", "grade"}]}`
     or CSV (header `roster_code,grade`), up to 50,000 a request. Idempotent by (school, roster code): a known
@@ -307,9 +325,11 @@ async def import_students(
     state = request.app.state
 
     async def create() -> StudentImportOut:
-        return await service.import_students(
+        imported = await service.import_students(
             session, school_id, rows, cipher=state.cipher, lookup_key=state.lookup_key
         )
+        activity.details = imported.model_dump(include={"received", "created", "updated", "unchanged"})
+        return imported
 
     return await idempotency.run(principal, create, status=200)
 
@@ -377,9 +397,11 @@ async def update_student(
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("student.update", "student", resource_id="student_id"),
 ) -> StudentOut:
     """`{"active": false}` takes the student out of allocation (`true` brings them back); `grade` corrects
     the grade."""
+    activity.details = body.model_dump(exclude_unset=True, mode="json")
     return service.student_out(
         await service.update_student(session, student_id, body), request.app.state.cipher
     )
@@ -391,6 +413,7 @@ async def erase_student(
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("student.erase", "student", resource_id="student_id"),
 ) -> StudentOut:
     """Erase the student: the roster code is gone for good (ciphertext and hash); a tombstone keeps the id,
     school, grade and history. Erasing again changes nothing."""
@@ -407,7 +430,8 @@ async def erase_student(
     response_model=AllocationRunOut,
     operation_id="run_allocation",
     responses={
-        200: {"model": AllocationRunOut, "description": "A dry run: the plan, nothing written (`id` null)"}
+        200: {"model": AllocationRunOut, "description": "A dry run: the plan, nothing written (`id` null)"},
+        409: _problem("Nothing to allocate, or the plan changed since the dry run (`plan-changed`)"),
     },
 )
 async def run_allocation(
@@ -416,18 +440,37 @@ async def run_allocation(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("allocation.run", "allocation_run"),
 ) -> AllocationRunOut | JSONResponse:
     """Turn the pool into Love Packages for the students who should get one next (fairness order `fair-1`),
     oldest money first, stock before new money, one planned shipment per school. `dry_run`: the same plan,
-    nothing written (answered 200)."""
+    nothing written (answered 200), with `plan` (every student it would serve, in order, with the reason and
+    the money it spends) and its `plan_fingerprint`. Send that fingerprint as `expected_plan_fingerprint` to
+    make exactly that plan: if the pool, the students or the parameters changed since, the run is refused with
+    409 `plan-changed` (saying which) and nothing is written."""
     state = request.app.state
 
     async def create() -> AllocationRunOut:
-        return await allocation.run_allocation(
-            session, body, base_currency=state.settings.base_currency, now=state.clock.now()
+        run = await allocation.run_allocation(
+            session,
+            body,
+            base_currency=state.settings.base_currency,
+            now=state.clock.now(),
+            with_plan=body.dry_run,
         )
+        activity.resource_id = run.id
+        activity.details = {
+            "term": run.term,
+            "package_kind_id": run.package_kind_id,
+            "packages": run.packages,
+            "money_spent": run.money_spent.model_dump(mode="json"),
+            "plan_fingerprint": run.plan_fingerprint,
+            "as_dry_run_planned": body.expected_plan_fingerprint is not None,
+        }
+        return run
 
     if body.dry_run:
+        activity.skip()  # a dry run writes nothing
         return JSONResponse((await create()).model_dump(mode="json"), status_code=200)
     return await idempotency.run(principal, create)
 

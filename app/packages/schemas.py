@@ -313,6 +313,9 @@ Term = Annotated[
 ]
 
 
+PLAN_FINGERPRINT = r"^[0-9a-f]{32}\.[0-9a-f]{32}\.[0-9a-f]{32}$"
+
+
 class AllocationRunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     term: Term
@@ -321,6 +324,19 @@ class AllocationRunIn(BaseModel):
     max_packages: Annotated[int, Field(ge=1, le=1_000_000, strict=True), WholeNumber] | None = None
     dry_run: bool = False
     """Answer with the plan the run would make now, and write nothing."""
+    expected_plan_fingerprint: (
+        Annotated[
+            str,
+            StringConstraints(
+                pattern=pattern(
+                    PLAN_FINGERPRINT, "must be the plan_fingerprint of a dry run's answer, as it was"
+                )
+            ),
+        ]
+        | None
+    ) = None
+    """The `plan_fingerprint` of a dry run: the run makes exactly that plan, or is refused (409 `plan-changed`,
+    saying whether the pool, the students or the run's parameters changed) and writes nothing."""
 
 
 class SchoolServedOut(BaseModel):
@@ -329,6 +345,33 @@ class SchoolServedOut(BaseModel):
     """The school's planned shipment (null in a dry run)."""
     packages: int
     from_stock: int
+
+
+class PlannedStudentOut(BaseModel):
+    """One student of a dry run's plan, in fairness order, with why it ranks where it does."""
+
+    rank: int
+    """1 is served first."""
+    student_id: str
+    school_id: str
+    grade: str
+    reason: Literal["replacement", "never_received", "longest_since_last"]
+    """The student's fairness group, served in this order: its package was lost or damaged this term
+    (`replacement`); it never received one (`never_received`); it received one before (`longest_since_last`,
+    the longest ago first)."""
+    last_delivered_at: datetime | None
+    """When its last package was delivered (`longest_since_last` only)."""
+    school_turn: int
+    """Its turn at its school among students of the same group (and date): equals are served round-robin
+    across schools in registration order, each school's first, then each school's second…, and within a school
+    by registration order."""
+    tie_break: Literal["round_robin"] | None
+    """`round_robin` when the student shares its group and date with the student before it, so the round-robin
+    decided which of them comes first; null when its group (or an older delivery) put it here."""
+    from_stock: bool
+    """It gets a package returned to stock: no new money is spent on it."""
+    spends: MoneyOut
+    """New money this student's package takes from the pool (oldest collected money first)."""
 
 
 class AllocationRunOut(BaseModel):
@@ -356,6 +399,13 @@ class AllocationRunOut(BaseModel):
     limited_by: Literal["pool", "students", "max_packages"]
     schools: list[SchoolServedOut]
     created_at: datetime
+    plan_fingerprint: str | None = None
+    """What the plan was computed from and what it is (the pool, the stock, the students, the run's
+    parameters); pass it as `expected_plan_fingerprint` to make exactly this plan. Null for runs made before
+    fingerprints existed."""
+    plan: list[PlannedStudentOut] | None = None
+    """A dry run's plan: every student it would serve, in fairness order. Null for a real run (its students
+    are in `GET /v1/students/{id}/allocations` and `GET /v1/packages?run_id=`)."""
 
 
 class FundingLineOut(BaseModel):

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request
 
+from app.activity.recording import ActivityNote, Recorded
 from app.core.auth import Authorized, Principal, Role, ensure_visible
 from app.core.database import SessionDep
 from app.core.idempotency import IdempotencyDep
@@ -23,6 +24,7 @@ async def create_platform(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("platform.create", "platform"),
 ) -> PlatformWithSecret:
     """Register a platform. Its webhook signing secret is in this answer and nowhere else: a retry with the same
     `Idempotency-Key` gets 409 `secret-shown-once` naming the platform it created (rotate the secret if it was
@@ -30,6 +32,7 @@ async def create_platform(
 
     async def create() -> PlatformWithSecret:
         platform, secret = await service.create_platform(session, request.app.state.cipher, name=body.name)
+        activity.resource_id, activity.details = platform.id, {"name": platform.name}
         return PlatformWithSecret(
             id=platform.id, name=platform.name, created_at=platform.created_at, webhook_secret=secret
         )
@@ -68,6 +71,9 @@ async def rotate_webhook_secret(
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin, Role.platform),
+    activity: ActivityNote = Recorded(
+        "platform.rotate_webhook_secret", "platform", resource_id="platform_id"
+    ),
 ) -> PlatformSecretRotated:
     """Issue a new signing secret. Secrets valid before stay valid for 24 hours (G4G_WEBHOOK_SECRET_GRACE_HOURS)."""
     ensure_visible(principal.is_admin or principal.platform_id == platform_id, "platform")

@@ -9,6 +9,7 @@ import asyncpg
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
+from app.activity.recording import ActivityNote, Recorded
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import ReadConnectionDep, SessionDep
 from app.core.errors import problem_for
@@ -54,6 +55,7 @@ async def create_receipt_link(
     session: SessionDep,
     body: ReceiptLinkIn | None = None,
     principal: Principal = Authorized(Role.platform),
+    activity: ActivityNote = Recorded("receipt_link.create", "order"),
 ) -> JSONResponse:
     """The buyer's receipt link for an order, to put in the order confirmation: 201 when made, 200 with the
     same link when asked again (display choices updated). Only the order's platform can ask."""
@@ -68,6 +70,8 @@ async def create_receipt_link(
         now=state.clock.now(),
         window=timedelta(days=state.settings.return_window_days),
     )
+    activity.resource_id, activity.merchant_id = issued.order_id, issued.merchant_id
+    activity.details = {"new": issued.new, "show_merchant": (body or ReceiptLinkIn()).show_merchant}
     out = link_out(request, issued)
     return JSONResponse(
         out.model_dump(mode="json"),
@@ -94,12 +98,16 @@ async def get_receipt_link(
 
 @router.delete("/orders/{order_id:path}/receipt-link", status_code=204, operation_id="revoke_receipt_link")
 async def revoke_receipt_link(
-    order_id: OrderId, session: SessionDep, principal: Principal = Authorized(Role.platform)
+    order_id: OrderId,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.platform),
+    activity: ActivityNote = Recorded("receipt_link.revoke", "order"),
 ) -> Response:
     """Revoke the order's receipt link: it answers 404 from now on, like a link never made. Revoking again
     changes nothing; asking for a link afterwards makes a new one."""
     assert principal.platform_id is not None
-    await service.revoke_links(session, principal.platform_id, order_id)
+    order = await service.revoke_links(session, principal.platform_id, order_id)
+    activity.resource_id, activity.merchant_id = order.id, order.merchant_id
     return Response(status_code=204)
 
 

@@ -26,7 +26,7 @@ from app.core.database import driver_connection
 from app.core.errors import NotFound
 from app.core.ids import new_id
 from app.core.money import MoneyOut
-from app.models import ReceiptLink
+from app.models import Order, ReceiptLink
 from app.receipts import repository
 from app.receipts.schemas import NextStep, ReceiptLinkIn, ReceiptOut, ReceiptPackage, Step, TimelineStep
 from app.reports.schemas import TransparencyOut
@@ -60,6 +60,8 @@ class IssuedLink:
     token: str
     created_at: datetime
     new: bool
+    order_id: str
+    merchant_id: str
 
 
 async def issue_link(
@@ -82,7 +84,7 @@ async def issue_link(
         if hmac.compare_digest(token_hash(token), link.token_hash):  # else made under a replaced lookup key
             link.show_merchant, link.order_reference = choices.show_merchant, choices.order_reference
             await session.flush()
-            return IssuedLink(token, link.created_at, new=False)
+            return IssuedLink(token, link.created_at, False, order.id, order.merchant_id)
     nonce = os.urandom(16)
     token = token_for(key, order.id, nonce)
     link = ReceiptLink(
@@ -104,7 +106,7 @@ async def issue_link(
     link.notified_step = step_of(facts, now=now, window=window)
     await session.flush()
     await session.refresh(link, ["created_at"])
-    return IssuedLink(token, link.created_at, new=True)
+    return IssuedLink(token, link.created_at, True, order.id, order.merchant_id)
 
 
 async def current_link(
@@ -117,17 +119,18 @@ async def current_link(
     for link in await repository.links_of(session, order.id):
         token = token_for(key, order.id, link.nonce)
         if hmac.compare_digest(token_hash(token), link.token_hash):
-            return IssuedLink(token, link.created_at, new=False)
+            return IssuedLink(token, link.created_at, False, order.id, order.merchant_id)
     raise NotFound(f"Order {order_external_id!r} has no receipt link.")
 
 
-async def revoke_links(session: AsyncSession, platform_id: str, order_external_id: str) -> None:
+async def revoke_links(session: AsyncSession, platform_id: str, order_external_id: str) -> Order:
     """Revoke the order's receipt link(s): they answer 404 from now on, like a token never issued. Asking for
-    a link afterwards makes a new one."""
+    a link afterwards makes a new one. Returns the order."""
     order = await repository.order_of_platform(session, platform_id, order_external_id)
     if order is None:
         raise NotFound(f"No order {order_external_id!r} has been applied for this platform.")
     await repository.delete_links(session, order.id)
+    return order
 
 
 def qr_svg(url: str) -> str:

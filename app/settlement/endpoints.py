@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.activity.recording import ActivityNote, Recorded
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import SessionDep
 from app.core.errors import NotFound, Unauthorized
@@ -92,6 +93,7 @@ async def set_billing_profile(
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("billing.set_profile", "merchant", resource_id="merchant_id"),
 ) -> BillingProfileOut:
     """Admin only. `bank_transfer`: statements are paid by transfer; `stripe`: link an existing Stripe customer,
     which Stripe must say belongs to this merchant (metadata `g4g_merchant_id`) and no other merchant uses.
@@ -102,6 +104,7 @@ async def set_billing_profile(
         merchant = await billing.link_stripe_customer(session, gateway, merchant, body.stripe_customer_id)
     else:
         merchant = await billing.use_bank_transfer(session, merchant)
+    activity.details = {"method": body.method}
     return billing.profile_of(merchant)
 
 
@@ -118,6 +121,7 @@ async def create_billing_setup_intent(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin, Role.merchant),
+    activity: ActivityNote = Recorded("billing.start_card_setup", "merchant", resource_id="merchant_id"),
 ) -> SetupIntentOut | JSONResponse:
     """Start adding the merchant's card: a Stripe SetupIntent on the customer the service keeps for the merchant.
     Confirm its `client_secret` with Stripe.js, then call `…/setup-intent/{id}/complete`."""
@@ -125,7 +129,9 @@ async def create_billing_setup_intent(
     gateway = billing.require_gateway(request.app.state.stripe)
 
     async def create() -> SetupIntentOut:
-        return await billing.start_card_setup(session, gateway, merchant)
+        started = await billing.start_card_setup(session, gateway, merchant)
+        activity.details = {"setup_intent_id": started.setup_intent_id}
+        return started
 
     return await idempotency.run(principal, create)
 
@@ -142,10 +148,12 @@ async def complete_billing_setup_intent(
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin, Role.merchant),
+    activity: ActivityNote = Recorded("billing.complete_card_setup", "merchant", resource_id="merchant_id"),
 ) -> BillingProfileOut:
     """The card the merchant confirmed becomes the one its statements are charged to (as read from Stripe)."""
     merchant = await get_visible_merchant(session, principal, merchant_id)
     gateway = billing.require_gateway(request.app.state.stripe)
+    activity.details = {"setup_intent_id": setup_intent_id}
     return billing.profile_of(await billing.complete_card_setup(session, gateway, merchant, setup_intent_id))
 
 
@@ -161,6 +169,7 @@ async def run_settlement(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("settlement_run.create", "settlement_run"),
 ) -> SettlementRunOut | JSONResponse:
     """Start a settlement run, as a background job: bill final donations on statements (one per merchant and
     currency), then charge every unpaid Stripe statement. Answers at once with the queued run; read its progress
@@ -169,6 +178,7 @@ async def run_settlement(
 
     async def create() -> SettlementRunOut:
         run = await service.queue_settlement(session, as_of=body.as_of, now=request.app.state.clock.now())
+        activity.resource_id, activity.details = run.id, {"as_of": run.as_of.isoformat()}
         return await run_out(session, run)
 
     return await idempotency.run(principal, create, status=202)
@@ -284,6 +294,9 @@ async def record_bank_transfer(
     session: SessionDep,
     idempotency: IdempotencyDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded(
+        "statement.record_bank_transfer", "statement", resource_id="statement_id"
+    ),
 ) -> StatementOut | JSONResponse:
     """A bank transfer paid this statement: it must be the open amount; the statement is then paid exactly as
     through Stripe. The same transfer again changes nothing; a statement paid by card refuses it."""
@@ -298,6 +311,8 @@ async def record_bank_transfer(
             now=state.clock.now(),
             base_currency=state.settings.base_currency,
         )
+        activity.merchant_id = statement.merchant_id
+        activity.details = {"reference": body.reference, "amount": body.amount.model_dump(mode="json")}
         return statement_out(statement)
 
     return await idempotency.run(principal, create, status=200)
@@ -307,10 +322,15 @@ async def record_bank_transfer(
     "/statements/{statement_id}/reopen", response_model=StatementOut, operation_id="reopen_statement"
 )
 async def reopen_statement(
-    statement_id: ResourceId, session: SessionDep, principal: Principal = Authorized(Role.admin)
+    statement_id: ResourceId,
+    session: SessionDep,
+    principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("statement.reopen", "statement", resource_id="statement_id"),
 ) -> StatementOut:
     """A statement that needed attention is charged again by the next run, as a new attempt."""
-    return statement_out(await service.reopen(session, statement_id))
+    statement = await service.reopen(session, statement_id)
+    activity.merchant_id = statement.merchant_id
+    return statement_out(statement)
 
 
 class StripeWebhookAnswer(BaseModel):
@@ -368,12 +388,14 @@ async def set_fx_rate(
     request: Request,
     session: SessionDep,
     principal: Principal = Authorized(Role.admin),
+    activity: ActivityNote = Recorded("fx_rate.set", "fx_rate", resource_id="currency"),
 ) -> FxRateOut:
     """The rate in force from now for turning collected `currency` into the base currency. Money that waited for
     a rate is converted at once."""
     rate, _ = await service.set_fx_rate(
         session, currency=currency, rate=body.rate, base_currency=request.app.state.settings.base_currency
     )
+    activity.details = {"rate_id": rate.id, "rate": str(rate.rate)}
     return _rate_out(rate)
 
 

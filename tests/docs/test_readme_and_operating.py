@@ -92,13 +92,22 @@ async def test_the_readme_examples_run(pg_server: TestServer, tmp_path: Path) ->
         done = await run_bash(script, variables)
         output = done.stdout + done.stderr
         assert done.returncode == 0, output
-        platform, kind, students, plan, packages, package, order = _answers(done.stdout)
+        platform, kind, students, plan, packages, package, order, activity = _answers(done.stdout)
         assert platform["name"] == "Tmall" and kind["name"] == "Primary box", (platform, kind)
         assert students["created"] == 2, students
         assert plan["dry_run"] and plan["id"] is None and plan["packages"] == 2, plan  # two students, USD 75
+        assert [(p["rank"], p["reason"]) for p in plan["plan"]] == [
+            (1, "never_received"),
+            (2, "never_received"),
+        ]
         assert len(packages["data"]) == 2, packages
         assert [part["order_id"] for part in package["funding"]] == [order_id], package
         assert order["order_id"] == order_id and len(order["trail"]) == 2, order
+        [ran] = activity["data"]
+        assert (ran["action"], ran["key_name"], ran["via"]) == ("allocation.run", "me", "api"), (
+            ran
+        )  # `TOKEN`, the README's key
+        assert ran["details"]["plan_fingerprint"] == plan["plan_fingerprint"], ran
 
 
 async def test_the_operating_guide_sets_up_a_programme(pg_server: TestServer, tmp_path: Path) -> None:
