@@ -77,13 +77,18 @@ async def job_counts(session: AsyncSession, *, now: datetime) -> list[JobCounts]
 
 
 async def statements_needing_attention(session: AsyncSession) -> list[StatementOut]:
-    """`GET /v1/statements?status=needs_attention`, then those whose last charge failed."""
+    """`GET /v1/statements?status=needs_attention`, then those whose last charge failed, then those waiting for
+    a bank transfer (`pending_payment` on a merchant that pays by transfer)."""
     found = []
-    for status in ("needs_attention", "payment_failed"):
+    for status in ("needs_attention", "payment_failed", "pending_payment"):
         rows = await settlement_repository.statements(
             session, status=status, anomalous=False, after=None, limit=LIST_LIMIT
         )
-        found += [statement_out(s) for s in rows]
+        found += [
+            statement_out(s)
+            for s in rows
+            if status != "pending_payment" or s.billing_method == "bank_transfer"
+        ]
     return found
 
 
