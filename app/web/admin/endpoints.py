@@ -87,9 +87,7 @@ def _page(
     }
     if signed_in is not None:
         extra["csrf_token"] = signed_in.csrf_token
-    response = render(request, language, name, {**extra, **context}, status_code=status_code, private=True)
-    response.headers["Referrer-Policy"] = "no-referrer"
-    return response
+    return render(request, language, name, {**extra, **context}, status_code=status_code, private=True)
 
 
 def _sign_in_page(

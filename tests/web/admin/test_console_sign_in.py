@@ -21,11 +21,11 @@ START = datetime(2026, 12, 6, 9, 0, 5, tzinfo=UTC)  # 5 s into a 30-second TOTP 
 
 
 def assert_console_page(page: httpx.Response) -> None:
-    """A private page under the strict policy: no inline script or style, never cached, no referrer."""
+    """A private page under the strict policy: no inline script or style, never cached."""
     assert page.headers["content-type"].startswith("text/html")
     assert "'unsafe-inline'" not in page.headers["content-security-policy"]
     assert page.headers["cache-control"] == "no-store"
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"
     assert "<script" not in page.text and "<style" not in page.text and " style=" not in page.text
 
 
