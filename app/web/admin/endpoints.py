@@ -823,7 +823,9 @@ async def admin_statements(
     if (admin := _verified(signed_in)) is None:
         return _back("/admin")
     statements = await service.statements_needing_attention(session)
-    return _page(request, language, "admin/statements.html", {"statements": statements}, signed_in=admin)
+    names = await service.merchant_names(session, [s.merchant_id for s in statements])
+    context = {"statements": statements, "merchant_names": names}
+    return _page(request, language, "admin/statements.html", context, signed_in=admin)
 
 
 @router.post("/admin/statements/{statement_id}/bank-transfer", response_class=HTMLResponse)

@@ -92,6 +92,11 @@ async def statements_needing_attention(session: AsyncSession) -> list[StatementO
     return found
 
 
+async def merchant_names(session: AsyncSession, merchant_ids: list[str]) -> dict[str, str]:
+    rows = await session.execute(select(Merchant.id, Merchant.name).where(Merchant.id.in_(merchant_ids)))
+    return {row[0]: row[1] for row in rows}
+
+
 async def stale_shipments(
     session: AsyncSession, principal: Principal, *, now: datetime, stale_days: int
 ) -> list[ShipmentSummaryOut]:
