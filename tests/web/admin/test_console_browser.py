@@ -6,6 +6,7 @@ key does not open the console. Every page is screenshotted at 1280 and 390 px; n
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -23,7 +24,7 @@ from playwright.async_api import expect
 from tests.conftest import DATA_KEY
 from tests.evidence.photos import photo
 from tests.helpers import order_paid, signed_headers
-from tests.live import LiveServer, g4g_env, run_g4g
+from tests.live import LiveServer, free_port, g4g_env, run_g4g
 from tests.postgres import TestServer
 from tests.roster_codes import roster_codes
 from tests.web.conftest import screenshot
@@ -132,6 +133,25 @@ async def _seed(http: httpx.AsyncClient) -> dict[str, Any]:
         rows = [{"roster_code": code, "grade": "1"} for code in roster_codes(students)]
         _ok(await http.post(f"/v1/schools/{school['id']}/students", json={"students": rows}))
         schools.append(school["id"])
+    # The programme's own event endpoint, on a port nobody listens on: its deliveries fail.
+    endpoint = _ok(
+        await http.post(
+            "/v1/webhook-endpoints",
+            json={"url": f"http://127.0.0.1:{free_port()}/hook", "events": ["shipment.status_changed"]},
+        )
+    )
+    # An order for a merchant the platform hasn't registered yet: parked until it is.
+    body = json.dumps(
+        order_paid(
+            "ghost-1", merchant="ghost", currency="USD", items=[{"sku": "X", "quantity": 1, "amount": 500}]
+        )
+    ).encode()
+    parked = await http.post(
+        f"/v1/webhooks/orders/{platform['id']}",
+        content=body,
+        headers=signed_headers(platform["webhook_secret"], body),
+    )
+    assert parked.json()["status"] == "parked", parked.text
     run = _ok(await http.post("/v1/allocation-runs", json={"term": "2027-T1", "package_kind_id": kind["id"]}))
     shipment_of = {s["school_id"]: s["shipment_id"] for s in run["schools"]}
     carrier_key = _ok(
@@ -178,6 +198,10 @@ async def _seed(http: httpx.AsyncClient) -> dict[str, Any]:
             headers=carrier,
         )
     )
+    deadline = time.monotonic() + 60  # the server's worker tries the endpoint and records the failure
+    while _ok(await http.get(f"/v1/webhook-endpoints/{endpoint['id']}"))["failing_since"] is None:
+        assert time.monotonic() < deadline, "the endpoint's deliveries never failed"
+        await asyncio.sleep(0.2)
     second = _ok(await http.post("/v1/api-keys", json={"role": "admin", "name": "second operator"}))
     merchant_key = _ok(
         await http.post(
@@ -370,6 +394,12 @@ async def test_a_class_list_with_an_error_is_fixed_and_imported(
     html = await page.content()
     assert not any(code in html for code in codes)
     await screenshot(page, screenshot_dir, "admin-school")
+    await page.locator("#students a", has_text="Erase").first.click()
+    await expect(page.locator("#confirm-erase")).to_be_visible()
+    await screenshot(page, screenshot_dir, "admin-erase")
+    await page.click("#confirm-erase")
+    await expect(page.locator("#done")).to_have_text("The student was erased.")
+    await expect(page.locator("#students tbody tr").first).to_contain_text("Erased")
     await page.goto("/admin/schools")
     await screenshot(page, screenshot_dir, "admin-schools")
     await assert_clean(operator)
@@ -414,6 +444,13 @@ async def test_a_bank_transfer_is_recorded(
     await expect(statement).to_contain_text("Waiting for a bank transfer")
     await screenshot(page, screenshot_dir, "admin-statements")
     await statement.locator("input[name=reference]").fill("BCA-2026-1206")
+    await statement.locator("input[name=amount]").fill("12.30")
+    await statement.locator("button[type=submit]").first.click()
+    await expect(page.locator("h1")).to_have_text("Not done")
+    await expect(page.locator("#reason")).to_contain_text("open amount")
+    await screenshot(page, screenshot_dir, "admin-not-done")
+    await page.goto("/admin/statements")
+    await statement.locator("input[name=reference]").fill("BCA-2026-1206")
     await statement.locator("input[name=amount]").fill("12.34")
     await statement.locator("button[type=submit]").first.click()
     await expect(page.locator("#done")).to_contain_text("The bank transfer was recorded")
@@ -441,7 +478,12 @@ async def test_the_other_pages(site: Console, operator: BrowserContext, screensh
     await screenshot(page, screenshot_dir, "admin-fx-rates")
     await page.goto("/admin/webhooks")
     await expect(page.locator("h1")).to_have_text("Order events from platforms")
+    await expect(page.locator("main table[id^=parked-]")).to_contain_text("merchant:")
+    failing = page.locator("main table[id^=deliveries-]")
+    await expect(failing).to_contain_text("shipment.status_changed")
     await screenshot(page, screenshot_dir, "admin-webhooks")
+    await failing.locator("button").first.click()
+    await expect(page.locator("#done")).to_have_text("The event will be sent again now.")
     await assert_clean(operator)
 
 
