@@ -206,3 +206,34 @@ async def test_revoking_the_key_ends_its_sessions(
     assert (await client.delete(f"/v1/api-keys/{second['id']}", headers=admin)).status_code == 204
     assert "Admin API key" in (await client.get("/admin")).text
     assert (await client.get("/admin/schools")).headers["location"] == "/admin"
+
+
+async def test_no_console_form_is_accepted_without_its_csrf_token(
+    client: httpx.AsyncClient, app: Any, admin_token: str
+) -> None:
+    """Every POST under /admin, signed in, with everything but the token: refused before anything is done."""
+    from fastapi.routing import APIRoute
+
+    from app.web.admin.endpoints import router
+
+    clock = frozen(app)
+    await enrol(client, admin_token, clock.now())
+    posts = [r.path for r in router.routes if isinstance(r, APIRoute) and "POST" in r.methods]
+    assert len(posts) >= 15
+    for path in posts:
+        if path in ("/admin/sign-in", "/admin/enrol", "/admin/second-factor"):
+            continue  # the sign-in forms: checked above (the session is verified, so these go back to /admin)
+        url = re.sub(r"\{[a-z_]+\}", "x_1", path)
+        files = (
+            {"csv_file": ("class.csv", b"roster_code,grade\nA-1,1\n", "text/csv")}
+            if "import" in path
+            else None
+        )
+        answer = await client.post(
+            url, data={"csrf_token": "forged", "currency": "CNY", "rate": "1"}, files=files
+        )
+        assert answer.status_code == 403 and "This form has expired" in answer.text, (
+            path,
+            answer.status_code,
+        )
+    assert "Ledger audit" in (await client.get("/admin")).text  # still signed in: sign-out was refused too
