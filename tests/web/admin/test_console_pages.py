@@ -239,3 +239,16 @@ async def test_a_key_is_shown_once_and_revoking_it_locks_it_out(shipping: Shippi
         data={"name": "x", "role": "merchant", "scope_id": "", "csrf_token": csrf_token(listing)},
     )
     assert refused.status_code == 409 and "merchant_id" in refused.text
+
+
+async def test_stale_shipments_come_first_on_the_board_and_the_overview(shipping: Shipping) -> None:
+    old = await shipping.shipment(["1"])
+    new = await shipping.shipment(["2"])  # a month later: the first has had no news since
+    client = await console(shipping)
+    board = (await client.get("/admin/shipments")).text
+    planned = board[board.index('id="shipments-planned"') :]
+    assert planned.index(old["id"]) < planned.index(new["id"])
+    assert planned.count("Stale</span>") == 1
+    overview = (await client.get("/admin")).text
+    assert re.search(r'id="attention-shipments">.*?<dd>1</dd>', overview, re.S)
+    assert old["id"] in overview and new["id"] not in overview
