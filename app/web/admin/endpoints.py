@@ -20,7 +20,7 @@ from app.core.database import SessionDep
 from app.core.errors import ProblemError
 from app.core.ids import new_id
 from app.core.json_body import ExactJsonRoute
-from app.core.money import Money
+from app.core.money import CurrencyCode, Money
 from app.evidence import service as evidence
 from app.ledger.audit import run_audit
 from app.logistics import tracking
@@ -730,10 +730,10 @@ async def admin_set_fx_rate(
     base = request.app.state.settings.base_currency
 
     async def set_rate() -> Any:
+        # As `PUT /v1/fx-rates/{currency}` reads its path and body: a known ISO 4217 code, a rate.
+        code = TypeAdapter(CurrencyCode).validate_python(currency.strip().upper())
         body = FxRateIn.model_validate({"rate": rate.strip()})
-        return await settlement.set_fx_rate(
-            session, currency=currency.upper(), rate=body.rate, base_currency=base
-        )
+        return await settlement.set_fx_rate(session, currency=code, rate=body.rate, base_currency=base)
 
     _, reason = await _change(request, session, admin, "fx_rate.set", currency.upper(), set_rate)
     if reason is not None:

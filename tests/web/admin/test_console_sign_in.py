@@ -175,6 +175,10 @@ async def test_every_form_needs_its_csrf_token_and_this_origin(
     )
     assert cross.status_code == 403
     assert "0.14" not in (await client.get("/admin/fx-rates")).text
+    unknown = await client.post(
+        "/admin/fx-rates", data={"currency": "ZZZ", "rate": "0.14", "csrf_token": token}
+    )
+    assert unknown.status_code == 409 and "Nothing was changed" in unknown.text
     done = await client.post("/admin/fx-rates", data={"currency": "CNY", "rate": "0.14", "csrf_token": token})
     assert done.status_code == 303
     assert "0.14 USD" in (await client.get("/admin/fx-rates")).text
