@@ -25,6 +25,7 @@ from app.evidence import service as evidence
 from app.ledger.audit import run_audit
 from app.logistics import tracking
 from app.logistics.schemas import TrackingEventIn
+from app.merchants import repository as merchant_repository
 from app.models import AdminSession
 from app.packages import roster
 from app.packages import service as packages
@@ -856,7 +857,7 @@ async def admin_statements(
     if (admin := _verified(signed_in)) is None:
         return _back("/admin")
     statements = await service.statements_needing_attention(session)
-    names = await service.merchant_names(session, [s.merchant_id for s in statements])
+    names = await merchant_repository.names(session, [s.merchant_id for s in statements])
     context = {"statements": statements, "merchant_names": names}
     return _page(request, language, "admin/statements.html", context, signed_in=admin)
 

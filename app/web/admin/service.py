@@ -10,12 +10,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys import repository as api_key_repository
 from app.core.auth import Principal
 from app.core.errors import InvalidRequest
+from app.core.jobs import QueueStatus, queue_status
 from app.core.money import currency_exponent
 from app.donations import repository as donations_repository
 from app.donations import service as donations
@@ -26,7 +27,7 @@ from app.events.schemas import DeliveryOut, EndpointOut
 from app.logistics import machine
 from app.logistics import service as logistics
 from app.logistics.schemas import ShipmentOut, ShipmentSummaryOut
-from app.models import ApiKey, LogisticsPartner, Merchant, Platform, WebhookDelivery, WebhookEndpoint
+from app.models import ApiKey, LogisticsPartner, Merchant, Platform, WebhookDelivery
 from app.packages import repository as packages_repository
 from app.packages import service as packages
 from app.packages.schemas import PackageKindVersionOut, SchoolOut, StudentOut
@@ -40,40 +41,13 @@ LIST_LIMIT = 200
 
 
 @dataclass(frozen=True, slots=True)
-class JobCounts:
-    entrypoint: str
-    queued: int
-    running: int
-    failed_today: int
-
-
-@dataclass(frozen=True, slots=True)
 class Overview:
     funds: FundsOut
-    jobs: list[JobCounts]
+    jobs: list[QueueStatus]
     statements: list[StatementOut]
     stale_shipments: list[ShipmentSummaryOut]
     parked: int
     failing_endpoints: list[EndpointOut]
-
-
-async def job_counts(session: AsyncSession, *, now: datetime) -> list[JobCounts]:
-    """Background jobs by task: waiting, running, and failed in the last day (pgqueuer's queue and log)."""
-    rows = await session.execute(
-        text(
-            """SELECT entrypoint,
-                      count(*) FILTER (WHERE kind = 'queued') AS queued,
-                      count(*) FILTER (WHERE kind = 'picked') AS running,
-                      count(*) FILTER (WHERE kind = 'failed') AS failed
-               FROM (SELECT entrypoint, status::text AS kind FROM pgqueuer
-                     UNION ALL
-                     SELECT entrypoint, 'failed' FROM pgqueuer_log
-                     WHERE status IN ('exception', 'failed') AND created > :since) AS jobs
-               GROUP BY entrypoint ORDER BY entrypoint"""
-        ),
-        {"since": now - timedelta(days=1)},
-    )
-    return [JobCounts(r.entrypoint, int(r.queued), int(r.running), int(r.failed)) for r in rows]
 
 
 async def statements_needing_attention(session: AsyncSession) -> list[StatementOut]:
@@ -90,11 +64,6 @@ async def statements_needing_attention(session: AsyncSession) -> list[StatementO
             if status != "pending_payment" or s.billing_method == "bank_transfer"
         ]
     return found
-
-
-async def merchant_names(session: AsyncSession, merchant_ids: list[str]) -> dict[str, str]:
-    rows = await session.execute(select(Merchant.id, Merchant.name).where(Merchant.id.in_(merchant_ids)))
-    return {row[0]: row[1] for row in rows}
 
 
 async def stale_shipments(
@@ -117,14 +86,7 @@ async def stale_shipments(
 
 
 async def failing_endpoints(session: AsyncSession) -> list[EndpointOut]:
-    """Event endpoints whose deliveries are failing, or that were disabled for it."""
-    rows = await session.scalars(
-        select(WebhookEndpoint)
-        .where(WebhookEndpoint.failing_since.is_not(None) | WebhookEndpoint.disabled_at.is_not(None))
-        .order_by(WebhookEndpoint.id)
-        .limit(LIST_LIMIT)
-    )
-    return [endpoint_out(e) for e in rows]
+    return [endpoint_out(e) for e in await events_repository.failing_endpoints(session, limit=LIST_LIMIT)]
 
 
 async def overview(
@@ -141,7 +103,7 @@ async def overview(
     )
     return Overview(
         funds=await funds_view(session, now=now, window=window, base_currency=base_currency),
-        jobs=await job_counts(session, now=now),
+        jobs=await queue_status(session, failed_since=now - timedelta(days=1)),
         statements=await statements_needing_attention(session),
         stale_shipments=await stale_shipments(session, principal, now=now, stale_days=stale_days),
         parked=len(parked),
