@@ -252,3 +252,38 @@ async def test_stale_shipments_come_first_on_the_board_and_the_overview(shipping
     overview = (await client.get("/admin")).text
     assert re.search(r'id="attention-shipments">.*?<dd>1</dd>', overview, re.S)
     assert old["id"] in overview and new["id"] not in overview
+
+
+async def test_a_statement_needing_attention_shows_stripes_reason_and_is_charged_again(
+    shipping: Shipping,
+) -> None:
+    from app.settlement import service as settlement
+
+    pool = shipping.pool
+    merchant = await pool.merchant("card-shop")
+    event = order_paid(
+        "C-1",
+        merchant="card-shop",
+        currency="USD",
+        items=[{"sku": "X", "quantity": 1, "amount": 999}],
+        placed_at=pool.clock.now(),
+    )
+    assert (await send_event(pool.client, pool.platform, event)).json() == {"status": "applied"}
+    pool.clock.advance(timedelta(days=31))
+    run = await settle(pool.client, pool.admin, app=pool.app)
+    [statement] = [s for s in run["statements"] if s["merchant_id"] == merchant["id"]]
+    async with pool.app.state.sessionmaker() as session, session.begin():  # as a refused charge leaves it
+        await settlement.mark_needs_attention(session, statement["id"], reason="Your card was declined.")
+    client = await console(shipping)
+    page = await client.get("/admin/statements")
+    card = page.text[page.text.index(f'id="statement-{statement["id"]}"') :]
+    assert "Stripe: Your card was declined." in card and "Needs attention" in card
+    retried = await client.post(
+        f"/admin/statements/{statement['id']}/retry", data={"csrf_token": csrf_token(page)}
+    )
+    assert retried.status_code == 303
+    after = (await client.get(f"/v1/statements/{statement['id']}", headers=pool.admin)).json()
+    assert after["status"] == "payment_failed"  # charged again by the next run
+    page = await client.get(retried.headers["location"])
+    assert "The statement will be charged again by the next settlement run." in page.text
+    assert f"/admin/statements/{statement['id']}/retry" not in page.text
