@@ -241,3 +241,17 @@ async def test_no_console_form_is_accepted_without_its_csrf_token(
             answer.status_code,
         )
     assert "Ledger audit" in (await client.get("/admin")).text  # still signed in: sign-out was refused too
+
+
+async def test_waiting_for_the_code_one_can_start_again_with_another_key(
+    client: httpx.AsyncClient, app: Any, admin_token: str
+) -> None:
+    clock = frozen(app)
+    await enrol(client, admin_token, clock.now())
+    await client.post("/admin/sign-out", data={"csrf_token": csrf_token(await client.get("/admin"))})
+    await give_key(client, admin_token)
+    waiting = await client.get("/admin")
+    assert "Use another key" in waiting.text
+    again = await client.post("/admin/sign-out", data={"csrf_token": csrf_token(waiting)})
+    assert again.status_code == 303
+    assert "Admin API key" in (await client.get("/admin")).text
