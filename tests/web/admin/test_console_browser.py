@@ -268,10 +268,10 @@ async def the_page(context: BrowserContext) -> Page:
 
 async def assert_clean(context: BrowserContext) -> None:
     """No CSP violation and no script error on the operator's tab. A refused form answers with its page and a
-    4xx status on purpose (401, 409, 422), which Chromium logs as a failed load: those are expected."""
+    4xx status on purpose (401, 403, 404, 409, 422), which Chromium logs as a failed load: those are expected."""
     watched = _pages[str(id(context))]
     violations = await watched.page.evaluate("window.__violations || []")
-    problems = [p for p in watched.problems if not re.search(r"status of 4(01|09|22)", p)]
+    problems = [p for p in watched.problems if not re.search(r"status of 4(01|03|04|09|22)", p)]
     assert violations == [] and problems == [], (violations, problems)
 
 
@@ -484,6 +484,17 @@ async def test_the_other_pages(site: Console, operator: BrowserContext, screensh
     await screenshot(page, screenshot_dir, "admin-webhooks")
     await failing.locator("button").first.click()
     await expect(page.locator("#done")).to_have_text("The event will be sent again now.")
+    await page.goto("/admin/shipments/shp_nothing")
+    await expect(page.locator("h1")).to_have_text("Not found")
+    await screenshot(page, screenshot_dir, "admin-not-found")
+    # A form whose token no longer matches (another site's, or an old tab's): refused, nothing done.
+    await page.goto("/admin/fx-rates")
+    await page.evaluate("document.querySelector('#set-rate input[name=csrf_token]').value = 'stale'")
+    await page.fill("#currency", "IDR")
+    await page.fill("#rate", "0.000063")
+    await page.click("#set-rate button")
+    await expect(page.locator("h1")).to_have_text("This form has expired")
+    await screenshot(page, screenshot_dir, "admin-expired")
     await assert_clean(operator)
 
 
