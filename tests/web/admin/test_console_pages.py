@@ -121,6 +121,15 @@ async def test_a_class_list_is_previewed_with_its_errors_then_imported(shipping:
     assert "1 new students, 1 with a new grade, 1 unchanged" in preview.text
     assert "1 → 2" in preview.text
 
+    # A whole school's list: counted in full, the first 500 rows shown.
+    big = await upload(roster_csv([(code, "3") for code in roster_codes(600)]))
+    assert "600 new students, 0 with a new grade, 0 unchanged" in big.text
+    assert "The first 500 rows of 600:" in big.text
+    table = big.text[
+        big.text.index('<table id="preview">') : big.text.index("</table>", big.text.index('id="preview"'))
+    ]
+    assert table.count('<tr><th scope="row">') == 500
+
     # Erasing a student: a confirmation first, then the tombstone.
     student_id = re.findall(r"/admin/students/(stu_\w+)/erase", page.text)[0]
     confirm = await client.get(f"/admin/students/{student_id}/erase")

@@ -198,6 +198,7 @@ async def test_other_roles_keys_do_not_open_the_console(
         assert "g4g_admin" not in refused.headers.get("set-cookie", "")
     for path in ("/admin/schools", "/admin/api-keys", "/admin/statements"):
         assert (await client.get(path)).headers.get("location") == "/admin"
+    assert (await client.get("/admin/shipments/shp_1/evidence/evd_1")).status_code == 404
 
 
 async def test_revoking_the_key_ends_its_sessions(
