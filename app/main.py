@@ -50,6 +50,7 @@ from app.reports.service import TransparencyReport
 from app.settlement.endpoints import router as settlement
 from app.settlement.endpoints import stripe_webhooks
 from app.settlement.stripe_gateway import StripeGateway
+from app.web.admin.endpoints import router as admin_console
 from app.web.endpoints import ReceiptFastPath
 from app.web.endpoints import router as web_pages
 from app.web.partner.endpoints import router as partner_app
@@ -153,6 +154,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         allowances=[
             BodyAllowance("POST", re.compile(r"/v1/webhooks/orders/[^/]+"), MAX_EVENT_BYTES),
             BodyAllowance("POST", re.compile(r"/v1/schools/[^/]+/students"), settings.max_import_bytes),
+            BodyAllowance(
+                "POST",
+                re.compile(r"/admin/schools/[^/]+/import"),
+                settings.max_import_bytes + MULTIPART_OVERHEAD,
+            ),
             BodyAllowance("POST", re.compile(r"/v1/shipments/[^/]+/events"), MAX_SHIPMENT_EVENT_BYTES),
             BodyAllowance(
                 "POST",
@@ -174,6 +180,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     # isn't matched against every API route first.
     app.include_router(web_pages)
     app.include_router(partner_app)
+    app.include_router(admin_console)
     if settings.metrics_address is None:  # else only on that address (`g4g serve`)
         app.router.add_api_route(
             "/metrics",

@@ -22,7 +22,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -34,6 +34,7 @@ from pgqueuer.adapters.persistence.qb import QueryBuilderEnvironment, QueryQueue
 from pgqueuer.core.executors import DatabaseRetryEntrypointExecutor, EntrypointExecutorParameters
 from pgqueuer.models import Job, Schedule
 from pgqueuer.types import QueueExecutionMode
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
@@ -242,3 +243,31 @@ class Worker:
         self._stopping.set()
         for manager in self._managers:
             manager.shutdown.set()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """One task's jobs: waiting, running, and failed since some time (pgqueuer's queue and its log)."""
+
+    entrypoint: str
+    queued: int
+    running: int
+    failed: int
+
+
+async def queue_status(session: AsyncSession, *, failed_since: datetime) -> list[QueueStatus]:
+    rows = await session.execute(
+        text(
+            """SELECT entrypoint,
+                      count(*) FILTER (WHERE kind = 'queued') AS queued,
+                      count(*) FILTER (WHERE kind = 'picked') AS running,
+                      count(*) FILTER (WHERE kind = 'failed') AS failed
+               FROM (SELECT entrypoint, status::text AS kind FROM pgqueuer
+                     UNION ALL
+                     SELECT entrypoint, 'failed' FROM pgqueuer_log
+                     WHERE status IN ('exception', 'failed') AND created > :since) AS jobs
+               GROUP BY entrypoint ORDER BY entrypoint"""
+        ),
+        {"since": failed_since},
+    )
+    return [QueueStatus(r.entrypoint, int(r.queued), int(r.running), int(r.failed)) for r in rows]

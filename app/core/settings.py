@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     stripe_js_url: str = "https://js.stripe.com/v3/"
     # The partners' field app (`/partner`): how long a device stays signed in (revoking the key ends it sooner).
     partner_session_days: Annotated[int, Field(ge=1, le=365)] = 30
+    # The programme's console (`/admin`): a session ends this many minutes after its last request.
+    admin_session_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
 
     # Background jobs. `g4g serve` runs a worker in each server process unless this is false (then run
     # `g4g worker` processes beside it, as production does).

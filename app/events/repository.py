@@ -257,6 +257,17 @@ async def list_endpoints(
     return list(await session.scalars(query))
 
 
+async def failing_endpoints(session: AsyncSession, *, limit: int) -> list[WebhookEndpoint]:
+    """Endpoints whose deliveries are failing, or that were disabled for it."""
+    query = (
+        select(WebhookEndpoint)
+        .where(or_(WebhookEndpoint.failing_since.is_not(None), WebhookEndpoint.disabled_at.is_not(None)))
+        .order_by(WebhookEndpoint.id)
+        .limit(limit)
+    )
+    return list(await session.scalars(query))
+
+
 async def delete_endpoint(session: AsyncSession, endpoint_id: str) -> None:
     await session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id))
 

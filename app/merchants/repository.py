@@ -55,3 +55,9 @@ async def slug_taken(session: AsyncSession, slug: str) -> bool:
 
 async def public_by_slug(session: AsyncSession, slug: str) -> Merchant | None:
     return await session.scalar(select(Merchant).where(Merchant.public_slug == slug, Merchant.public_profile))
+
+
+async def names(session: AsyncSession, merchant_ids: list[str]) -> dict[str, str]:
+    """Each merchant's name, by id."""
+    rows = await session.execute(select(Merchant.id, Merchant.name).where(Merchant.id.in_(merchant_ids)))
+    return {row[0]: row[1] for row in rows}

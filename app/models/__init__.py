@@ -1,6 +1,8 @@
 """ORM models, one per file. Importing this package registers every table on `Base.metadata`."""
 
 from app.models.activity_entry import ActivityEntry
+from app.models.admin_factor import AdminFactor, AdminRecoveryCode
+from app.models.admin_session import AdminSession
 from app.models.allocation import Allocation
 from app.models.allocation_run import AllocationRun
 from app.models.api_key import ApiKey
@@ -49,6 +51,9 @@ from app.models.webhook_endpoint_secret import WebhookEndpointSecret
 
 __all__ = [
     "ActivityEntry",
+    "AdminFactor",
+    "AdminRecoveryCode",
+    "AdminSession",
     "Allocation",
     "AllocationRun",
     "ApiKey",

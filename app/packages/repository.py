@@ -165,6 +165,16 @@ async def upsert_students(
     return int(row["created"]), int(row["updated"])
 
 
+async def grades_by_hash(session: AsyncSession, school_id: str, hashes: Sequence[bytes]) -> dict[bytes, str]:
+    """The grade of each of the school's students whose roster code hash is among `hashes`."""
+    rows = await session.execute(
+        select(Student.roster_code_hash, Student.grade).where(
+            Student.school_id == school_id, Student.roster_code_hash.in_(hashes)
+        )
+    )
+    return {bytes(row[0]): row[1] for row in rows if row[0] is not None}
+
+
 async def get_student(session: AsyncSession, student_id: str, *, lock: bool = False) -> Student | None:
     query = select(Student).where(Student.id == student_id)
     if lock:

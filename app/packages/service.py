@@ -9,8 +9,9 @@ logged, never put in an error message, and answered only to admin."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import phonenumbers
 import structlog
@@ -361,6 +362,45 @@ async def import_students(
     )
     log.info("students_imported", **result.model_dump())  # counts only, never a roster code
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class ImportPreviewRow:
+    row: int
+    grade: str
+    outcome: Literal["created", "updated", "unchanged"]
+    grade_before: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportPreview:
+    """What `import_students` would do with these rows, nothing written: by row (never a roster code)."""
+
+    school_id: str
+    rows: list[ImportPreviewRow]
+
+    def count(self, outcome: str) -> int:
+        return sum(r.outcome == outcome for r in self.rows)
+
+
+async def preview_import(
+    session: AsyncSession, school_id: str, rows: list[RosterRow], *, lookup_key: bytes
+) -> ImportPreview:
+    """The outcome of each row as `import_students` would decide it now: a new roster code is created, a known
+    one with another grade updated, the rest unchanged."""
+    await get_school(session, school_id)
+    hashes = [roster_code_hash(lookup_key, school_id, row.roster_code) for row in rows]
+    known: dict[bytes, str] = {}
+    for start in range(0, len(hashes), 5000):
+        known |= await repository.grades_by_hash(session, school_id, hashes[start : start + 5000])
+    preview = []
+    for index, (row, digest) in enumerate(zip(rows, hashes, strict=True)):
+        before = known.get(digest)
+        outcome: Literal["created", "updated", "unchanged"] = (
+            "created" if before is None else "unchanged" if before == row.grade else "updated"
+        )
+        preview.append(ImportPreviewRow(index + 1, row.grade, outcome, before))
+    return ImportPreview(school_id, preview)
 
 
 async def get_student(session: AsyncSession, student_id: str, *, lock: bool = False) -> Student:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.donations.repository import order_row
@@ -55,6 +55,12 @@ class SignedInSessions(Generic[SessionRow, Owner]):
             )
         ).first()
         return (row[0], row[1]) if row else None
+
+    async def slide(self, session: AsyncSession, token_hash: bytes, expires_at: datetime) -> None:
+        """Move the session's end (a sliding session: it lasts so long from its last request)."""
+        await session.execute(
+            update(self.table).where(self.table.token_hash == token_hash).values(expires_at=expires_at)
+        )
 
     async def end(self, session: AsyncSession, token_hash: bytes) -> None:
         await session.execute(delete(self.table).where(self.table.token_hash == token_hash))

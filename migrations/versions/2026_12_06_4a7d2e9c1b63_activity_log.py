@@ -49,7 +49,9 @@ def upgrade() -> None:
             "key_role IS NULL OR key_role IN ('admin', 'platform', 'merchant', 'logistics')",
             name=op.f("ck_activity_entries_key_role"),
         ),
-        sa.ForeignKeyConstraint(["key_id"], ["api_keys.id"], name=op.f("fk_activity_entries_key_id_api_keys")),
+        sa.ForeignKeyConstraint(
+            ["key_id"], ["api_keys.id"], name=op.f("fk_activity_entries_key_id_api_keys")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_activity_entries")),
     )
     op.create_index(op.f("ix_activity_entries_action"), "activity_entries", ["action"], unique=False)
@@ -57,7 +59,9 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_activity_entries_key_platform_id"), "activity_entries", ["key_platform_id"], unique=False
     )
-    op.create_index(op.f("ix_activity_entries_merchant_id"), "activity_entries", ["merchant_id"], unique=False)
+    op.create_index(
+        op.f("ix_activity_entries_merchant_id"), "activity_entries", ["merchant_id"], unique=False
+    )
     op.create_index(
         "ix_activity_entries_resource", "activity_entries", ["resource_type", "resource_id"], unique=False
     )

@@ -39,7 +39,7 @@ CATALOGUES = sorted(path.parent.parent.name for path in TRANSLATIONS.glob("*/LC_
 # Strings that read the same in another language: names and codes.
 SAME_EVERYWHERE = {"Goods for Good", "%(name)s — Goods for Good"}
 # Words the language uses as English spells them (Indonesian: "final", "status", "total", "per unit").
-SAME_IN = {"id": {"Final", "Per unit", "Status", "Total"}}
+SAME_IN = {"id": {"Admin", "Final", "Per unit", "Platform", "Status", "Total"}}
 # Languages that only the field app (`/partner`) offers, and those it doesn't: what each catalogue covers.
 FIELD_APP_ONLY = {"ne", "km", "my"}
 SCOPE = {"zh_Hans": "the other pages"} | dict.fromkeys(FIELD_APP_ONLY, "field app")

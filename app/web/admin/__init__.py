@@ -1,0 +1,1 @@
+"""The programme's console (`/admin`): pages for the operator, over the API's own services."""
