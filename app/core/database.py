@@ -216,9 +216,24 @@ class ReadReplica:
             )
         )
         self.sessionmaker = make_sessionmaker(self.engine)
+        self._dsn = driver_dsn(asyncpg_url(url))
+        self._pool_size = pool_size
+        # Plain asyncpg connections for single-statement reads (receipts), like the primary's read pool.
+        self.pool: asyncpg.Pool | None = None
         self.max_lag_seconds = max_lag_seconds
         self._usable = False
         self._checked_at = float("-inf")
+
+    async def open(self) -> ReadReplica:
+        self.pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=0,
+            max_size=self._pool_size,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            server_settings=_SERVER_SETTINGS,
+            reset=_session_untouched,
+        )
+        return self
 
     async def usable(self) -> bool:
         if time.monotonic() - self._checked_at < self.CHECK_EVERY_SECONDS:
@@ -235,7 +250,23 @@ class ReadReplica:
         return self._usable
 
     async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
         await self.engine.dispose()
+
+
+async def usable_replica(state: Any) -> ReadReplica | None:
+    """The app's replica (`DATABASE_READ_URL`) if it has one and it is within its lag bound right now."""
+    replica: ReadReplica | None = getattr(state, "replica", None)
+    return replica if replica is not None and await replica.usable() else None
+
+
+async def reading_sessionmaker(state: Any) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reads that may be a little behind: on the replica while it is within its lag bound, else
+    on the primary."""
+    replica = await usable_replica(state)
+    primary: async_sessionmaker[AsyncSession] = state.sessionmaker
+    return replica.sessionmaker if replica is not None else primary
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -260,12 +291,9 @@ SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
 
 
 async def _report_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """For a report that only reads and may be a little behind: a session on the replica (`DATABASE_READ_URL`)
-    while its lag is within bounds, else on the primary."""
-    replica: ReadReplica | None = getattr(request.app.state, "replica", None)
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    if replica is not None and await replica.usable():
-        sessionmaker = replica.sessionmaker
+    """For a report or public page that only reads and may be a little behind: a session on the replica
+    (`DATABASE_READ_URL`) while its lag is within bounds, else on the primary."""
+    sessionmaker = await reading_sessionmaker(request.app.state)
     async with sessionmaker() as session:
         try:
             yield session
@@ -287,6 +315,22 @@ async def _read_connection(request: Request) -> AsyncIterator[asyncpg.Connection
 
 
 ReadConnectionDep = Annotated[asyncpg.Connection, Depends(_read_connection, scope="function")]
+
+
+def public_read_pool(state: Any, replica: ReadReplica | None) -> asyncpg.Pool:
+    pool: asyncpg.Pool = replica.pool if replica is not None and replica.pool is not None else state.read_pool
+    return pool
+
+
+async def _public_read_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """Like `_read_connection`, for public pages' single-statement reads that may be a little behind: on the
+    replica while it is within its lag bound, else on the primary."""
+    pool = public_read_pool(request.app.state, await usable_replica(request.app.state))
+    async with pooled(pool) as connection:
+        yield connection
+
+
+PublicReadConnectionDep = Annotated[asyncpg.Connection, Depends(_public_read_connection, scope="function")]
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:

@@ -18,8 +18,9 @@ class Settings(BaseSettings):
     database_url: Annotated[
         str | None, Field(validation_alias=AliasChoices("DATABASE_URL", "G4G_DATABASE_URL"))
     ] = None
-    # Optional streaming replica (SPEC §17) for the merchant impact report, used while its replay lag is within
-    # `max_replica_lag_seconds` (else the primary answers). libpq multi-host form allowed, e.g. with
+    # Optional streaming replica (SPEC §17) for the reads that may be a little behind (reports, the public figures,
+    # receipts, public merchant pages), used while its replay lag is within `max_replica_lag_seconds` (else the
+    # primary answers). libpq multi-host form allowed, e.g. with
     # `target_session_attrs=prefer-standby`.
     database_read_url: Annotated[
         str | None, Field(validation_alias=AliasChoices("DATABASE_READ_URL", "G4G_DATABASE_READ_URL"))

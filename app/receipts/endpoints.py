@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.core.auth import Authorized, Principal, Role
-from app.core.database import ReadConnectionDep, SessionDep
+from app.core.database import PublicReadConnectionDep, SessionDep, pooled
 from app.core.json_body import ExactJsonRoute
 from app.core.types import PRINTABLE
 from app.receipts import service
@@ -103,7 +103,7 @@ async def revoke_receipt_link(
 
 
 @router.get("/receipts/{token}", response_model=ReceiptOut, operation_id="get_receipt")
-async def get_receipt(token: Token, request: Request, db: ReadConnectionDep) -> JSONResponse:
+async def get_receipt(token: Token, request: Request, db: PublicReadConnectionDep) -> JSONResponse:
     """A receipt by its token (public: the token is the key). What happened to the order's donation, with
     dates, what comes next and roughly when. Never a student or a school; a region only where the public report
     shows it. An unknown or revoked token is 404, the same for both."""
@@ -112,12 +112,24 @@ async def get_receipt(token: Token, request: Request, db: ReadConnectionDep) -> 
 
 
 async def receipt_for(request: Request, db: asyncpg.Connection, token: str) -> ReceiptOut:
+    """The receipt, read on `db` (the replica's while within its lag bound). A token the replica does not know
+    is looked up on the primary too: a link made a moment ago may not have been replayed yet."""
     state = request.app.state
-    return await service.receipt(
-        db,
-        token,
-        now=state.clock.now(),
-        window=timedelta(days=state.settings.return_window_days),
-        regions=state.public_regions,
-        settlement_schedule=state.settings.settlement_schedule,
-    )
+
+    async def read(connection: asyncpg.Connection) -> ReceiptOut:
+        return await service.receipt(
+            connection,
+            token,
+            now=state.clock.now(),
+            window=timedelta(days=state.settings.return_window_days),
+            regions=state.public_regions,
+            settlement_schedule=state.settings.settlement_schedule,
+        )
+
+    try:
+        return await read(db)
+    except service.ReceiptNotFound:
+        if getattr(state, "replica", None) is None:
+            raise
+    async with pooled(state.read_pool) as primary:
+        return await read(primary)

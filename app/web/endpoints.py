@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 
 from app.core.auth import Forbidden
 from app.core.auth_failures import TooManyAttempts
-from app.core.database import ReadConnectionDep, SessionDep
+from app.core.database import PublicReadConnectionDep, ReadConnectionDep, ReportSessionDep, SessionDep
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
 from app.core.patterns import pattern
@@ -100,7 +100,7 @@ def cookieless_language(request: Request) -> str:
 
 
 @router.get("/r/{token}", response_class=HTMLResponse)
-async def receipt_page(token: str, request: Request, db: ReadConnectionDep) -> HTMLResponse:
+async def receipt_page(token: str, request: Request, db: PublicReadConnectionDep) -> HTMLResponse:
     language = cookieless_language(request)
     try:
         receipt = await receipt_for(request, db, token)
@@ -135,7 +135,7 @@ async def receipt_qr(
 
 @router.get("/m/{slug}", response_class=HTMLResponse)
 async def merchant_public_page(
-    slug: str, request: Request, session: SessionDep, language: Language
+    slug: str, request: Request, session: ReportSessionDep, language: Language
 ) -> HTMLResponse:
     merchant = await merchant_repository.public_by_slug(session, slug) if len(slug) <= 80 else None
     if merchant is None:
