@@ -49,6 +49,7 @@ from app.reports.service import TransparencyReport
 from app.settlement.endpoints import router as settlement
 from app.settlement.endpoints import stripe_webhooks
 from app.settlement.stripe_gateway import StripeGateway
+from app.web.endpoints import ReceiptFastPath
 from app.web.endpoints import router as web_pages
 from app.web.partner.endpoints import router as partner_app
 from app.web.security import SecurityHeaders
@@ -143,9 +144,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     install_error_handlers(app)
     install_openapi(app)
-    # Innermost: the two hottest routes (order webhooks, checkout quotes), answered without the framework.
+    # Innermost: the hottest routes (order webhooks, checkout quotes, buyers' receipts), answered without the
+    # framework.
     app.add_middleware(OrderWebhookFastPath)
     app.add_middleware(QuoteFastPath)
+    app.add_middleware(ReceiptFastPath)
     app.add_middleware(
         BodySizeLimit,
         default=settings.max_body_bytes,

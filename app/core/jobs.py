@@ -7,6 +7,9 @@ number of worker processes sharing the database.
   sending heartbeats (killed with `kill -9`, frozen) is picked again by another worker once its heartbeat is
   `G4G_JOB_HEARTBEAT_SECONDS` old, so handlers must be idempotent: every one in this service checks what it is
   about to do against the database first. Stopping a worker (SIGTERM) lets its running jobs finish.
+- A job that raises is tried again, after a pause that doubles each time (`G4G_JOB_RETRY_SECONDS`, at most ten
+  minutes), up to `G4G_JOB_ATTEMPTS` tries; one that still fails stays in the queue's table as `failed` (with its
+  traceback in `pgqueuer_log`) for the operator, rather than being dropped.
 - Periodic tasks (cron) are ticked by pgqueuer's scheduler: one worker takes each tick (a row lock in
   `pgqueuer_schedules`), and a tick only enqueues the task's job, deduplicated by the task's name, so a run that
   outlasts its interval is never doubled.
@@ -28,6 +31,7 @@ import structlog
 from cryptography.fernet import MultiFernet
 from pgqueuer import AsyncpgDriver, Queries, QueueManager, SchedulerManager
 from pgqueuer.adapters.persistence.qb import QueryBuilderEnvironment, QueryQueueBuilder, QuerySchedulerBuilder
+from pgqueuer.core.executors import DatabaseRetryEntrypointExecutor, EntrypointExecutorParameters
 from pgqueuer.models import Job, Schedule
 from pgqueuer.types import QueueExecutionMode
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -47,6 +51,8 @@ log = structlog.get_logger("g4g.jobs")
 
 # How long a worker that lost its database waits before connecting again (each attempt is bounded too).
 RECONNECT_PAUSE_SECONDS = 1.0
+# The longest pause between two tries of a failing job.
+MAX_RETRY_PAUSE = timedelta(minutes=10)
 
 
 @dataclass
@@ -159,6 +165,15 @@ class Worker:
 
         return run
 
+    def _retrying(self, parameters: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
+        settings = self.context.settings
+        return DatabaseRetryEntrypointExecutor(
+            parameters,
+            max_attempts=settings.job_attempts - 1,  # pgqueuer counts the retries after the first try
+            initial_delay=timedelta(seconds=settings.job_retry_seconds),
+            max_delay=MAX_RETRY_PAUSE,
+        )
+
     def _tick(self, periodic: Periodic) -> Callable[[Schedule], Awaitable[None]]:
         async def tick(_: Schedule) -> None:
             async with self.context.engine.connect() as connection:
@@ -197,9 +212,13 @@ class Worker:
             connections.append(queue_connection)
             manager = QueueManager(queue_queries(queue_connection))
             for task in self.tasks:
-                manager.entrypoint(task.name, concurrency_limit=task.concurrency, accepts_context=False)(
-                    self._handler(task)
-                )
+                manager.entrypoint(
+                    task.name,
+                    concurrency_limit=task.concurrency,
+                    accepts_context=False,
+                    on_failure="hold",
+                    executor_factory=self._retrying,
+                )(self._handler(task))
             self._managers.append(manager)
             runs: list[Coroutine[Any, Any, None]] = [
                 manager.run(

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     worker_concurrency: Annotated[int, Field(ge=1, le=200)] = 10
     # A job whose worker stopped sending heartbeats for this long (killed, frozen) is run again by another.
     job_heartbeat_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    # A job that fails (raises) is tried again after a pause that doubles from `job_retry_seconds` (at most 10
+    # minutes), up to `job_attempts` tries in all; then it is kept as `failed` in the queue for the operator.
+    job_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    job_retry_seconds: Annotated[float, Field(ge=0.1, le=3600)] = 5.0
     # Settlement on a schedule (cron syntax, in UTC, e.g. "0 3 * * *"); unset: only when an operator asks.
     settlement_schedule: str | None = None
     # Retention: order-webhook inbox rows are kept longer than platforms retry (Standard Webhooks senders retry for

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from app.core.auth import Authorized, Principal, Role
 from app.core.database import PublicReadConnectionDep, SessionDep, pooled
+from app.core.errors import problem_for
 from app.core.json_body import ExactJsonRoute
 from app.core.types import PRINTABLE
 from app.receipts import service
@@ -103,12 +104,19 @@ async def revoke_receipt_link(
 
 
 @router.get("/receipts/{token}", response_model=ReceiptOut, operation_id="get_receipt")
-async def get_receipt(token: Token, request: Request, db: PublicReadConnectionDep) -> JSONResponse:
+async def get_receipt(token: Token, request: Request, db: PublicReadConnectionDep) -> Response:
     """A receipt by its token (public: the token is the key). What happened to the order's donation, with
     dates, what comes next and roughly when. Never a student or a school; a region only where the public report
     shows it. An unknown or revoked token is 404, the same for both."""
-    receipt = await receipt_for(request, db, token)
-    return JSONResponse(receipt.model_dump(mode="json"), headers=RECEIPT_HEADERS)
+    return await receipt_json(token, request, db)
+
+
+async def receipt_json(token: str, request: Request, db: asyncpg.Connection) -> Response:
+    try:
+        receipt = await receipt_for(request, db, token)
+    except service.ReceiptNotFound as exc:
+        return problem_for(exc)
+    return Response(receipt.model_dump_json(), media_type="application/json", headers=RECEIPT_HEADERS)
 
 
 async def receipt_for(request: Request, db: asyncpg.Connection, token: str) -> ReceiptOut:

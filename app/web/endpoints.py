@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+import asyncpg
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.auth import Forbidden
 from app.core.auth_failures import TooManyAttempts
-from app.core.database import PublicReadConnectionDep, ReadConnectionDep, ReportSessionDep, SessionDep
+from app.core.database import (
+    PublicReadConnectionDep,
+    ReadConnectionDep,
+    ReportSessionDep,
+    SessionDep,
+    pooled,
+    public_read_pool,
+    usable_replica,
+)
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
 from app.core.patterns import pattern
@@ -20,7 +32,8 @@ from app.core.types import ResourceId
 from app.merchants import repository as merchant_repository
 from app.merchants.profile import public_figures
 from app.receipts import service as receipts
-from app.receipts.endpoints import RECEIPT_HEADERS, public_origin, receipt_for
+from app.receipts.endpoints import RECEIPT_HEADERS, get_receipt, public_origin, receipt_for, receipt_json
+from app.receipts.endpoints import router as receipts_router
 from app.receipts.service import ReceiptNotFound
 from app.settlement.schemas import SETUP_INTENT_ID
 from app.web import badge, service
@@ -101,6 +114,10 @@ def cookieless_language(request: Request) -> str:
 
 @router.get("/r/{token}", response_class=HTMLResponse)
 async def receipt_page(token: str, request: Request, db: PublicReadConnectionDep) -> HTMLResponse:
+    return await _receipt_page(token, request, db)
+
+
+async def _receipt_page(token: str, request: Request, db: asyncpg.Connection) -> HTMLResponse:
     language = cookieless_language(request)
     try:
         receipt = await receipt_for(request, db, token)
@@ -112,6 +129,57 @@ async def receipt_page(token: str, request: Request, db: PublicReadConnectionDep
     response.headers.update(RECEIPT_HEADERS)
     response.headers["Vary"] = "Accept-Language, Cookie"
     return response
+
+
+class ReceiptFastPath:
+    """Serves a buyer's receipt, `GET /r/{token}` (with at most `?lang=`) and `GET /v1/receipts/{token}`,
+    straight from ASGI as `QuoteFastPath` does quotes: the same functions as the routes, without FastAPI's
+    route matching and dependency solving, which cost about as much as rendering the page (docs/scaling.md).
+    Anything else under those paths (another query, a QR code, another method) goes on to the routes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        routes = {r.endpoint: r for r in router.routes if isinstance(r, APIRoute)}
+        self._page = routes[receipt_page]
+        (self._json,) = [
+            r for r in receipts_router.routes if isinstance(r, APIRoute) and r.endpoint is get_receipt
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        served = self._served(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if served is None:
+            await self.app(scope, receive, send)
+            return
+        route, token, answer = served
+        scope["route"] = route  # the access line and metrics name the route, never the token
+        scope["path_params"] = {"token": token}
+        request = Request(scope, receive)
+        state = scope[
+            "app"
+        ].state  # the replica's connections while it is within its lag bound, as the routes'
+        async with pooled(public_read_pool(state, await usable_replica(state))) as db:
+            response = await answer(token, request, db)
+        await response(scope, receive, send)
+
+    def _served(
+        self, scope: Scope
+    ) -> tuple[APIRoute, str, Callable[[str, Request, asyncpg.Connection], Awaitable[Response]]] | None:
+        path: str = scope["path"]
+        query: bytes = scope["query_string"]
+        if path.startswith("/r/"):
+            token = path[3:]
+            if query and not _LANG_QUERY.fullmatch(query):
+                return None
+            return (self._page, token, _receipt_page) if _TOKEN_SEGMENT.fullmatch(token) else None
+        if path.startswith("/v1/receipts/") and not query:
+            token = path[13:]
+            return (self._json, token, receipt_json) if _TOKEN_SEGMENT.fullmatch(token) else None
+        return None
+
+
+# One path segment: a QR code (`/r/{token}/qr.svg`) and anything longer are the routes' own.
+_TOKEN_SEGMENT = re.compile(r"[^/]+")
+_LANG_QUERY = re.compile(rb"lang=[A-Za-z_-]{1,16}")
 
 
 @router.get("/r/{token}/qr.{kind}")
