@@ -31,7 +31,8 @@ test: $(STAMP)
 	$(BIN)/pytest -n auto --dist loadfile --ignore=tests/ha $(PYTEST_ARGS)
 
 ## Highly available PostgreSQL (tests/ha): etcd and Patroni-managed PostgreSQL servers started on 127.0.0.1, the
-## primary killed under load. Needs Debian's patroni, etcd-server and postgresql-15 (`.ci/run` installs them).
+## primary killed under load; replica reads; PgBouncer in transaction pooling; a point-in-time restore drill.
+## Needs Debian's patroni, etcd-server, postgresql-15 and pgbouncer (`.ci/run` installs them).
 test-ha: $(STAMP)
 	$(BIN)/pytest -n 0 tests/ha $(PYTEST_ARGS)
 

@@ -108,12 +108,12 @@ async def _create_api_key(settings: Settings, args: argparse.Namespace) -> str:
     from app.activity.service import record_activity
     from app.api_keys.service import create_api_key, key_details
     from app.core.auth import Role
-    from app.core.database import make_sessionmaker
+    from app.core.database import make_sessionmaker, sqlalchemy_connect_args
 
     _, url = _database_url(settings)
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, connect_args=sqlalchemy_connect_args(settings))
     try:
         async with make_sessionmaker(engine)() as session, session.begin():
             key, token = await create_api_key(
@@ -158,11 +158,11 @@ async def _audit(settings: Settings) -> bool:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from app.core.clock import SystemClock
-    from app.core.database import make_sessionmaker
+    from app.core.database import make_sessionmaker, sqlalchemy_connect_args
     from app.ledger.audit import run_audit
 
     _, url = _database_url(settings)
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, connect_args=sqlalchemy_connect_args(settings))
     try:
         async with make_sessionmaker(engine)() as session:
             report = await run_audit(session, now=SystemClock().now())

@@ -80,6 +80,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             if settings.database_read_url
             else None
         )
+        if app.state.replica is not None:
+            await app.state.replica.open()
         app.state.webhook_secrets = WebhookSecretCache(app.state.sessionmaker, app.state.cipher)
         app.state.inbox_pool = await database.inbox_pool(size=settings.ingest_concurrency)
         app.state.order_inbox = OrderEventInbox(
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.transparency = TransparencyReport(
             app.state.sessionmaker,
             app.state.clock,
+            replica=app.state.replica,
             refresh=timedelta(seconds=settings.transparency_refresh_seconds),
             window=timedelta(days=settings.return_window_days),
             base_currency=settings.base_currency,

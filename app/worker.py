@@ -15,10 +15,10 @@ import structlog
 
 from app.core.clock import Clock, SystemClock
 from app.core.database import (
-    CONNECT_TIMEOUT_SECONDS,
     Database,
     drop_connections_when_unavailable,
     make_sessionmaker,
+    sqlalchemy_connect_args,
 )
 from app.core.idempotency import delete_expired_records
 from app.core.jobs import JobContext, Periodic, Task, Worker
@@ -88,7 +88,7 @@ async def standalone_context(
         create_async_engine(
             url,
             pool_size=settings.worker_concurrency + 2,
-            connect_args={"server_settings": {"timezone": "UTC"}, "timeout": CONNECT_TIMEOUT_SECONDS},
+            connect_args=sqlalchemy_connect_args(settings),
         )
     )
     http = http_client(settings)

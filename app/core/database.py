@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -102,6 +103,31 @@ def database_unavailable(exc: BaseException) -> bool:
 _SERVER_SETTINGS = {"application_name": "g4g", "timezone": "UTC"}
 
 
+def _unique_statement_name() -> str:
+    return f"__g4g_{uuid.uuid4().hex}__"
+
+
+def asyncpg_options(settings: Settings) -> dict[str, Any]:
+    """asyncpg's connection options for `DATABASE_URL`: behind a pooler in transaction mode
+    (`G4G_TRANSACTION_POOLING`), no statement cache: asyncpg then sends each statement unnamed, parsed and run in
+    one exchange, which any server connection can take."""
+    return {"statement_cache_size": 0} if settings.transaction_pooling else {}
+
+
+def sqlalchemy_connect_args(settings: Settings) -> dict[str, Any]:
+    """`connect_args` for a SQLAlchemy engine on `DATABASE_URL`. SQLAlchemy prepares every statement by name
+    inside its transaction; behind a transaction pooler its cache is off and the names are unique, so a
+    statement never meets another client's of the same name left on a server connection."""
+    args: dict[str, Any] = {"server_settings": _SERVER_SETTINGS, "timeout": CONNECT_TIMEOUT_SECONDS}
+    if settings.transaction_pooling:
+        args |= {
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": _unique_statement_name,
+        }
+    return args
+
+
 def drop_connections_when_unavailable(engine: AsyncEngine) -> AsyncEngine:
     """Make SQLAlchemy treat "the database is unavailable" (a failover) as a disconnect: the connection it
     happened on, and every other connection of the pool opened before it, are replaced rather than reused. (By
@@ -138,6 +164,7 @@ class Database:
         else:
             self._embedded, self.url = start_embedded_postgres(settings.data_dir)
         self.dsn = driver_dsn(self.url)
+        self._settings = settings
 
     def engine(self, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(
@@ -147,7 +174,7 @@ class Database:
             # No ping on checkout (a round trip per request): a connection found broken is dropped by SQLAlchemy
             # when its error arrives (a primary's connections all break when it stops being primary).
             pool_pre_ping=False,
-            connect_args={"server_settings": _SERVER_SETTINGS, "timeout": CONNECT_TIMEOUT_SECONDS},
+            connect_args=sqlalchemy_connect_args(self._settings),
         )
         return drop_connections_when_unavailable(engine)
 
@@ -163,6 +190,7 @@ class Database:
             timeout=CONNECT_TIMEOUT_SECONDS,
             server_settings=_SERVER_SETTINGS,
             reset=_session_untouched,
+            **asyncpg_options(self._settings),
         )
 
     async def inbox_pool(self, *, size: int) -> asyncpg.Pool:
@@ -171,14 +199,21 @@ class Database:
         than a generic one; planning the read and the write costs ~0.9 ms per batch). Here each statement keeps one
         generic plan per connection, so whatever runs on these connections must have a safe plan whatever the
         statistics said when it was made: the batch statements are index probes by construction
-        (app/donations/repository.py); the rest insert, or read the small rules table by id."""
+        (app/donations/repository.py); the rest insert, or read the small rules table by id.
+
+        Behind a transaction pooler there is no statement kept, hence no plan to keep either (and PgBouncer
+        refuses a startup setting it does not track): the statements are planned on each execution."""
+        pooling = self._settings.transaction_pooling
         return await asyncpg.create_pool(
             self.dsn,
             min_size=0,
             max_size=size,
             timeout=CONNECT_TIMEOUT_SECONDS,
-            server_settings={**_SERVER_SETTINGS, "plan_cache_mode": "force_generic_plan"},
+            server_settings=(
+                _SERVER_SETTINGS if pooling else {**_SERVER_SETTINGS, "plan_cache_mode": "force_generic_plan"}
+            ),
             reset=_session_untouched,
+            **asyncpg_options(self._settings),
         )
 
 
@@ -216,9 +251,24 @@ class ReadReplica:
             )
         )
         self.sessionmaker = make_sessionmaker(self.engine)
+        self._dsn = driver_dsn(asyncpg_url(url))
+        self._pool_size = pool_size
+        # Plain asyncpg connections for single-statement reads (receipts), like the primary's read pool.
+        self.pool: asyncpg.Pool | None = None
         self.max_lag_seconds = max_lag_seconds
         self._usable = False
         self._checked_at = float("-inf")
+
+    async def open(self) -> ReadReplica:
+        self.pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=0,
+            max_size=self._pool_size,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            server_settings=_SERVER_SETTINGS,
+            reset=_session_untouched,
+        )
+        return self
 
     async def usable(self) -> bool:
         if time.monotonic() - self._checked_at < self.CHECK_EVERY_SECONDS:
@@ -235,7 +285,23 @@ class ReadReplica:
         return self._usable
 
     async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
         await self.engine.dispose()
+
+
+async def usable_replica(state: Any) -> ReadReplica | None:
+    """The app's replica (`DATABASE_READ_URL`) if it has one and it is within its lag bound right now."""
+    replica: ReadReplica | None = getattr(state, "replica", None)
+    return replica if replica is not None and await replica.usable() else None
+
+
+async def reading_sessionmaker(state: Any) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reads that may be a little behind: on the replica while it is within its lag bound, else
+    on the primary."""
+    replica = await usable_replica(state)
+    primary: async_sessionmaker[AsyncSession] = state.sessionmaker
+    return replica.sessionmaker if replica is not None else primary
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -260,12 +326,9 @@ SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
 
 
 async def _report_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """For a report that only reads and may be a little behind: a session on the replica (`DATABASE_READ_URL`)
-    while its lag is within bounds, else on the primary."""
-    replica: ReadReplica | None = getattr(request.app.state, "replica", None)
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    if replica is not None and await replica.usable():
-        sessionmaker = replica.sessionmaker
+    """For a report or public page that only reads and may be a little behind: a session on the replica
+    (`DATABASE_READ_URL`) while its lag is within bounds, else on the primary."""
+    sessionmaker = await reading_sessionmaker(request.app.state)
     async with sessionmaker() as session:
         try:
             yield session
@@ -287,6 +350,22 @@ async def _read_connection(request: Request) -> AsyncIterator[asyncpg.Connection
 
 
 ReadConnectionDep = Annotated[asyncpg.Connection, Depends(_read_connection, scope="function")]
+
+
+def public_read_pool(state: Any, replica: ReadReplica | None) -> asyncpg.Pool:
+    pool: asyncpg.Pool = replica.pool if replica is not None and replica.pool is not None else state.read_pool
+    return pool
+
+
+async def _public_read_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """Like `_read_connection`, for public pages' single-statement reads that may be a little behind: on the
+    replica while it is within its lag bound, else on the primary."""
+    pool = public_read_pool(request.app.state, await usable_replica(request.app.state))
+    async with pooled(pool) as connection:
+        yield connection
+
+
+PublicReadConnectionDep = Annotated[asyncpg.Connection, Depends(_public_read_connection, scope="function")]
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:

@@ -38,7 +38,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
-from app.core.database import CONNECT_TIMEOUT_SECONDS, database_unavailable, driver_dsn
+from app.core.database import (
+    CONNECT_TIMEOUT_SECONDS,
+    asyncpg_options,
+    asyncpg_url,
+    database_unavailable,
+    driver_dsn,
+)
 from app.core.observability import JOBS_ENQUEUED, JOBS_RUN
 from app.core.settings import Settings
 
@@ -125,8 +131,21 @@ class Worker:
     _managers: list[QueueManager | SchedulerManager] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def _dsn(self) -> str:
-        return driver_dsn(self.context.engine.url.render_as_string(hide_password=False))
+    async def _connect(self) -> asyncpg.Connection:
+        """A session for the queue (pgqueuer LISTENs on it for new jobs): to `DATABASE_LISTEN_URL` when set (the
+        server itself, past a transaction pooler, where LISTEN would not hear), else the service's database."""
+        settings = self.context.settings
+        if settings.database_listen_url is not None:
+            direct: asyncpg.Connection = await asyncpg.connect(
+                driver_dsn(asyncpg_url(settings.database_listen_url)), timeout=CONNECT_TIMEOUT_SECONDS
+            )
+            return direct
+        pooled: asyncpg.Connection = await asyncpg.connect(
+            driver_dsn(self.context.engine.url.render_as_string(hide_password=False)),
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            **asyncpg_options(settings),
+        )
+        return pooled
 
     def _handler(self, task: Task) -> Callable[[Job], Awaitable[None]]:
         async def run(job: Job) -> None:
@@ -190,7 +209,7 @@ class Worker:
         connections: list[asyncpg.Connection] = []
         self._managers = []
         try:
-            queue_connection = await asyncpg.connect(self._dsn(), timeout=CONNECT_TIMEOUT_SECONDS)
+            queue_connection = await self._connect()
             connections.append(queue_connection)
             manager = QueueManager(queue_queries(queue_connection))
             for task in self.tasks:
@@ -212,7 +231,7 @@ class Worker:
                 )
             ]
             if self.periodic and not drain:
-                schedule_connection = await asyncpg.connect(self._dsn(), timeout=CONNECT_TIMEOUT_SECONDS)
+                schedule_connection = await self._connect()
                 connections.append(schedule_connection)
                 scheduler = SchedulerManager(queue_queries(schedule_connection))
                 for periodic in self.periodic:

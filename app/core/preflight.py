@@ -52,7 +52,8 @@ async def check_address_free(host: str, port: int, *, variable: str = "G4G_PORT"
 async def connect(url: str) -> asyncpg.Connection:
     """A connection, or a PreflightError saying in one line why there is none (never the URL's password)."""
     try:
-        return await asyncpg.connect(driver_dsn(url), timeout=10.0)
+        # No statement cache: a few statements, and they work through a transaction pooler too.
+        return await asyncpg.connect(driver_dsn(url), timeout=10.0, statement_cache_size=0)
     except asyncpg.InvalidCatalogNameError as exc:
         raise PreflightError(
             f"the database does not exist ({exc}); create it, or point DATABASE_URL at one that does",

@@ -18,13 +18,24 @@ class Settings(BaseSettings):
     database_url: Annotated[
         str | None, Field(validation_alias=AliasChoices("DATABASE_URL", "G4G_DATABASE_URL"))
     ] = None
-    # Optional streaming replica (SPEC §17) for the merchant impact report, used while its replay lag is within
-    # `max_replica_lag_seconds` (else the primary answers). libpq multi-host form allowed, e.g. with
+    # Optional streaming replica (SPEC §17) for the reads that may be a little behind (reports, the public figures,
+    # receipts, public merchant pages), used while its replay lag is within `max_replica_lag_seconds` (else the
+    # primary answers). libpq multi-host form allowed, e.g. with
     # `target_session_attrs=prefer-standby`.
     database_read_url: Annotated[
         str | None, Field(validation_alias=AliasChoices("DATABASE_READ_URL", "G4G_DATABASE_READ_URL"))
     ] = None
     max_replica_lag_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    # `DATABASE_URL` goes through a pooler in transaction mode (PgBouncer `pool_mode = transaction`, SPEC §17): a
+    # client's statements may reach a different server connection in each transaction, so no statement stays
+    # prepared across transactions (asyncpg's and SQLAlchemy's statement caches are off, and SQLAlchemy's
+    # prepared statements get unique names) and no startup setting other than PgBouncer's tracked ones is sent.
+    transaction_pooling: bool = False
+    # Where the job queue's listener connects (LISTEN needs a session of its own: not through a transaction
+    # pooler). Unset: `DATABASE_URL`.
+    database_listen_url: Annotated[
+        str | None, Field(validation_alias=AliasChoices("DATABASE_LISTEN_URL", "G4G_DATABASE_LISTEN_URL"))
+    ] = None
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     workers: Annotated[int, Field(ge=1, le=64)] = 1
@@ -141,7 +152,7 @@ class Settings(BaseSettings):
         decode_lookup_key(value.get_secret_value())  # raises ValueError with the reason
         return value
 
-    @field_validator("database_url", "database_read_url")
+    @field_validator("database_url", "database_read_url", "database_listen_url")
     @classmethod
     def _postgres_only(cls, value: str | None) -> str | None:
         if value is None or value == "":

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.activity.recording import ActivityNote, Recorded
 from app.core.auth import Authorized, Principal, Role
-from app.core.database import SessionDep
+from app.core.database import ReportSessionDep, SessionDep
 from app.core.idempotency import IdempotencyDep
 from app.core.json_body import ExactJsonRoute
 from app.core.pagination import Page, PageParams, page_of
@@ -102,7 +102,7 @@ Lang = Annotated[str | None, Query(description="en, id or zh-Hans; else from Acc
 BADGE_MAX_AGE = 600
 
 
-async def _badge_figures(request: Request, session: SessionDep, merchant_id: str) -> PublicFigures:
+async def _badge_figures(request: Request, session: ReportSessionDep, merchant_id: str) -> PublicFigures:
     merchant = await service.get_public_merchant(session, merchant_id)
     state = request.app.state
     return await public_figures(
@@ -142,7 +142,7 @@ def _cacheable(request: Request, body: bytes, media_type: str, language: str) ->
     operation_id="get_merchant_badge",
 )
 async def get_merchant_badge(
-    merchant_id: ResourceId, request: Request, session: SessionDep, lang: Lang = None
+    merchant_id: ResourceId, request: Request, session: ReportSessionDep, lang: Lang = None
 ) -> Response:
     """What a merchant that opted in gives and what it became, for its product pages (public, cacheable). A
     merchant without a public profile is 404."""
@@ -173,7 +173,7 @@ async def get_merchant_badge(
     operation_id="get_merchant_badge_svg",
 )
 async def get_merchant_badge_svg(
-    merchant_id: ResourceId, request: Request, session: SessionDep, lang: Lang = None
+    merchant_id: ResourceId, request: Request, session: ReportSessionDep, lang: Lang = None
 ) -> Response:
     """The badge as a 360 × 56 SVG image, in the requested language."""
     figures = await _badge_figures(request, session, merchant_id)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from app.activity.recording import ActivityNote, Recorded
 from app.core.auth import Authorized, Principal, Role
-from app.core.database import ReadConnectionDep, SessionDep
+from app.core.database import PublicReadConnectionDep, SessionDep, pooled
 from app.core.errors import problem_for
 from app.core.json_body import ExactJsonRoute
 from app.core.types import PRINTABLE
@@ -112,7 +112,7 @@ async def revoke_receipt_link(
 
 
 @router.get("/receipts/{token}", response_model=ReceiptOut, operation_id="get_receipt")
-async def get_receipt(token: Token, request: Request, db: ReadConnectionDep) -> Response:
+async def get_receipt(token: Token, request: Request, db: PublicReadConnectionDep) -> Response:
     """A receipt by its token (public: the token is the key). What happened to the order's donation, with
     dates, what comes next and roughly when. Never a student or a school; a region only where the public report
     shows it. An unknown or revoked token is 404, the same for both."""
@@ -128,12 +128,24 @@ async def receipt_json(token: str, request: Request, db: asyncpg.Connection) -> 
 
 
 async def receipt_for(request: Request, db: asyncpg.Connection, token: str) -> ReceiptOut:
+    """The receipt, read on `db` (the replica's while within its lag bound). A token the replica does not know
+    is looked up on the primary too: a link made a moment ago may not have been replayed yet."""
     state = request.app.state
-    return await service.receipt(
-        db,
-        token,
-        now=state.clock.now(),
-        window=timedelta(days=state.settings.return_window_days),
-        regions=state.public_regions,
-        settlement_schedule=state.settings.settlement_schedule,
-    )
+
+    async def read(connection: asyncpg.Connection) -> ReceiptOut:
+        return await service.receipt(
+            connection,
+            token,
+            now=state.clock.now(),
+            window=timedelta(days=state.settings.return_window_days),
+            regions=state.public_regions,
+            settlement_schedule=state.settings.settlement_schedule,
+        )
+
+    try:
+        return await read(db)
+    except service.ReceiptNotFound:
+        if getattr(state, "replica", None) is None:
+            raise
+    async with pooled(state.read_pool) as primary:
+        return await read(primary)

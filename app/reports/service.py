@@ -23,6 +23,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.clock import Clock
+from app.core.database import ReadReplica
 from app.core.money import MoneyOut, currency_exponent, round_half_even
 from app.ledger import accounts
 from app.reports import repository
@@ -543,8 +544,10 @@ class TransparencyReport:
         refresh: timedelta,
         window: timedelta,
         base_currency: str,
+        replica: ReadReplica | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._replica = replica
         self._clock = clock
         self.refresh_interval = refresh
         self._window = window
@@ -570,7 +573,23 @@ class TransparencyReport:
         return held
 
     async def _shared(self, held: Snapshot | None) -> Snapshot | None:
-        async with self._sessionmaker() as session:
+        """The stored figures, read from the replica (`DATABASE_READ_URL`) while it is within its lag bound, else
+        from the primary. Never older than those this process holds (the replica may not have replayed yet the
+        figures this process just stored on the primary), and when the replica has none yet, the primary's."""
+        replica = self._replica if self._replica is not None and await self._replica.usable() else None
+        if replica is not None:
+            found = await self._stored(replica.sessionmaker, held)
+            if found is not None:
+                if held is not None and found.updated_at < held.updated_at:
+                    return held
+                return found
+        return await self._stored(self._sessionmaker, held)
+
+    @staticmethod
+    async def _stored(
+        sessionmaker: async_sessionmaker[AsyncSession], held: Snapshot | None
+    ) -> Snapshot | None:
+        async with sessionmaker() as session:
             version = await repository.summary_version(session, TRANSPARENCY)
             if version is None:
                 return None

@@ -16,7 +16,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.auth import Forbidden
 from app.core.auth_failures import TooManyAttempts
-from app.core.database import ReadConnectionDep, SessionDep, pooled
+from app.core.database import (
+    PublicReadConnectionDep,
+    ReadConnectionDep,
+    ReportSessionDep,
+    SessionDep,
+    pooled,
+    public_read_pool,
+    usable_replica,
+)
 from app.core.errors import Unauthorized
 from app.core.json_body import ExactJsonRoute
 from app.core.patterns import pattern
@@ -105,7 +113,7 @@ def cookieless_language(request: Request) -> str:
 
 
 @router.get("/r/{token}", response_class=HTMLResponse)
-async def receipt_page(token: str, request: Request, db: ReadConnectionDep) -> HTMLResponse:
+async def receipt_page(token: str, request: Request, db: PublicReadConnectionDep) -> HTMLResponse:
     return await _receipt_page(token, request, db)
 
 
@@ -146,7 +154,10 @@ class ReceiptFastPath:
         scope["route"] = route  # the access line and metrics name the route, never the token
         scope["path_params"] = {"token": token}
         request = Request(scope, receive)
-        async with pooled(scope["app"].state.read_pool) as db:
+        state = scope[
+            "app"
+        ].state  # the replica's connections while it is within its lag bound, as the routes'
+        async with pooled(public_read_pool(state, await usable_replica(state))) as db:
             response = await answer(token, request, db)
         await response(scope, receive, send)
 
@@ -192,7 +203,7 @@ async def receipt_qr(
 
 @router.get("/m/{slug}", response_class=HTMLResponse)
 async def merchant_public_page(
-    slug: str, request: Request, session: SessionDep, language: Language
+    slug: str, request: Request, session: ReportSessionDep, language: Language
 ) -> HTMLResponse:
     merchant = await merchant_repository.public_by_slug(session, slug) if len(slug) <= 80 else None
     if merchant is None:

@@ -4,8 +4,10 @@ CLI gets the test's database, as `make run` gives it its own).
 
 Not run, and why: `make run`, `make test` and `make demo` (they build a virtualenv and start their own service;
 `tests/demo` runs the demo), the localstripe walk-through in docs/operating.md (it starts localstripe and
-`make run`; tests/settlement runs settlement against localstripe), and the high-availability blocks (an apt
-install, and a `DATABASE_URL` naming Patroni's nodes; tests/ha runs that set-up)."""
+`make run`; tests/settlement runs settlement against localstripe), the high-availability blocks (an apt
+install, and a `DATABASE_URL` naming Patroni's nodes; tests/ha runs that set-up), and the backup and restore
+blocks (they need a PostgreSQL server of their own, run as `postgres`: tests/ha/test_backup.py runs them as
+written)."""
 
 from __future__ import annotations
 
@@ -111,9 +113,12 @@ async def test_the_readme_examples_run(pg_server: TestServer, tmp_path: Path) ->
 
 
 async def test_the_operating_guide_sets_up_a_programme(pg_server: TestServer, tmp_path: Path) -> None:
-    make_run, setup, merchant_key, localstripe, apt, patroni = blocks(OPERATING)
+    make_run, setup, merchant_key, localstripe, apt, patroni, *backups = blocks(OPERATING)
     assert "make run" in make_run and "make localstripe" in localstripe and "apt-get" in apt
     assert "target_session_attrs" in patroni, "docs/operating.md's blocks moved: update this test"
+    assert len(backups) == 5 and "archive_mode" in backups[0] and "g4g audit" in backups[-1], (
+        "docs/operating.md's blocks moved: update this test"
+    )
     async with live_service(pg_server, tmp_path, "operating") as service:
         # Between the two blocks the platform registers a merchant, as the guide says (here with the admin key).
         register = (

@@ -1,6 +1,8 @@
-"""`DATABASE_READ_URL` (SPEC §17): the merchant impact report is read from a streaming replica (a Patroni
-standby) while its replay lag is within `G4G_MAX_REPLICA_LAG_SECONDS`, and from the primary once the replica
-falls further behind. The replica is made to lag with `recovery_min_apply_delay`."""
+"""`DATABASE_READ_URL` (SPEC §17): the reads that may be a little behind — the merchant impact report, the public
+transparency figures (`/v1/transparency` and the public page), receipts (`/r/{token}`, `/v1/receipts/{token}`),
+a merchant's public page and badge — come from a streaming replica (a Patroni standby) while its replay lag is
+within `G4G_MAX_REPLICA_LAG_SECONDS`, and from the primary once the replica falls further behind. The replica is
+made to lag with `recovery_min_apply_delay`; what each client answers while it lags shows which server it read."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,12 @@ from app.main import create_app
 from tests.conftest import DATA_KEY, make_settings
 from tests.ha.cluster import HaCluster
 from tests.helpers import (
+    create_key,
     create_merchant,
     create_platform,
     create_token_directly,
     order_paid,
+    order_refunded,
     send_event,
     set_rule,
 )
@@ -58,7 +63,7 @@ async def _apply_delay(
         await asyncio.sleep(0.1)
 
 
-async def test_reports_read_the_replica_within_the_lag_bound_and_the_primary_past_it(
+async def test_reports_and_public_pages_read_the_replica_within_the_lag_bound_and_the_primary_past_it(
     ha_cluster: HaCluster, tmp_path: Path
 ) -> None:
     primary = ha_cluster.wait_healthy()
@@ -74,16 +79,15 @@ async def test_reports_read_the_replica_within_the_lag_bound_and_the_primary_pas
     assert migrated.returncode == 0, migrated.stderr
     replica_url = ha_cluster.node_url(standby, "reports")
 
+    hourly = {"transparency_refresh_seconds": 3600}  # the test refreshes the figures itself
     async with (
-        _client(url, tmp_path / "primary") as (app, client),
-        _client(url, tmp_path / "patient", database_read_url=replica_url, max_replica_lag_seconds=3600) as (
-            _,
-            patient,
-        ),
-        _client(url, tmp_path / "strict", database_read_url=replica_url, max_replica_lag_seconds=1) as (
-            _,
-            strict,
-        ),
+        _client(url, tmp_path / "primary", **hourly) as (app, client),
+        _client(
+            url, tmp_path / "patient", database_read_url=replica_url, max_replica_lag_seconds=3600, **hourly
+        ) as (_, patient),
+        _client(
+            url, tmp_path / "strict", database_read_url=replica_url, max_replica_lag_seconds=1, **hourly
+        ) as (_, strict),
     ):
         admin = {"Authorization": f"Bearer {await create_token_directly(app, role='admin', name='ops')}"}
         platform = await create_platform(client, admin, name="Tmall")
@@ -91,6 +95,19 @@ async def test_reports_read_the_replica_within_the_lag_bound_and_the_primary_pas
         await set_rule(client, admin, merchant["id"], rate_bps=150, fixed_per_unit=[])
         await asyncio.sleep(1.1)  # orders are placed after the rule took effect
         assert (await send_event(client, platform, order_paid("TM-1", merchant="shop-1"))).status_code == 200
+        platform_key = {
+            "Authorization": "Bearer "
+            + (await create_key(client, admin, role="platform", platform_id=platform["id"]))["token"]
+        }
+        link = await client.post("/v1/orders/TM-1/receipt-link", headers=platform_key)
+        assert link.status_code == 201, link.text
+        receipt = "/v1/receipts/" + link.json()["url"].removeprefix("/r/")
+        opted = await client.patch(
+            f"/v1/merchants/{merchant['id']}", json={"public_profile": True}, headers=admin
+        )
+        assert opted.status_code == 200, opted.text
+        badge, page = f"/v1/merchants/{merchant['id']}/badge", "/m/" + opted.json()["public_slug"]
+        before = await app.state.transparency.refresh(wait=True)  # the public figures, stored on the primary
         deadline = time.monotonic() + 30
         while await _orders_on(replica_url) != 1:
             assert time.monotonic() < deadline, "the replica never replayed the order"
@@ -105,12 +122,41 @@ async def test_reports_read_the_replica_within_the_lag_bound_and_the_primary_pas
             assert (
                 await send_event(client, platform, order_paid("TM-2", merchant="shop-1"))
             ).status_code == 200
+            refund = order_refunded("TM-1", "R-1", 6400, merchant="shop-1")
+            assert (await send_event(client, platform, refund)).status_code == 200
+            opted_out = {"public_profile": False}
+            assert (
+                await client.patch(f"/v1/merchants/{merchant['id']}", json=opted_out, headers=admin)
+            ).is_success
+            after = await app.state.transparency.refresh(wait=True)
+            assert after is not None and before is not None and after.etag != before.etag
+            new_link = await client.post("/v1/orders/TM-2/receipt-link", headers=platform_key)
+            assert new_link.status_code == 201, new_link.text
             assert (await client.get(impact, headers=admin)).json()["orders"] == 2  # the primary
             await asyncio.sleep(1.5)  # the replica is now more than a second behind
-            # Within its bound (an hour), the replica answers: it has not seen the second order.
+
+            # Within its bound (an hour), the replica answers: it has not seen the second order, the refund, the
+            # merchant opting out or the new figures.
             assert (await patient.get(impact, headers=admin)).json()["orders"] == 1
+            assert (await patient.get(receipt)).json()["reversed"]["amount"] == 0
+            assert (await patient.get("/r/" + receipt.rsplit("/", 1)[1])).status_code == 200
+            assert (await patient.get(badge)).status_code == 200
+            assert (await patient.get(page)).status_code == 200
+            figures = await patient.get("/v1/transparency")
+            assert figures.headers["etag"] == before.etag
+            # ... with their real date: when the figures it has were computed.
+            assert datetime.fromisoformat(figures.json()["updated_at"]) == before.updated_at
+            assert (await patient.get("/")).status_code == 200
+            # A receipt link made a moment ago, which the replica has not replayed: found on the primary.
+            made_now = await patient.get("/v1/receipts/" + new_link.json()["url"].removeprefix("/r/"))
+            assert made_now.status_code == 200, made_now.text
+
             # Past its bound (a second), the primary answers.
             assert (await strict.get(impact, headers=admin)).json()["orders"] == 2
+            assert (await strict.get(receipt)).json()["reversed"]["amount"] == 96
+            assert (await strict.get(badge)).status_code == 404
+            assert (await strict.get(page)).status_code == 404
+            assert (await strict.get("/v1/transparency")).headers["etag"] == after.etag
         finally:
             await _apply_delay(ha_cluster, standby_db, None, shown="0")
             await standby_db.close()
