@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.clock import Clock
 from app.core.money import MoneyOut, currency_exponent, round_half_even
 from app.ledger import accounts
-from app.reports import repository
+from app.reports import repository, rollups
 from app.reports.disclosure import STEP, Publication
 from app.reports.repository import PackageCosts, PlaceCell, StageCell
 from app.reports.schemas import (
@@ -400,11 +400,21 @@ def build_transparency(
 
 
 async def compute_transparency(
-    session: AsyncSession, *, now: datetime, window: timedelta, base_currency: str
+    session: AsyncSession, *, now: datetime, window: timedelta, base_currency: str, from_orders: bool = False
 ) -> TransparencyOut:
+    """The public figures, the orders' from the rollups (`app.reports.rollups`, brought up to date by the
+    caller) or, `from_orders`, recomputed from every order (the same figures: the tests compare them). An
+    unbilled order is final once the hour it was placed in is wholly past the return window."""
+    hour = rollups.final_hour(now, window)
+    if from_orders:
+        cells = await rollups.full_cells(session, final_before_hour=hour)
+        merchants = await repository.merchants_with_orders(session)
+    else:
+        cells = await rollups.cells(session, final_before_hour=hour)
+        merchants = await rollups.merchants(session)
     return build_transparency(
-        await repository.stage_cells(session, final_before=now - window),
-        merchants=await repository.merchants_with_orders(session),
+        cells,
+        merchants=merchants,
         pool_received=await repository.pool_received(session, base_currency),
         pool_by_currency=await repository.pool_by_currency(session, base_currency),
         pool_balance=await repository.pool_balance(session, base_currency),
@@ -612,14 +622,15 @@ class TransparencyReport:
                 self._remember(snapshot)
                 return snapshot
             now = self._clock.now()
-            # The figures come from one consistent snapshot of the database, read in a transaction of their own.
+            # The figures come from one consistent snapshot of the database, read in a transaction of their own
+            # that first folds into the rollups what committed since they were last brought up to date.
             async with self._sessionmaker() as reader:
-                await reader.connection(
-                    execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-                )
+                await reader.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+                await rollups.catch_up(reader, now)
                 figures = await compute_transparency(
                     reader, now=now, window=self._window, base_currency=self._base_currency
                 )
+                await reader.commit()
             etag = _etag(figures)
             if row is not None and row.etag == etag:
                 await repository.mark_checked(session, TRANSPARENCY, now)
