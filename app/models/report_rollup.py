@@ -27,7 +27,8 @@ class ReportWatermark(Base):
 
 class ReportUnbilledCell(Base):
     """Orders not billed yet (with a donation), by the hour they were placed, currency and whether their donation
-    was reversed whole: the report splits them into final and pledged by the hour."""
+    was reversed whole: the report splits them into final and pledged by the hour. Those reversed whole are at
+    that stage whatever the time: their `placed_hour` is the month's first."""
 
     __tablename__ = "report_unbilled_cells"
 

@@ -1,8 +1,9 @@
 """The public report's order figures, kept in small rollup rows from a watermark, so that a refresh reads rows
 whose number grows with hours and months, not with orders.
 
-What is kept (`app/models/report_rollup.py`): unbilled orders by the hour they were placed, currency and whether
-their donation was reversed whole; each statement's orders by month placed and currency at the statement's stage
+What is kept (`app/models/report_rollup.py`): unbilled orders by the hour they were placed (the month, for those
+whose donation was reversed whole: they are at that stage whatever the time), currency and whether their donation
+was reversed whole; each statement's orders by month placed and currency at the statement's stage
 (billed, collected, in_pool); their sums by month, currency and stage; the merchants that gave. Nothing on the
 order webhook's path writes them: the order path only leaves the id of its transaction on the rows it inserts
 (a column default), and `catch_up` folds in what committed since the last time.
@@ -89,7 +90,9 @@ async def rebuild(session: AsyncSession) -> None:
         text(
             """
             INSERT INTO report_unbilled_cells (placed_hour, currency, fully_reversed, orders, net, reversed)
-            SELECT date_trunc('hour', placed_at, 'UTC'), currency, reversed_amount = donation_amount, count(*),
+            SELECT date_trunc(CASE WHEN reversed_amount = donation_amount THEN 'month' ELSE 'hour' END, placed_at,
+                              'UTC'),
+                   currency, reversed_amount = donation_amount, count(*),
                    sum(donation_amount - reversed_amount), sum(reversed_amount)
             FROM orders WHERE donation_amount > 0 AND statement_id IS NULL
             GROUP BY 1, 2, 3
@@ -162,6 +165,7 @@ async def _fold_changes(session: AsyncSession, old: str) -> int:
             states AS (
                 SELECT o.statement_id, o.currency, o.donation_amount AS d, o.reversed_amount AS r,
                        date_trunc('hour', o.placed_at, 'UTC') AS hour,
+                       date_trunc('month', o.placed_at, 'UTC') AS month_start,
                        to_char(o.placed_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month,
                        wo.id IS NULL AS existed, o.reversed_amount - coalesce(wr.reversed, 0) AS old_r,
                        o.statement_id IS NOT NULL AND ws.id IS NULL AS billed_before
@@ -171,12 +175,15 @@ async def _fold_changes(session: AsyncSession, old: str) -> int:
                 LEFT JOIN win_statements ws ON ws.id = o.statement_id
                 WHERE o.donation_amount > 0),
             contributions AS (
-                SELECT statement_id, CASE WHEN statement_id IS NULL THEN hour END AS hour,
+                SELECT statement_id,
+                       CASE WHEN statement_id IS NULL THEN (CASE WHEN r = d THEN month_start ELSE hour END) END
+                           AS hour,
                        CASE WHEN statement_id IS NULL THEN r = d END AS fully, month, currency,
                        1 AS orders, d - r AS net, r AS reversed
                 FROM states
                 UNION ALL
-                SELECT CASE WHEN billed_before THEN statement_id END, CASE WHEN NOT billed_before THEN hour END,
+                SELECT CASE WHEN billed_before THEN statement_id END,
+                       CASE WHEN NOT billed_before THEN (CASE WHEN old_r = d THEN month_start ELSE hour END) END,
                        CASE WHEN NOT billed_before THEN old_r = d END, month, currency,
                        -1, -(d - old_r), -old_r
                 FROM states WHERE existed)
