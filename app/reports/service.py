@@ -4,7 +4,9 @@ The public summary is an aggregate over every order, so it is never computed whi
 very first time): `TransparencyReport` serves the last computed figures from `report_summaries` (each process
 keeps a copy, checked against the row at most once a second) and, once they are older than
 `G4G_TRANSPARENCY_REFRESH_SECONDS`, recomputes them in the background (one refresher at a time across all
-processes). Figures that did not change keep their ETag and `updated_at`."""
+processes). A recomputation reads the orders' figures from rollups it first brings up to date with what committed
+since (`app.reports.rollups`), so its cost follows the change, not the history. Figures that did not change keep
+their ETag and `updated_at`."""
 
 from __future__ import annotations
 
