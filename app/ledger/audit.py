@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.donations.calculation import reversed_total
 from app.ledger import accounts
 from app.logistics.machine import ALLOCATION_STATUS, PACKAGE_STAGE
+from app.reports import repository as reports_repository
 from app.reports import rollups
 
 EXAMPLES = 10
@@ -349,11 +350,15 @@ async def _report_rollups_match_orders(session: AsyncSession) -> list[dict[str, 
     writes nothing), against the same figures recomputed from every order."""
     if not isinstance(session.bind, AsyncEngine):
         raise TypeError("the audit's session is bound to an engine")
-    async with AsyncSession(session.bind) as own:
-        await own.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        now = await own.scalar(text("SELECT now()"))
-        found = await rollups.mismatches(own, now)
-        await own.rollback()
+    # Behind the report's refresh lock, taken before the snapshot (as a refresh does), so that no refresh
+    # commits new rollups between this snapshot and the rows it brings up to date.
+    async with AsyncSession(session.bind) as lock, lock.begin():
+        await reports_repository.try_lock_refresh(lock, rollups.WATERMARK, wait=True)
+        async with AsyncSession(session.bind) as own:
+            await own.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            now = await own.scalar(text("SELECT now()"))
+            found = await rollups.mismatches(own, now)
+            await own.rollback()
     return found
 
 

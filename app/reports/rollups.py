@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.reports import repository
 from app.reports.repository import StageCell
 
+# The watermark's name, also the name of the report whose refresh lock serialises catch-ups.
 WATERMARK = "transparency"
 
 _STATEMENT_STAGE = """CASE WHEN s.status = 'paid' AND c.id IS NOT NULL THEN 'in_pool'

@@ -45,7 +45,7 @@ from app.reports.schemas import (
 
 log = structlog.get_logger("g4g.reports")
 
-TRANSPARENCY = "transparency"
+TRANSPARENCY = rollups.WATERMARK  # one name: the summary, its refresh lock and the rollups' watermark
 # How long a process serves its copy of the figures before looking at the shared row again.
 RECHECK_SECONDS = 1.0
 MONEY_FIELDS = ("pledged", "final", "billed", "collected", "in_pool", "reversed")
