@@ -8,11 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.donations.calculation import reversed_total
 from app.ledger import accounts
 from app.logistics.machine import ALLOCATION_STATUS, PACKAGE_STAGE
+from app.reports import repository as reports_repository
+from app.reports import rollups
 
 EXAMPLES = 10
 
@@ -343,6 +345,23 @@ async def _carryovers_match_lines(session: AsyncSession) -> list[dict[str, Any]]
     )
 
 
+async def _report_rollups_match_orders(session: AsyncSession) -> list[dict[str, Any]]:
+    """The public report's rollups, brought up to date in a snapshot of their own (rolled back: the audit
+    writes nothing), against the same figures recomputed from every order."""
+    if not isinstance(session.bind, AsyncEngine):
+        raise TypeError("the audit's session is bound to an engine")
+    # Behind the report's refresh lock, taken before the snapshot (as a refresh does), so that no refresh
+    # commits new rollups between this snapshot and the rows it brings up to date.
+    async with AsyncSession(session.bind) as lock, lock.begin():
+        await reports_repository.try_lock_refresh(lock, rollups.WATERMARK, wait=True)
+        async with AsyncSession(session.bind) as own:
+            await own.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            now = await own.scalar(text("SELECT now()"))
+            found = await rollups.mismatches(own, now)
+            await own.rollback()
+    return found
+
+
 async def _no_half_processed_deliveries(session: AsyncSession) -> list[dict[str, Any]]:
     return await _rows(
         session,
@@ -417,6 +436,11 @@ CHECKS: list[tuple[str, str, Callable[[AsyncSession], Awaitable[list[dict[str, A
         _boxes_follow_their_shipments,
     ),
     ("inbox_settled", "no delivery was committed half-processed", _no_half_processed_deliveries),
+    (
+        "report_rollups_match_orders",
+        "the public report's order figures kept from the watermark equal a recomputation from every order",
+        _report_rollups_match_orders,
+    ),
 ]
 
 

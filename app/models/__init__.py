@@ -31,6 +31,13 @@ from app.models.partner_session import PartnerSession
 from app.models.platform import Platform
 from app.models.platform_webhook_secret import PlatformWebhookSecret
 from app.models.receipt_link import ReceiptLink
+from app.models.report_rollup import (
+    ReportBilledCell,
+    ReportMerchant,
+    ReportStatementCell,
+    ReportUnbilledCell,
+    ReportWatermark,
+)
 from app.models.report_summary import ReportSummary
 from app.models.school import School
 from app.models.settlement_run import SettlementRun
@@ -82,7 +89,12 @@ __all__ = [
     "Platform",
     "PlatformWebhookSecret",
     "ReceiptLink",
+    "ReportBilledCell",
+    "ReportMerchant",
+    "ReportStatementCell",
     "ReportSummary",
+    "ReportUnbilledCell",
+    "ReportWatermark",
     "School",
     "SettlementRun",
     "Shipment",

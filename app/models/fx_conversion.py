@@ -4,6 +4,7 @@ from sqlalchemy import BigInteger, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt
+from app.models.report_rollup import CURRENT_XID
 
 
 class FxConversion(CreatedAt, Base):
@@ -20,3 +21,7 @@ class FxConversion(CreatedAt, Base):
     base_amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
     fx_rate_id: Mapped[str | None] = mapped_column(ForeignKey("fx_rates.id"), nullable=True)
     rounding_difference: Mapped[str] = mapped_column(String(100), nullable=False)
+    # The transaction that recorded it, for the public report's rollups (`app.reports.rollups`).
+    recorded_xid: Mapped[int | None] = mapped_column(
+        BigInteger, server_default=CURRENT_XID, nullable=True, index=True
+    )

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt
+from app.models.report_rollup import CURRENT_XID
 
 
 class Order(CreatedAt, Base):
@@ -35,6 +36,7 @@ class Order(CreatedAt, Base):
             "donation_reason IN ('before-first-rule', 'no-rule-in-force')", name="donation_reason_known"
         ),
         Index("ix_orders_merchant_placed", "merchant_id", "placed_at"),
+        Index("ix_orders_recorded_xid", "recorded_xid", postgresql_using="brin"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -59,3 +61,5 @@ class Order(CreatedAt, Base):
     settled_reversed: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     # SHA-256 of the order.paid data as first applied: another event with the same key must match it.
     content_hash: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False)
+    # The transaction that recorded it, for the public report's rollups (`app.reports.rollups`).
+    recorded_xid: Mapped[int | None] = mapped_column(BigInteger, server_default=CURRENT_XID, nullable=True)

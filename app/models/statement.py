@@ -6,6 +6,7 @@ from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, CreatedAt
+from app.models.report_rollup import CURRENT_XID
 
 
 class Statement(CreatedAt, Base):
@@ -49,3 +50,11 @@ class Statement(CreatedAt, Base):
     anomaly: Mapped[str | None] = mapped_column(String(500), nullable=True)
     # While a charge is in flight, other runs leave the statement alone; a crash mid-charge frees it at expiry.
     charging_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # For the public report's rollups (`app.reports.rollups`): the transaction that billed it, and the last one
+    # that changed its status (set by a trigger, whichever code changes it).
+    recorded_xid: Mapped[int | None] = mapped_column(
+        BigInteger, server_default=CURRENT_XID, index=True, nullable=True
+    )
+    status_xid: Mapped[int | None] = mapped_column(
+        BigInteger, server_default=CURRENT_XID, index=True, nullable=True
+    )

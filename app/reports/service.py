@@ -4,7 +4,9 @@ The public summary is an aggregate over every order, so it is never computed whi
 very first time): `TransparencyReport` serves the last computed figures from `report_summaries` (each process
 keeps a copy, checked against the row at most once a second) and, once they are older than
 `G4G_TRANSPARENCY_REFRESH_SECONDS`, recomputes them in the background (one refresher at a time across all
-processes). Figures that did not change keep their ETag and `updated_at`."""
+processes). A recomputation reads the orders' figures from rollups it first brings up to date with what committed
+since (`app.reports.rollups`), so its cost follows the change, not the history. Figures that did not change keep
+their ETag and `updated_at`."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from app.core.clock import Clock
 from app.core.database import ReadReplica
 from app.core.money import MoneyOut, currency_exponent, round_half_even
 from app.ledger import accounts
-from app.reports import repository
+from app.reports import repository, rollups
 from app.reports.disclosure import STEP, Publication
 from app.reports.repository import PackageCosts, PlaceCell, StageCell
 from app.reports.schemas import (
@@ -44,7 +46,7 @@ from app.reports.schemas import (
 
 log = structlog.get_logger("g4g.reports")
 
-TRANSPARENCY = "transparency"
+TRANSPARENCY = rollups.WATERMARK  # one name: the summary, its refresh lock and the rollups' watermark
 # How long a process serves its copy of the figures before looking at the shared row again.
 RECHECK_SECONDS = 1.0
 MONEY_FIELDS = ("pledged", "final", "billed", "collected", "in_pool", "reversed")
@@ -401,11 +403,21 @@ def build_transparency(
 
 
 async def compute_transparency(
-    session: AsyncSession, *, now: datetime, window: timedelta, base_currency: str
+    session: AsyncSession, *, now: datetime, window: timedelta, base_currency: str, from_orders: bool = False
 ) -> TransparencyOut:
+    """The public figures, the orders' from the rollups (`app.reports.rollups`, brought up to date by the
+    caller) or, `from_orders`, recomputed from every order (the same figures: the tests compare them). An
+    unbilled order is final once the hour it was placed in is wholly past the return window."""
+    hour = rollups.final_hour(now, window)
+    if from_orders:
+        cells = await rollups.full_cells(session, final_before_hour=hour)
+        merchants = await repository.merchants_with_orders(session)
+    else:
+        cells = await rollups.cells(session, final_before_hour=hour)
+        merchants = await rollups.merchants(session)
     return build_transparency(
-        await repository.stage_cells(session, final_before=now - window),
-        merchants=await repository.merchants_with_orders(session),
+        cells,
+        merchants=merchants,
         pool_received=await repository.pool_received(session, base_currency),
         pool_by_currency=await repository.pool_by_currency(session, base_currency),
         pool_balance=await repository.pool_balance(session, base_currency),
@@ -631,14 +643,15 @@ class TransparencyReport:
                 self._remember(snapshot)
                 return snapshot
             now = self._clock.now()
-            # The figures come from one consistent snapshot of the database, read in a transaction of their own.
+            # The figures come from one consistent snapshot of the database, read in a transaction of their own
+            # that first folds into the rollups what committed since they were last brought up to date.
             async with self._sessionmaker() as reader:
-                await reader.connection(
-                    execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-                )
+                await reader.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+                await rollups.catch_up(reader, now)
                 figures = await compute_transparency(
                     reader, now=now, window=self._window, base_currency=self._base_currency
                 )
+                await reader.commit()
             etag = _etag(figures)
             if row is not None and row.etag == etag:
                 await repository.mark_checked(session, TRANSPARENCY, now)
