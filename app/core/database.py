@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import structlog
 from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.embedded import start_embedded_postgres
 from app.core.settings import Settings
+
+log = structlog.get_logger("g4g.database")
 
 
 def asyncpg_url(url: str) -> str:
@@ -224,14 +227,17 @@ async def _session_untouched(connection: asyncpg.Connection) -> None:
 
 
 # A standby's replay lag in seconds: 0 when it has replayed all it received (or is a primary); None when it
-# streams from nobody (its figures could be arbitrarily old).
+# streams from nobody (its figures could be arbitrarily old). `hidden`: the role can't see the WAL receiver's
+# state (PostgreSQL shows it only to roles with pg_read_all_stats, e.g. through pg_monitor), so a streaming
+# replica would look like one streaming from nobody.
 _REPLICA_LAG = """
 SELECT CASE
     WHEN NOT pg_is_in_recovery() THEN 0
     WHEN NOT EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming') THEN NULL
     WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
     ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
-END
+END AS lag,
+EXISTS (SELECT FROM pg_stat_wal_receiver WHERE pid IS NOT NULL AND status IS NULL) AS hidden
 """
 
 
@@ -258,6 +264,7 @@ class ReadReplica:
         self.max_lag_seconds = max_lag_seconds
         self._usable = False
         self._checked_at = float("-inf")
+        self._warned_hidden = False
 
     async def open(self) -> ReadReplica:
         self.pool = await asyncpg.create_pool(
@@ -276,11 +283,19 @@ class ReadReplica:
         self._checked_at = time.monotonic()
         try:
             async with self.engine.connect() as connection:
-                lag = (await connection.exec_driver_sql(_REPLICA_LAG)).scalar()
+                row = (await connection.exec_driver_sql(_REPLICA_LAG)).mappings().one()
+            lag, hidden = row["lag"], row["hidden"]
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
-            lag = None
+            lag, hidden = None, False
+        if hidden and not self._warned_hidden:
+            self._warned_hidden = True
+            log.warning(
+                "replica.lag_unknown",
+                reason="DATABASE_READ_URL's role can't see pg_stat_wal_receiver; grant it pg_monitor",
+                effect="the primary answers every read",
+            )
         self._usable = lag is not None and lag <= self.max_lag_seconds
         return self._usable
 

@@ -128,8 +128,10 @@ async def receipt_json(token: str, request: Request, db: asyncpg.Connection) -> 
 
 
 async def receipt_for(request: Request, db: asyncpg.Connection, token: str) -> ReceiptOut:
-    """The receipt, read on `db` (the replica's while within its lag bound). A token the replica does not know
-    is looked up on the primary too: a link made a moment ago may not have been replayed yet."""
+    """The receipt, read on `db` (the replica's while within its lag bound). Whether a token opens a receipt is
+    always the primary's answer (one indexed lookup): a link revoked a moment ago must not open from a replica
+    that has not replayed the revocation yet, and a link made a moment ago, which it has not replayed either, is
+    read on the primary."""
     state = request.app.state
 
     async def read(connection: asyncpg.Connection) -> ReceiptOut:
@@ -142,10 +144,12 @@ async def receipt_for(request: Request, db: asyncpg.Connection, token: str) -> R
             settlement_schedule=state.settings.settlement_schedule,
         )
 
-    try:
-        return await read(db)
-    except service.ReceiptNotFound:
-        if getattr(state, "replica", None) is None:
-            raise
+    if getattr(state, "replica", None) is None:
+        return await read(db)  # the primary's
     async with pooled(state.read_pool) as primary:
-        return await read(primary)
+        if not await service.link_is_live(primary, token):
+            raise service.ReceiptNotFound("No such receipt.")
+        try:
+            return await read(db)
+        except service.ReceiptNotFound:
+            return await read(primary)

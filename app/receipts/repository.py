@@ -70,6 +70,12 @@ async def receipt_facts(db: asyncpg.Connection, token_hash: bytes) -> asyncpg.Re
     return await db.fetchrow(_FACTS + "WHERE l.token_hash = $1", token_hash)
 
 
+async def link_is_live(db: asyncpg.Connection, token_hash: bytes) -> bool:
+    return bool(
+        await db.fetchval("SELECT EXISTS (SELECT FROM receipt_links WHERE token_hash = $1)", token_hash)
+    )
+
+
 async def linked_facts(db: asyncpg.Connection, order_ids: Sequence[str]) -> list[asyncpg.Record]:
     """The same for every link of these orders (those without a link are left out)."""
     return list(await db.fetch(_FACTS + "WHERE l.order_id = ANY($1::text[]) ORDER BY l.id", list(order_ids)))

@@ -176,6 +176,11 @@ async def link_exists(db: asyncpg.Connection, token: str) -> bool:
     return found is not None and _well_formed(token)
 
 
+async def link_is_live(db: asyncpg.Connection, token: str) -> bool:
+    """Whether a link with this token exists (not revoked), without reading the receipt."""
+    return await repository.link_is_live(db, token_hash(token))
+
+
 def _well_formed(token: str) -> bool:
     return TOKEN_PATTERN.fullmatch(token) is not None
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import asyncpg
 import httpx
+import structlog
 
+from app.core.database import ReadReplica
 from app.main import create_app
 from tests.conftest import DATA_KEY, make_settings
 from tests.ha.cluster import HaCluster
@@ -157,6 +159,13 @@ async def test_reports_and_public_pages_read_the_replica_within_the_lag_bound_an
             assert (await strict.get(badge)).status_code == 404
             assert (await strict.get(page)).status_code == 404
             assert (await strict.get("/v1/transparency")).headers["etag"] == after.etag
+
+            # A link revoked a moment ago no longer opens, though the replica has not replayed the revocation:
+            # whether a token opens a receipt is the primary's answer.
+            revoked = await client.delete("/v1/orders/TM-1/receipt-link", headers=platform_key)
+            assert revoked.status_code == 204, revoked.text
+            assert (await patient.get(receipt)).status_code == 404
+            assert (await patient.get("/r/" + receipt.rsplit("/", 1)[1])).status_code == 404
         finally:
             await _apply_delay(ha_cluster, standby_db, None, shown="0")
             await standby_db.close()
@@ -164,3 +173,52 @@ async def test_reports_and_public_pages_read_the_replica_within_the_lag_bound_an
         while (await patient.get(impact, headers=admin)).json()["orders"] != 2:
             assert time.monotonic() < deadline, "the replica never caught up"
             await asyncio.sleep(0.2)
+
+
+async def test_a_replica_role_that_cannot_see_replication_state_leaves_reads_on_the_primary(
+    ha_cluster: HaCluster,
+) -> None:
+    """PostgreSQL shows a standby's WAL receiver state only to roles with pg_read_all_stats: without it a
+    streaming replica looks like one streaming from nobody. The service then reads on the primary and says why
+    once in its log; with pg_monitor granted the replica is used."""
+    primary = ha_cluster.wait_healthy()
+    standby = next(node for node in ha_cluster.nodes if node is not primary)
+    admin_db = await asyncpg.connect(ha_cluster.database_url("postgres"))
+    try:
+        await admin_db.execute("DROP ROLE IF EXISTS g4g_reader")
+        await admin_db.execute("CREATE ROLE g4g_reader LOGIN")
+        position = await admin_db.fetchval("SELECT pg_current_wal_lsn()")
+    finally:
+        await admin_db.close()
+    url = ha_cluster.node_url(standby, "postgres").replace("://postgres@", "://g4g_reader@")
+    assert "g4g_reader@" in url
+    standby_db = await asyncpg.connect(ha_cluster.node_url(standby, "postgres"))
+    try:
+        deadline = time.monotonic() + 30
+        while await standby_db.fetchval("SELECT pg_last_wal_replay_lsn() < $1::pg_lsn", position):
+            assert time.monotonic() < deadline, "the replica never replayed the role"
+            await asyncio.sleep(0.1)
+    finally:
+        await standby_db.close()
+
+    async def usable() -> tuple[bool, list[dict[str, Any]]]:
+        replica = ReadReplica(url, max_lag_seconds=3600, pool_size=1)
+        try:
+            with structlog.testing.capture_logs() as logged:
+                return await replica.usable(), logged
+        finally:
+            await replica.close()
+
+    used, logged = await usable()
+    assert not used
+    assert [entry["event"] for entry in logged] == ["replica.lag_unknown"]
+    admin_db = await asyncpg.connect(ha_cluster.database_url("postgres"))
+    try:
+        await admin_db.execute("GRANT pg_monitor TO g4g_reader")
+    finally:
+        await admin_db.close()
+    deadline = time.monotonic() + 30
+    while not (result := await usable())[0]:
+        assert time.monotonic() < deadline, "the replica was not used with pg_monitor granted"
+        await asyncio.sleep(0.2)
+    assert result[1] == []
