@@ -140,6 +140,13 @@ class Worker:
                 driver_dsn(asyncpg_url(settings.database_listen_url)), timeout=CONNECT_TIMEOUT_SECONDS
             )
             return direct
+        if settings.transaction_pooling:
+            log.warning(
+                "jobs.listen_through_pooler",
+                reason="G4G_TRANSACTION_POOLING without DATABASE_LISTEN_URL: LISTEN does not hear through a "
+                "transaction pooler",
+                effect="new jobs are found by polling, not at once",
+            )
         pooled: asyncpg.Connection = await asyncpg.connect(
             driver_dsn(self.context.engine.url.render_as_string(hide_password=False)),
             timeout=CONNECT_TIMEOUT_SECONDS,
