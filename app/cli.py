@@ -1,6 +1,7 @@
 """`g4g`: serve the API, run background jobs, migrate the schema, create API keys, unlock a console key's second
-factor, audit, run the demo, write the OpenAPI document. Exit codes: see `app/core/preflight.py` (0 ok, 1 the command failed, 2 bad setting, 3 database
-unreachable, 4 schema not current, 5 data key can't read this database)."""
+factor, audit, run the demo, write the OpenAPI document. Exit codes: see `app/core/preflight.py` (0 ok, 1 the
+command failed, 2 bad setting, 3 database unreachable, 4 schema not current, 5 data key can't read this
+database)."""
 
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ async def _create_api_key(settings: Settings, args: argparse.Namespace) -> str:
 
 
 async def _unlock_admin_factor(settings: Settings, key_id: str) -> str:
-    """Unlock a console key's second factor, locked after too many wrong codes; the activity log says `via: cli`."""
+    """Unlock a console key's second factor, locked after too many wrong codes (recorded `via: cli`)."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from app.core.database import make_sessionmaker, sqlalchemy_connect_args

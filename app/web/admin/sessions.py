@@ -7,8 +7,8 @@ then ten recovery codes are shown once (only their hashes are kept). A code acce
 (nor one older than it): the factor remembers the time step of the last one. Once verified, the session gets a
 new token and lasts `G4G_ADMIN_SESSION_MINUTES` from its last request; it ends at sign-out, or as soon as its API
 key is revoked (every request checks the key). Wrong codes also count against the factor itself, across sign-ins,
-and lock it after `G4G_ADMIN_FACTOR_MAX_FAILURES` (`factors.py`). The cookie holds a random token; only its SHA-256 is stored, and
-CSRF tokens derive from it as the merchant pages' do (`app/web/service.py`)."""
+and lock it after `G4G_ADMIN_FACTOR_MAX_FAILURES` (`factors.py`). The cookie holds a random token; only its SHA-256
+is stored, and CSRF tokens derive from it as the merchant pages' do (`app/web/service.py`)."""
 
 from __future__ import annotations
 

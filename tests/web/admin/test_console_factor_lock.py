@@ -1,5 +1,5 @@
-"""A stolen admin key can't brute-force the second factor: wrong codes (TOTP, replayed or recovery) count against the
-factor across fresh sign-ins, and the tenth in a row locks it — the right code is then refused too — until an
+"""A stolen admin key can't brute-force the second factor: wrong codes (TOTP, replayed or recovery) count against
+the factor across fresh sign-ins, and the tenth in a row locks it — the right code is then refused too — until an
 operator runs `g4g admin-factor unlock`. A code accepted sets the count back to zero. Every wrong code and the lock
 are in the activity log under the key, and neither the log nor the activity log holds a code or a secret."""
 
