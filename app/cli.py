@@ -1,6 +1,7 @@
-"""`g4g`: serve the API, run background jobs, migrate the schema, create API keys, audit, run the demo, write the
-OpenAPI document. Exit codes: see `app/core/preflight.py` (0 ok, 1 the command failed, 2 bad setting, 3 database
-unreachable, 4 schema not current, 5 data key can't read this database)."""
+"""`g4g`: serve the API, run background jobs, migrate the schema, create API keys, unlock a console key's second
+factor, audit, run the demo, write the OpenAPI document. Exit codes: see `app/core/preflight.py` (0 ok, 1 the
+command failed, 2 bad setting, 3 database unreachable, 4 schema not current, 5 data key can't read this
+database)."""
 
 from __future__ import annotations
 
@@ -140,6 +141,25 @@ async def _create_api_key(settings: Settings, args: argparse.Namespace) -> str:
     return token
 
 
+async def _unlock_admin_factor(settings: Settings, key_id: str) -> str:
+    """Unlock a console key's second factor, locked after too many wrong codes (recorded `via: cli`)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from app.core.database import make_sessionmaker, sqlalchemy_connect_args
+    from app.web.admin.factors import unlock
+
+    _, url = _database_url(settings)
+    engine = create_async_engine(url, connect_args=sqlalchemy_connect_args(settings))
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            before = await unlock(session, key_id)
+    finally:
+        await engine.dispose()
+    if before.locked:
+        return f"unlocked the second factor of {key_id} ({before.failures} wrong codes forgotten)"
+    return f"the second factor of {key_id} was not locked ({before.failures} wrong codes forgotten)"
+
+
 def _worker(settings: Settings) -> int:
     from app.core.database import Database
     from app.core.logging import configure_logging
@@ -196,6 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     scope.add_argument("--platform-id")
     scope.add_argument("--merchant-id")
     scope.add_argument("--logistics-partner-id")
+    factor = commands.add_parser("admin-factor", help="a console (/admin) key's second factor")
+    factor_commands = factor.add_subparsers(dest="factor_command", required=True)
+    unlock = factor_commands.add_parser(
+        "unlock",
+        help="unlock a key's second factor, locked after G4G_ADMIN_FACTOR_MAX_FAILURES wrong codes in a row, and "
+        "forget its wrong codes",
+    )
+    unlock.add_argument(
+        "--key-id", required=True, help="the API key's id (key_…), as `GET /v1/api-keys` lists it"
+    )
     commands.add_parser("worker", help="run background jobs until SIGTERM (which lets running jobs finish)")
     commands.add_parser(
         "audit",
@@ -225,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(settings)
     if args.command == "migrate":
         return _migrate(settings)
-    if args.command in ("create-api-key", "audit"):
+    if args.command in ("create-api-key", "audit", "admin-factor"):
         from app.core.preflight import check_database
 
         _, url = _database_url(settings)
@@ -240,6 +270,16 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"g4g: {exc}\n")
             return 1
         sys.stdout.write(token + "\n")
+        return 0
+    if args.command == "admin-factor":
+        from app.core.errors import ProblemError
+
+        try:
+            said = asyncio.run(_unlock_admin_factor(settings, args.key_id))
+        except ProblemError as exc:
+            sys.stderr.write(f"g4g: {exc}\n")
+            return 1
+        sys.stderr.write(f"g4g: {said}\n")
         return 0
     if args.command == "audit":
         return 0 if asyncio.run(_audit(settings)) else 1

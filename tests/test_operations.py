@@ -158,7 +158,14 @@ async def test_commands_refuse_a_missing_or_unmigrated_database_in_one_line(
 ) -> None:
     missing = pg_server.url_for(f"{pg_server.prefix}_missing")
     env = g4g_env(DATABASE_URL=missing, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path))
-    for command in (["serve"], ["worker"], ["create-api-key", "--role", "admin", "--name", "x"], ["audit"]):
+    unlock = ["admin-factor", "unlock", "--key-id", "key_x"]
+    for command in (
+        ["serve"],
+        ["worker"],
+        ["create-api-key", "--role", "admin", "--name", "x"],
+        ["audit"],
+        unlock,
+    ):
         result = run_g4g(*command, env=env)
         assert result.returncode == 3, (command, result.stderr)
         assert "does not exist" in _one_line(result)
@@ -167,7 +174,7 @@ async def test_commands_refuse_a_missing_or_unmigrated_database_in_one_line(
     empty = await pg_server.create_database(name)
     try:
         env = g4g_env(DATABASE_URL=empty, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path))
-        for command in (["create-api-key", "--role", "admin", "--name", "x"], ["audit"], ["serve"]):
+        for command in (["create-api-key", "--role", "admin", "--name", "x"], ["audit"], ["serve"], unlock):
             result = run_g4g(*command, env=env)
             assert result.returncode == 4, (command, result.stderr)
             assert "run `g4g migrate` first" in _one_line(result)

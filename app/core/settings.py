@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     partner_session_days: Annotated[int, Field(ge=1, le=365)] = 30
     # The programme's console (`/admin`): a session ends this many minutes after its last request.
     admin_session_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
+    # Wrong codes in a row (across sign-ins) after which a console key's second factor is locked until an
+    # operator runs `g4g admin-factor unlock`.
+    admin_factor_max_failures: Annotated[int, Field(ge=1, le=1000)] = 10
 
     # Background jobs. `g4g serve` runs a worker in each server process unless this is false (then run
     # `g4g worker` processes beside it, as production does).

@@ -33,6 +33,7 @@ from app.packages.roster import InvalidRoster
 from app.packages.schemas import SchoolIn, SchoolPatch
 from app.settlement import service as settlement
 from app.web.admin import service, sessions
+from app.web.admin.factors import FactorLocked
 from app.web.admin.sessions import SESSION_COOKIE, CodeRefused, SignedInAdmin, SignInRefused
 from app.web.endpoints import Language, https, same_origin
 from app.web.i18n import Formatter
@@ -289,6 +290,8 @@ async def admin_sign_in(
     except SignInRefused:
         message = fmt.gettext("That is not a valid admin API key. Check the key and try again.")
         return _sign_in_page(request, language, error=message, status_code=401)
+    except FactorLocked:
+        return _sign_in_page(request, language, error=_locked_message(fmt), status_code=403)
     if enrolment is None:
         response: Response = _back("/admin")
     else:
@@ -305,6 +308,12 @@ async def admin_sign_in(
     _set_session_cookie(request, response, cookie_token)
     response.delete_cookie(SIGN_IN_CSRF_COOKIE)
     return response
+
+
+def _locked_message(fmt: Formatter) -> str:
+    return fmt.gettext(
+        "Too many wrong codes: this key's second factor is locked. Ask whoever runs the service to unlock it."
+    )
 
 
 async def _check_code(
@@ -331,7 +340,11 @@ async def _check_code(
             return await check()
     except TooManyAttempts as exc:
         return _too_many(request, language, exc, page)
-    except CodeRefused as refused:
+    except (CodeRefused, FactorLocked) as refused:
+        if isinstance(refused, FactorLocked) or refused.locked:
+            response = _sign_in_page(request, language, error=_locked_message(fmt), status_code=403)
+            _drop_session_cookie(request, response)
+            return response
         if refused.attempts_left <= 0:
             response = _sign_in_page(
                 request,
@@ -419,6 +432,8 @@ async def admin_second_factor(
             cipher=state.cipher,
             now=state.clock.now(),
             minutes=state.settings.admin_session_minutes,
+            max_failures=state.settings.admin_factor_max_failures,
+            address=client_address(request.client),
         ),
         lambda **kw: _code_page(request, language, signed_in, **kw),
     )

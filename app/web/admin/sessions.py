@@ -6,8 +6,9 @@ no confirmed factor enrols one first: a fresh secret, shown once as a QR code, c
 then ten recovery codes are shown once (only their hashes are kept). A code accepted once is never accepted again
 (nor one older than it): the factor remembers the time step of the last one. Once verified, the session gets a
 new token and lasts `G4G_ADMIN_SESSION_MINUTES` from its last request; it ends at sign-out, or as soon as its API
-key is revoked (every request checks the key). The cookie holds a random token; only its SHA-256 is stored, and
-CSRF tokens derive from it as the merchant pages' do (`app/web/service.py`)."""
+key is revoked (every request checks the key). Wrong codes also count against the factor itself, across sign-ins,
+and lock it after `G4G_ADMIN_FACTOR_MAX_FAILURES` (`factors.py`). The cookie holds a random token; only its SHA-256
+is stored, and CSRF tokens derive from it as the merchant pages' do (`app/web/service.py`)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from app.core.auth import TOKEN_PREFIX, Principal, Role, hash_token
 from app.core.ids import new_id
 from app.core.secrets import decrypt, encrypt
 from app.models import AdminFactor, AdminRecoveryCode, AdminSession, ApiKey
+from app.web.admin.factors import CodeKind, FactorLocked, count_failure, reset_failures
 from app.web.repository import SignedInSessions
 from app.web.service import session_csrf_token
 
@@ -57,12 +59,13 @@ class SignInRefused(Exception):
 
 
 class CodeRefused(Exception):
-    """The code is wrong, or was already used (`replayed`)."""
+    """The code is wrong, or was already used (`replayed`); it may have been the one that `locked` the factor."""
 
-    def __init__(self, *, replayed: bool = False, attempts_left: int = 0) -> None:
+    def __init__(self, *, replayed: bool = False, attempts_left: int = 0, locked: bool = False) -> None:
         super().__init__("code refused")
         self.replayed = replayed
         self.attempts_left = attempts_left
+        self.locked = locked
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +135,8 @@ async def sign_in(
     session: AsyncSession, token: str, *, cipher: MultiFernet, now: datetime
 ) -> tuple[str, Enrolment | None]:
     """Check the admin key and open a pending session; returns its cookie token, and the new factor to enrol if
-    the key has no confirmed one yet (a fresh secret each time until one is confirmed)."""
+    the key has no confirmed one yet (a fresh secret each time until one is confirmed). `FactorLocked` if its
+    factor is locked: no pending session is opened."""
     token = token.strip()
     key = None
     if token.startswith(TOKEN_PREFIX) and len(token) <= 200:
@@ -140,11 +144,14 @@ async def sign_in(
     if key is None:
         log.info("admin_sign_in_refused")  # never the key itself
         raise SignInRefused
+    factor = await session.get(AdminFactor, key.id, with_for_update=True)
+    if factor is not None and factor.locked_at is not None:
+        log.info("admin_factor_locked_refused", key_id=key.id)
+        raise FactorLocked
     await ADMIN_SESSIONS.end_expired(session, now)
     cookie_token = await _open(
         session, key.id, now=now, lifetime=timedelta(minutes=PENDING_MINUTES), verified=False
     )
-    factor = await session.get(AdminFactor, key.id, with_for_update=True)
     enrolment = None
     if factor is None or factor.confirmed_at is None:
         secret = pyotp.random_base32()
@@ -180,9 +187,9 @@ async def signed_in(
 
 def _matching_step(secret: str, code: str, now: datetime) -> int | None:
     """The time step whose code this is (within the window around now), if any."""
-    code = "".join(code.split())
-    if not code.isdigit() or len(code) != 6:
+    if not _looks_like_totp(code):
         return None
+    code = "".join(code.split())
     totp = pyotp.TOTP(secret)
     current = totp.timecode(now)
     for step in range(current - VALID_WINDOW, current + VALID_WINDOW + 1):
@@ -191,19 +198,27 @@ def _matching_step(secret: str, code: str, now: datetime) -> int | None:
     return None
 
 
-async def _failed(session: AsyncSession, signed: SignedInAdmin, *, replayed: bool = False) -> CodeRefused:
-    """Count a wrong code on the pending session; the last allowed one ends it."""
+def _looks_like_totp(code: str) -> bool:
+    code = "".join(code.split())
+    return code.isdigit() and len(code) == 6
+
+
+async def _failed(
+    session: AsyncSession, signed: SignedInAdmin, *, replayed: bool = False, locked: bool = False
+) -> CodeRefused:
+    """Count a wrong code on the pending session; the last allowed one ends it, and so does one that locked the
+    factor."""
     attempts = await session.scalar(
         update(AdminSession)
         .where(AdminSession.id == signed.session_id)
         .values(code_attempts=AdminSession.code_attempts + 1)
         .returning(AdminSession.code_attempts)
     )
-    left = MAX_CODE_ATTEMPTS - int(attempts or MAX_CODE_ATTEMPTS)
+    left = 0 if locked else MAX_CODE_ATTEMPTS - int(attempts or MAX_CODE_ATTEMPTS)
     if left <= 0:
         await ADMIN_SESSIONS.end(session, hash_token(signed.cookie_token))
     log.info("admin_code_refused", key_id=signed.key.id, replayed=replayed)
-    return CodeRefused(replayed=replayed, attempts_left=max(left, 0))
+    return CodeRefused(replayed=replayed, attempts_left=max(left, 0), locked=locked)
 
 
 async def _accept_totp(session: AsyncSession, factor: AdminFactor, step: int) -> bool:
@@ -270,16 +285,33 @@ async def verify(
     cipher: MultiFernet,
     now: datetime,
     minutes: int,
+    max_failures: int,
+    address: str | None = None,
 ) -> tuple[str, int | None]:
     """A code from the key's factor, or one of its recovery codes (spent by it). Returns the verified session's
-    cookie token, and how many recovery codes are left when one was used."""
-    factor = await session.get(AdminFactor, signed.key.id)
+    cookie token, and how many recovery codes are left when one was used. A wrong code counts against the factor
+    (`factors.count_failure`); `FactorLocked`, without looking at the code, once it is locked."""
+    # The factor's row lock, in its own statement, orders the checks of one key's codes: a code racing the guess
+    # that locks the factor sees the lock.
+    factor = await session.get(AdminFactor, signed.key.id, with_for_update=True, populate_existing=True)
     if factor is None or factor.confirmed_at is None:
         raise await _failed(session, signed)
+    if factor.locked_at is not None:
+        await ADMIN_SESSIONS.end(session, hash_token(signed.cookie_token))
+        log.info("admin_factor_locked_refused", key_id=signed.key.id)
+        raise FactorLocked
+
+    async def wrong(kind: CodeKind) -> CodeRefused:
+        failure = await count_failure(
+            session, signed.key.id, kind=kind, max_failures=max_failures, now=now, address=address
+        )
+        return await _failed(session, signed, replayed=kind == "used_totp_code", locked=failure.locked)
+
     step = _matching_step(decrypt(cipher, factor.secret_encrypted), code, now)
     if step is not None:
         if not await _accept_totp(session, factor, step):
-            raise await _failed(session, signed, replayed=True)
+            raise await wrong("used_totp_code")
+        await reset_failures(session, signed.key.id)
         log.info("admin_signed_in", key_id=signed.key.id, factor="totp")
         return await _verified(session, signed, now=now, minutes=minutes), None
     spent = await session.scalar(
@@ -293,7 +325,8 @@ async def verify(
         .returning(AdminRecoveryCode.id)
     )
     if spent is None:
-        raise await _failed(session, signed)
+        raise await wrong("totp_code" if _looks_like_totp(code) else "recovery_code")
+    await reset_failures(session, signed.key.id)
     left = len(
         (
             await session.scalars(

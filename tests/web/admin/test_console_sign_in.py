@@ -134,16 +134,20 @@ async def test_wrong_codes_end_the_pending_session_and_count_like_wrong_keys(
     assert late.status_code == 303 and late.headers["location"] == "/admin"
     assert "Admin API key" in (await client.get("/admin")).text
     # Five more on a new pending session: ten wrong codes in a minute and the key's prefix is over its limit,
-    # the key itself refused (429) until the minute has passed.
+    # the key itself refused (429) until the minute has passed. The tenth in a row also locks the factor.
     await give_key(client, admin_token)
     form = await client.get("/admin")
-    statuses = []
+    answers = []
     for _ in range(5):
-        answer = await client.post("/admin/second-factor", data={"code": "1", "csrf_token": csrf_token(form)})
-        statuses.append(answer.status_code)
-    assert statuses == [401] * 5
-    locked = await give_key(client, admin_token)
-    assert locked.status_code == 429 and "retry-after" in locked.headers
+        answers.append(
+            await client.post("/admin/second-factor", data={"code": "1", "csrf_token": csrf_token(form)})
+        )
+    assert [a.status_code for a in answers] == [401] * 4 + [403]
+    assert "second factor is locked" in answers[-1].text
+    limited = await give_key(client, admin_token)
+    assert limited.status_code == 429 and "retry-after" in limited.headers
+    clock.advance(timedelta(minutes=1))
+    assert (await give_key(client, admin_token)).status_code == 403
 
 
 async def test_sessions_slide_and_end_after_the_configured_minutes(
