@@ -396,6 +396,14 @@ def _why_nothing(
 # ---- reads ----
 
 
+async def latest_runs(session: AsyncSession, *, limit: int) -> list[AllocationRunOut]:
+    """The newest `limit` runs, newest first (the console's list)."""
+    return [
+        AllocationRunOut.model_validate(s)
+        for s in await repository.latest_run_summaries(session, limit=limit)
+    ]
+
+
 async def get_run(session: AsyncSession, run_id: str) -> AllocationRunOut:
     summary = await repository.run_summary(session, run_id)
     if summary is None:

@@ -359,7 +359,7 @@ async def allocation_page(
             now=now,
             with_plan=True,
         )
-    runs, _ = await allocation.list_runs(session, after=None, limit=20)
+    runs = await allocation.latest_runs(session, limit=20)
     planned = plan.plan or [] if plan is not None else []
     school_ids = {s.school_id for s in planned} | {s.school_id for run in runs for s in run.schools}
     names = await session.execute(select(School.id, School.name).where(School.id.in_(school_ids)))

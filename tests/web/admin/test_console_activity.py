@@ -244,7 +244,7 @@ async def test_every_console_change_is_in_the_activity_log_with_its_key(shipping
     assert shown.status_code == 200
     # The console's run, and the API's that made the planned shipment: the same key, through each.
     assert shown.text.count('<tr id="entry-') == 2 and done["allocation.run"]["id"] in shown.text
-    assert shown.text.count('<td data-label="Through">Console</td>') == 1
+    assert shown.text.count('<small class="note via">Console · ') == 1
     every = await client.get("/admin/activity", params={"key_id": key["id"]})
     assert all(entry["id"] in every.text for entry in done.values())
     bad = await client.get("/admin/activity", params={"action": "Drop table"})
