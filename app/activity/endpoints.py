@@ -26,7 +26,7 @@ Action = Annotated[
 ResourceType = Annotated[
     str,
     Query(
-        pattern=pattern(r"^[a-z][a-z_]{0,39}$", "must be a resource type such as school"),
+        pattern=pattern(service.RESOURCE_TYPE.pattern, "must be a resource type such as school"),
         description="Only actions on this kind of resource (e.g. `school`)",
     ),
 ]

@@ -5,7 +5,8 @@ dependency hands the endpoint a note to complete (the id of what it created, the
 details), and once the endpoint has returned, writes the entry on the request's session — after the change, before
 the session dependency commits both. An endpoint that raises (any 4xx or 5xx) records nothing, and a commit that
 fails takes the entry with it. `tests/activity/test_coverage.py` walks the app's routes: a route that may change
-something and neither records nor is listed in `NOT_RECORDED` fails it."""
+something and neither records nor is listed in `NOT_RECORDED` fails it. The console's pages write the same
+entries through `write_note` (`tests/web/admin/test_console_activity.py` walks theirs)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from typing import Any
 import structlog
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.activity.service import record_activity
+from app.activity.service import Via, record_activity
 from app.core.auth import Principal
 from app.core.database import SessionDep
 
@@ -49,6 +51,27 @@ class ActivityNote:
         self.skipped = True
 
 
+async def write_note(
+    session: AsyncSession, request: Request, note: ActivityNote, *, key_id: str, via: Via
+) -> None:
+    """The entry for `note`, by key `key_id`, from the request's address, under its request id: how the API's
+    routes and the console's pages both record a change (a skipped note writes nothing)."""
+    if note.skipped:
+        return
+    await record_activity(
+        session,
+        key_id=key_id,
+        action=note.action,
+        resource_type=note.resource_type,
+        resource_id=note.resource_id,
+        merchant_id=note.merchant_id,
+        address=request.client.host if request.client else None,
+        details=note.details,
+        via=via,
+        request_id=structlog.contextvars.get_contextvars().get("request_id"),
+    )
+
+
 _RECORDERS: dict[Any, str] = {}
 
 
@@ -69,18 +92,7 @@ def Recorded(action: str, resource_type: str, *, resource_id: str | None = None)
         if note.skipped or getattr(request.state, REPLAYED, False):
             return
         principal: Principal = request.state.principal
-        await record_activity(
-            session,
-            key_id=principal.key_id,
-            action=note.action,
-            resource_type=note.resource_type,
-            resource_id=note.resource_id,
-            merchant_id=note.merchant_id,
-            address=request.client.host if request.client else None,
-            details=note.details,
-            via="api",
-            request_id=structlog.contextvars.get_contextvars().get("request_id"),
-        )
+        await write_note(session, request, note, key_id=principal.key_id, via="api")
 
     _RECORDERS[recorder] = action
     # scope="function": the entry is written before the session dependency (which this one depends on, so it

@@ -22,6 +22,8 @@ Via = Literal["api", "console", "cli"]
 
 # `resource.verb`, lower case: stable names that filters and pages rely on.
 ACTION = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
+# The kind of resource acted on: `school`, `api_key`…
+RESOURCE_TYPE = re.compile(r"^[a-z][a-z_]{0,39}$")
 MAX_DETAILS_BYTES = 2_000
 # Names a detail may never have: what they would hold must not be written anywhere but where it belongs.
 _FORBIDDEN_DETAIL = re.compile(r"token|secret|roster|password|totp|recovery", re.IGNORECASE)

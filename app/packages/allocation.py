@@ -217,6 +217,18 @@ async def run_allocation(
     return out
 
 
+def run_details(run: AllocationRunOut, body: AllocationRunIn) -> dict[str, Any]:
+    """What the activity log says about a run, through the API or the console."""
+    return {
+        "term": run.term,
+        "package_kind_id": run.package_kind_id,
+        "packages": run.packages,
+        "money_spent": run.money_spent.model_dump(mode="json"),
+        "plan_fingerprint": run.plan_fingerprint,
+        "as_dry_run_planned": body.expected_plan_fingerprint is not None,
+    }
+
+
 def _ensure_unchanged(now: PlanFingerprint, expected: PlanFingerprint) -> None:
     changed = now.changes_since(expected)
     if changed:
@@ -382,6 +394,14 @@ def _why_nothing(
 
 
 # ---- reads ----
+
+
+async def latest_runs(session: AsyncSession, *, limit: int) -> list[AllocationRunOut]:
+    """The newest `limit` runs, newest first (the console's list)."""
+    return [
+        AllocationRunOut.model_validate(s)
+        for s in await repository.latest_run_summaries(session, limit=limit)
+    ]
 
 
 async def get_run(session: AsyncSession, run_id: str) -> AllocationRunOut:

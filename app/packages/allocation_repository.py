@@ -383,6 +383,12 @@ async def run_summaries(
     return [(r[0], r[1]) for r in await session.execute(query)]
 
 
+async def latest_run_summaries(session: AsyncSession, *, limit: int) -> list[dict[str, Any]]:
+    """The newest runs first."""
+    query = select(AllocationRun.summary).order_by(AllocationRun.id.desc()).limit(limit)
+    return list(await session.scalars(query))
+
+
 async def run_summary(session: AsyncSession, run_id: str) -> dict[str, Any] | None:
     return await session.scalar(select(AllocationRun.summary).where(AllocationRun.id == run_id))
 

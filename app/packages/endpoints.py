@@ -459,14 +459,7 @@ async def run_allocation(
             with_plan=body.dry_run,
         )
         activity.resource_id = run.id
-        activity.details = {
-            "term": run.term,
-            "package_kind_id": run.package_kind_id,
-            "packages": run.packages,
-            "money_spent": run.money_spent.model_dump(mode="json"),
-            "plan_fingerprint": run.plan_fingerprint,
-            "as_dry_run_planned": body.expected_plan_fingerprint is not None,
-        }
+        activity.details = allocation.run_details(run, body)
         return run
 
     if body.dry_run:

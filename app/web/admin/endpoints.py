@@ -7,13 +7,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import structlog
-from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.activity.recording import ActivityNote, write_note
 from app.api_keys import service as api_keys
 from app.core.auth_failures import TooManyAttempts, client_address
 from app.core.database import SessionDep
@@ -27,10 +29,10 @@ from app.logistics import tracking
 from app.logistics.schemas import TrackingEventIn
 from app.merchants import repository as merchant_repository
 from app.models import AdminSession
-from app.packages import roster
+from app.packages import allocation, roster
 from app.packages import service as packages
 from app.packages.roster import InvalidRoster
-from app.packages.schemas import SchoolIn, SchoolPatch
+from app.packages.schemas import AllocationRunIn, SchoolIn, SchoolPatch
 from app.settlement import service as settlement
 from app.web.admin import service, sessions
 from app.web.admin.factors import FactorLocked
@@ -43,6 +45,17 @@ from app.web.templating import render
 
 router = APIRouter(include_in_schema=False, route_class=ExactJsonRoute)
 log = structlog.get_logger("g4g.web.admin")
+
+# The console's POST routes that change nothing the activity log keeps, and why. Every other one records its
+# change as the API's route for it does (`_change`); `tests/web/admin/test_console_activity.py` walks them all.
+NOT_RECORDED: dict[str, str] = {
+    "/admin/sign-in": "Signing in changes nothing of the programme's: it starts a session of the key's own.",
+    "/admin/enrol": "Enrolling the key's second factor changes only how that key signs in.",
+    "/admin/second-factor": "A code checked starts a session of the key's own; nothing of the programme's.",
+    "/admin/sign-out": "Signing out ends the key's own session.",
+    "/admin/audit": "The audit reads the ledger and changes nothing.",
+    "/admin/schools/{school_id}/import": "A preview writes nothing; the confirmation is the change (and recorded).",
+}
 
 Id = Annotated[str, Path(max_length=100)]
 Text = Annotated[str, Form(max_length=500)]
@@ -157,20 +170,26 @@ async def _change(
     request: Request,
     session: AsyncSession,
     admin: SignedInAdmin,
-    what: str,
-    resource: str,
+    note: ActivityNote,
     action: Callable[[], Awaitable[Any]],
 ) -> tuple[Any, str | None]:
-    """A change, by the signed-in key, through its service (as `_act`): every one passes here, named by what it
-    does and to which resource, so the record of who did what has one place to hook in. Logged without any
-    secret: the key's id and name, the action, the resource, the address, the outcome."""
-    result, reason = await _act(session, action)
+    """A change, by the signed-in key, through its service (as `_act`): every one passes here. `note` names it
+    as the API's route for the same change does (action, resource; the change fills in what it learns: the id
+    it created, the merchant, a few details), and its activity entry is written in the change's own savepoint,
+    so a refused change leaves neither. Also logged without any secret: the key, the action, the outcome."""
+
+    async def change_and_record() -> Any:
+        result = await action()
+        await write_note(session, request, note, key_id=admin.key.id, via="console")
+        return result
+
+    result, reason = await _act(session, change_and_record)
     log.info(
         "console_change",
         key_id=admin.key.id,
         key_name=admin.key.name,
-        action=what,
-        resource=resource,
+        action=note.action,
+        resource=note.resource_id,
         address=client_address(request.client),
         outcome="refused" if reason else "done",
     )
@@ -519,9 +538,13 @@ async def admin_create_school(
                 **_school_in(form),
             }
         )
-        return await packages.register_school(session, body, cipher=cipher)
+        school = await packages.register_school(session, body, cipher=cipher)
+        note.resource_id = school.id
+        note.details = {"country": school.country, "logistics_partner_id": school.logistics_partner_id}
+        return school
 
-    school, reason = await _change(request, session, admin, "school.create", "schools", create)
+    note = ActivityNote("school.create", "school")
+    school, reason = await _change(request, session, admin, note, create)
     if reason is not None:
         return _failed(request, language, admin, reason, "/admin/schools")
     return _back(f"/admin/schools/{school.id}?done=created")
@@ -566,9 +589,11 @@ async def admin_update_school(
         patch = SchoolPatch.model_validate(
             {"region": region, "logistics_partner_id": logistics_partner_id, **_school_in(form)}
         )
+        note.details = {"changed": sorted(patch.model_dump(exclude_unset=True))}
         return await packages.update_school(session, school_id, patch, cipher=cipher)
 
-    _, reason = await _change(request, session, admin, "school.update", school_id, update)
+    note = ActivityNote("school.update", "school", school_id)
+    _, reason = await _change(request, session, admin, note, update)
     if reason is not None:
         return _failed(request, language, admin, reason, f"/admin/schools/{school_id}")
     return _back(f"/admin/schools/{school_id}?done=saved")
@@ -648,11 +673,14 @@ async def admin_import_confirm(
     pending.pending_import_school_id = pending.pending_import_encrypted = None
 
     async def run() -> Any:
-        return await packages.import_students(
+        imported = await packages.import_students(
             session, school_id, roster.read_csv(body), cipher=state.cipher, lookup_key=state.lookup_key
         )
+        note.details = imported.model_dump(include={"received", "created", "updated", "unchanged"})
+        return imported
 
-    result, reason = await _change(request, session, admin, "students.import", school_id, run)
+    note = ActivityNote("students.import", "school", school_id)
+    result, reason = await _change(request, session, admin, note, run)
     if reason is not None:
         return _failed(request, language, admin, reason, f"/admin/schools/{school_id}")
     return _back(
@@ -692,8 +720,7 @@ async def admin_erase(
         request,
         session,
         admin,
-        "student.erase",
-        student_id,
+        ActivityNote("student.erase", "student", student_id),
         lambda: packages.erase_student(session, student_id, now=now),
     )
     if reason is not None:
@@ -749,9 +776,12 @@ async def admin_set_fx_rate(
         # As `PUT /v1/fx-rates/{currency}` reads its path and body: a known ISO 4217 code, a rate.
         code = TypeAdapter(CurrencyCode).validate_python(currency.strip().upper())
         body = FxRateIn.model_validate({"rate": rate.strip()})
-        return await settlement.set_fx_rate(session, currency=code, rate=body.rate, base_currency=base)
+        saved, _ = await settlement.set_fx_rate(session, currency=code, rate=body.rate, base_currency=base)
+        note.resource_id, note.details = code, {"rate_id": saved.id, "rate": str(saved.rate)}
+        return saved
 
-    _, reason = await _change(request, session, admin, "fx_rate.set", currency.upper(), set_rate)
+    note = ActivityNote("fx_rate.set", "fx_rate")
+    _, reason = await _change(request, session, admin, note, set_rate)
     if reason is not None:
         return _failed(request, language, admin, reason, "/admin/fx-rates")
     return _back("/admin/fx-rates?done=saved")
@@ -846,7 +876,7 @@ async def admin_cancel_shipment(
                 **({"note": note.strip()} if note.strip() else {}),
             }
         )
-        return await tracking.post_event(
+        answer, _ = await tracking.post_event(
             session,
             admin.principal,
             shipment_id,
@@ -855,8 +885,16 @@ async def admin_cancel_shipment(
             lookup_key=state.lookup_key,
             now=now,
         )
+        entry.details = {
+            "event_id": answer.id,
+            "status": answer.status,
+            "result": answer.result,
+            "status_after": answer.status_after,
+        }
+        return answer
 
-    _, reason = await _change(request, session, admin, "shipment.cancel", shipment_id, cancel)
+    entry = ActivityNote("shipment.post_event", "shipment", shipment_id)
+    _, reason = await _change(request, session, admin, entry, cancel)
     if reason is not None:
         return _failed(request, language, admin, reason, f"/admin/shipments/{shipment_id}")
     return _back(f"/admin/shipments/{shipment_id}?done=cancelled")
@@ -904,7 +942,7 @@ async def admin_bank_transfer(
                 "amount": {"amount": service.minor_units(amount, currency), "currency": currency},
             }
         )
-        return await settlement.record_bank_transfer(
+        statement = await settlement.record_bank_transfer(
             session,
             statement_id,
             reference=body.reference,
@@ -912,8 +950,12 @@ async def admin_bank_transfer(
             now=state.clock.now(),
             base_currency=state.settings.base_currency,
         )
+        note.merchant_id = statement.merchant_id
+        note.details = {"reference": body.reference, "amount": body.amount.model_dump(mode="json")}
+        return statement
 
-    _, reason = await _change(request, session, admin, "statement.bank_transfer", statement_id, record)
+    note = ActivityNote("statement.record_bank_transfer", "statement", statement_id)
+    _, reason = await _change(request, session, admin, note, record)
     if reason is not None:
         return _failed(request, language, admin, reason, "/admin/statements")
     return _back("/admin/statements?done=paid")
@@ -933,14 +975,14 @@ async def admin_retry_charge(
         return _back("/admin")
     if not _valid_form(request, admin, csrf_token):
         return _expired(request, language)
-    _, reason = await _change(
-        request,
-        session,
-        admin,
-        "statement.reopen",
-        statement_id,
-        lambda: settlement.reopen(session, statement_id),
-    )
+    note = ActivityNote("statement.reopen", "statement", statement_id)
+
+    async def reopen() -> Any:
+        statement = await settlement.reopen(session, statement_id)
+        note.merchant_id = statement.merchant_id
+        return statement
+
+    _, reason = await _change(request, session, admin, note, reopen)
     if reason is not None:
         return _failed(request, language, admin, reason, "/admin/statements")
     return _back("/admin/statements?done=reopened")
@@ -983,9 +1025,11 @@ async def admin_replay_delivery(
 
     async def replay() -> Any:
         endpoint = await events.get_visible_endpoint(session, admin.principal, endpoint_id)
+        note.merchant_id, note.details = endpoint.merchant_id, {"delivery_id": delivery_id}
         return await events.replay(session, endpoint, delivery_id, now=now)
 
-    _, reason = await _change(request, session, admin, "event_delivery.retry", delivery_id, replay)
+    note = ActivityNote("webhook_endpoint.retry_delivery", "webhook_endpoint", endpoint_id)
+    _, reason = await _change(request, session, admin, note, replay)
     if reason is not None:
         return _failed(request, language, admin, reason, "/admin/webhooks")
     return _back("/admin/webhooks?done=replayed")
@@ -1037,9 +1081,13 @@ async def admin_create_api_key(
             body[scope_field[role]] = scope_id.split(":", 1)[-1] if scope_id.startswith(role + ":") else ""
         parsed: Any = TypeAdapter(ApiKeyCreate).validate_python(body)
         scope = parsed.model_dump(exclude={"role", "name"})
-        return await api_keys.create_api_key(session, role=parsed.role, name=parsed.name, **scope)
+        key, token = await api_keys.create_api_key(session, role=parsed.role, name=parsed.name, **scope)
+        note.resource_id, note.merchant_id = key.id, key.merchant_id
+        note.details = api_keys.key_details(key)
+        return key, token
 
-    created, reason = await _change(request, session, admin, "api_key.create", "api_keys", create)
+    note = ActivityNote("api_key.create", "api_key")
+    created, reason = await _change(request, session, admin, note, create)
     if reason is not None:
         return _failed(request, language, admin, reason, "/admin/api-keys")
     key, token = created
@@ -1066,10 +1114,140 @@ async def admin_revoke_api_key(
         return _back("/admin")
     if not _valid_form(request, admin, csrf_token):
         return _expired(request, language)
-    _, reason = await _change(
-        request, session, admin, "api_key.revoke", key_id, lambda: api_keys.revoke_api_key(session, key_id)
-    )
+    note = ActivityNote("api_key.revoke", "api_key", key_id)
+
+    async def revoke() -> Any:
+        key = await api_keys.revoke_api_key(session, key_id)
+        note.merchant_id, note.details = key.merchant_id, api_keys.key_details(key)
+        return key
+
+    _, reason = await _change(request, session, admin, note, revoke)
     if reason is not None:
         return _failed(request, language, admin, reason, "/admin/api-keys")
     request.app.state.api_keys.forget(key_id)
     return _back("/admin/api-keys?done=revoked")
+
+
+# ---- allocation: a dry run's plan, then exactly that plan ----
+
+
+@router.get("/admin/allocation", response_class=HTMLResponse)
+async def admin_allocation(
+    request: Request,
+    session: SessionDep,
+    language: Language,
+    signed_in: Admin,
+    term: Annotated[str | None, Query(max_length=100)] = None,
+    package_kind_id: Annotated[str | None, Query(max_length=100)] = None,
+) -> Response:
+    """The kinds and latest runs; with a term and a kind, the dry run's plan (`POST /v1/allocation-runs` with
+    `dry_run`): nothing is written, and the plan's fingerprint goes into the form that runs it."""
+    if (admin := _verified(signed_in)) is None:
+        return _back("/admin")
+    state = request.app.state
+    asked = term is not None and package_kind_id is not None
+
+    async def look() -> service.AllocationPage:
+        dry_run = None
+        if asked:
+            dry_run = AllocationRunIn.model_validate({"term": term, "package_kind_id": package_kind_id})
+        return await service.allocation_page(
+            session, dry_run, base_currency=state.settings.base_currency, now=state.clock.now()
+        )
+
+    page, reason = await _act(session, look)
+    if reason is not None:  # the dry run was refused (an unknown kind, a bad term): the page, with why
+        page = await service.allocation_page(
+            session, None, base_currency=state.settings.base_currency, now=state.clock.now()
+        )
+    context = {"page": page, "term": term or "", "package_kind_id": package_kind_id or "", "reason": reason}
+    status_code = 200 if reason is None else 409
+    return _page(
+        request, language, "admin/allocation.html", context, signed_in=admin, status_code=status_code
+    )
+
+
+@router.post("/admin/allocation", response_class=HTMLResponse)
+async def admin_allocate(
+    request: Request,
+    session: SessionDep,
+    language: Language,
+    signed_in: Admin,
+    term: Annotated[str, Form(max_length=100)] = "",
+    package_kind_id: Annotated[str, Form(max_length=100)] = "",
+    expected_plan_fingerprint: Annotated[str, Form(max_length=200)] = "",
+    csrf_token: Csrf = "",
+) -> Response:
+    """`POST /v1/allocation-runs` with the dry run's `expected_plan_fingerprint`: exactly the plan shown, or
+    refused (409 `plan-changed`, saying what changed) with nothing written."""
+    if (admin := _verified(signed_in)) is None:
+        return _back("/admin")
+    if not _valid_form(request, admin, csrf_token):
+        return _expired(request, language)
+    state = request.app.state
+    note = ActivityNote("allocation.run", "allocation_run")
+
+    async def run() -> Any:
+        body = AllocationRunIn.model_validate(
+            {
+                "term": term,
+                "package_kind_id": package_kind_id,
+                "expected_plan_fingerprint": expected_plan_fingerprint,
+            }
+        )
+        made = await allocation.run_allocation(
+            session, body, base_currency=state.settings.base_currency, now=state.clock.now()
+        )
+        note.resource_id = made.id
+        note.details = allocation.run_details(made, body)
+        return made
+
+    made, reason = await _change(request, session, admin, note, run)
+    if reason is not None:
+        again = "/admin/allocation?" + urlencode({"term": term, "package_kind_id": package_kind_id})
+        return _failed(request, language, admin, reason, again)
+    return _back(f"/admin/allocation?done=allocated#run-{made.id}")
+
+
+# ---- the activity log ----
+
+
+@router.get("/admin/activity", response_class=HTMLResponse)
+async def admin_activity(
+    request: Request,
+    session: SessionDep,
+    language: Language,
+    signed_in: Admin,
+    key_id: Annotated[str, Query(max_length=100)] = "",
+    action: Annotated[str, Query(max_length=100)] = "",
+    resource_type: Annotated[str, Query(max_length=100)] = "",
+    after: Annotated[str, Query(max_length=100)] = "",
+) -> Response:
+    """`GET /v1/activity`: who did what, newest first, filtered by key, action and resource type, a page at a
+    time. A filter that could match nothing (not an action's shape) is said so, not ignored."""
+    if (admin := _verified(signed_in)) is None:
+        return _back("/admin")
+    filters = {"key_id": key_id, "action": action, "resource_type": resource_type, "after": after}
+    problem = service.activity_filter_problem(**filters)
+    found = None
+    if problem is None:
+        found = await service.activity(
+            session,
+            admin.principal,
+            key_id=key_id or None,
+            action=action or None,
+            resource_type=resource_type or None,
+            after=after or None,
+        )
+    older = None
+    if found is not None and found.next_after is not None:
+        older = "/admin/activity?" + urlencode({**filters, "after": found.next_after})
+    context = {
+        "found": found,
+        "filters": filters,
+        "problem": problem,
+        "older": older,
+        "keys": await service.api_keys(session),
+    }
+    status_code = 200 if problem is None else 422
+    return _page(request, language, "admin/activity.html", context, signed_in=admin, status_code=status_code)

@@ -3,6 +3,7 @@ and repositories, with the signed-in admin key as the caller. No rule of the pro
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,6 +14,7 @@ from cryptography.fernet import MultiFernet
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.activity import service as activity_service
 from app.api_keys import repository as api_key_repository
 from app.core.auth import Principal
 from app.core.errors import InvalidRequest
@@ -27,10 +29,25 @@ from app.events.schemas import DeliveryOut, EndpointOut
 from app.logistics import machine
 from app.logistics import service as logistics
 from app.logistics.schemas import ShipmentOut, ShipmentSummaryOut
-from app.models import ApiKey, LogisticsPartner, Merchant, Platform, WebhookDelivery
+from app.models import (
+    ActivityEntry,
+    ApiKey,
+    LogisticsPartner,
+    Merchant,
+    Platform,
+    School,
+    WebhookDelivery,
+)
+from app.packages import allocation
 from app.packages import repository as packages_repository
 from app.packages import service as packages
-from app.packages.schemas import PackageKindVersionOut, SchoolOut, StudentOut
+from app.packages.schemas import (
+    AllocationRunIn,
+    AllocationRunOut,
+    PackageKindVersionOut,
+    SchoolOut,
+    StudentOut,
+)
 from app.settlement import repository as settlement_repository
 from app.settlement.endpoints import statement_out
 from app.settlement.funds import funds_view
@@ -312,3 +329,97 @@ def problem_lines(errors: list[dict[str, Any]]) -> list[str]:
             where.append(str(loc[-1]))
         lines.append(f"{', '.join(where)}: {error['msg']}" if where else str(error["msg"]))
     return lines
+
+
+# ---- allocation ----
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationPage:
+    kinds: list[KindRow]
+    """Kinds that can be allocated (not retired)."""
+    runs: list[AllocationRunOut]
+    """The latest runs, newest first."""
+    plan: AllocationRunOut | None
+    """The dry run asked for, with its plan and fingerprint."""
+    school_names: dict[str, str]
+
+
+async def allocation_page(
+    session: AsyncSession, dry_run: AllocationRunIn | None, *, base_currency: str, now: datetime
+) -> AllocationPage:
+    """`POST /v1/allocation-runs` with `dry_run` (the plan, admin-only, as the API answers it) when asked,
+    beside the kinds to choose from and `GET /v1/allocation-runs`'s first page."""
+    plan = None
+    if dry_run is not None:
+        plan = await allocation.run_allocation(
+            session,
+            dry_run.model_copy(update={"dry_run": True}),
+            base_currency=base_currency,
+            now=now,
+            with_plan=True,
+        )
+    runs = await allocation.latest_runs(session, limit=20)
+    planned = plan.plan or [] if plan is not None else []
+    school_ids = {s.school_id for s in planned} | {s.school_id for run in runs for s in run.schools}
+    names = await session.execute(select(School.id, School.name).where(School.id.in_(school_ids)))
+    return AllocationPage(
+        kinds=[k for k in await package_kinds(session) if not k.retired],
+        runs=runs,
+        plan=plan,
+        school_names={row[0]: row[1] for row in names},
+    )
+
+
+# ---- the activity log ----
+
+ACTIVITY_PAGE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityPage:
+    entries: list[ActivityEntry]
+    next_after: str | None
+    """The cursor of the next (older) page, if there is one."""
+
+
+async def activity(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    key_id: str | None,
+    action: str | None,
+    resource_type: str | None,
+    after: str | None,
+) -> ActivityPage:
+    """`GET /v1/activity` with its filters, a page at a time by its cursor."""
+    rows = await activity_service.list_activity(
+        session,
+        principal,
+        key_id=key_id,
+        action=action,
+        resource_type=resource_type,
+        after=after,
+        limit=ACTIVITY_PAGE + 1,
+    )
+    more = len(rows) > ACTIVITY_PAGE
+    rows = rows[:ACTIVITY_PAGE]
+    return ActivityPage(rows, rows[-1].id if more else None)
+
+
+_KEY_ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+def activity_filter_problem(*, key_id: str, action: str, resource_type: str, after: str) -> str | None:
+    """The first filter (as `GET /v1/activity` checks it) that is not of its shape, by name; None if all are
+    (empty means no filter)."""
+    checks = (
+        ("key_id", key_id, _KEY_ID),
+        ("action", action, activity_service.ACTION),
+        ("resource_type", resource_type, activity_service.RESOURCE_TYPE),
+        ("after", after, _KEY_ID),
+    )
+    for name, value, shape in checks:
+        if value and not shape.match(value):
+            return name
+    return None

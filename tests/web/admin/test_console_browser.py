@@ -52,6 +52,8 @@ class Console:
     delivered: str  # a delivered shipment with a photo
     statement: str  # a statement waiting for a bank transfer of $12.34
     partner_id: str
+    school_id: str  # Gyan Jyoti School (a student joins it between a dry run and its run)
+    kind_id: str
     secret: str = ""
     recovery_codes: list[str] = field(default_factory=list)
 
@@ -216,6 +218,8 @@ async def _seed(http: httpx.AsyncClient) -> dict[str, Any]:
         "delivered": delivered,
         "statement": statements[merchants["pens"]["id"]]["id"],
         "partner_id": partner["id"],
+        "school_id": schools[1],
+        "kind_id": kind["id"],
     }
 
 
@@ -498,6 +502,53 @@ async def test_the_other_pages(site: Console, operator: BrowserContext, screensh
     await assert_clean(operator)
 
 
+async def test_a_dry_runs_plan_is_run_and_a_changed_plan_refused(
+    site: Console, operator: BrowserContext, screenshot_dir: Path
+) -> None:
+    page = await the_page(operator)
+
+    async def dry_run() -> None:
+        await page.goto("/admin/allocation")
+        await page.fill("#term", "2027-T1")
+        await page.select_option("#package_kind_id", site.kind_id)
+        await page.click("#dry-run button")
+        await expect(page.locator("#plan-students tbody tr").first).to_contain_text("stu_")
+
+    # $75 in the pool (the cancelled box's $25 came back): three $25 boxes for the students still waiting.
+    await dry_run()
+    await expect(page.locator("#plan-packages dd")).to_have_text("3")
+    await expect(page.locator("#plan-spends dd")).to_have_text("$75.00")
+    rows = page.locator("#plan-students tbody tr")
+    await expect(rows).to_have_count(3)
+    await expect(rows.first).to_contain_text("$25.00")
+    await expect(page.locator("#plan-students")).to_contain_text("Never received a package")
+    await screenshot(page, screenshot_dir, "admin-allocation-plan")
+
+    # A student joins a school between the dry run and the run: refused, saying so, nothing made.
+    async with httpx.AsyncClient(base_url=site.url, headers=site.admin) as http:
+        joined = [{"roster_code": roster_codes(1)[0], "grade": "1"}]
+        _ok(await http.post(f"/v1/schools/{site.school_id}/students", json={"students": joined}))
+        runs_before = len(_ok(await http.get("/v1/allocation-runs"))["data"])
+    await page.click("#allocate button")
+    await expect(page.locator("h1")).to_have_text("Not done")
+    await expect(page.locator("#reason")).to_contain_text("the students (who is eligible")
+    await screenshot(page, screenshot_dir, "admin-allocation-refused")
+    async with httpx.AsyncClient(base_url=site.url, headers=site.admin) as http:
+        assert len(_ok(await http.get("/v1/allocation-runs"))["data"]) == runs_before
+
+    # Back to a fresh dry run (the new student is in it), then exactly that plan.
+    await page.click("main a:has-text('Back')")
+    await expect(page.locator("#plan-students tbody tr")).to_have_count(3)
+    await page.click("#allocate button")
+    await expect(page.locator("#done")).to_contain_text("Allocated: the plan was made")
+    await expect(page.locator("#runs tbody tr").first).to_contain_text("2027-T1")
+    await screenshot(page, screenshot_dir, "admin-allocation")
+    async with httpx.AsyncClient(base_url=site.url, headers=site.admin) as http:
+        runs = _ok(await http.get("/v1/allocation-runs"))["data"]
+    assert len(runs) == runs_before + 1 and runs[-1]["packages"] == 3
+    await assert_clean(operator)
+
+
 async def test_a_revoked_key_ends_its_sessions(
     site: Console, operator: BrowserContext, browser: Browser, screenshot_dir: Path
 ) -> None:
@@ -547,3 +598,50 @@ async def test_a_merchant_key_does_not_open_the_console(site: Console, browser: 
         await expect(page.locator("#api_key")).to_be_visible()
     finally:
         await context.close()
+
+
+async def test_every_console_action_is_on_the_activity_page_with_the_operators_key(
+    site: Console, operator: BrowserContext, screenshot_dir: Path
+) -> None:
+    async with httpx.AsyncClient(base_url=site.url, headers=site.admin) as http:
+        keys = _ok(await http.get("/v1/api-keys", params={"limit": 100}))["data"]
+    [key] = [k for k in keys if site.token.startswith(k["token_prefix"])]
+    page = await the_page(operator)
+    await page.goto("/admin/activity")
+    await page.select_option("#key_id", key["id"])
+    await page.fill("#action", "")
+    await page.click("#activity-filters button")
+    rows = page.locator("#activity tbody tr")
+    done_here = [
+        "school.create",
+        "students.import",
+        "student.erase",
+        "shipment.post_event",
+        "statement.record_bank_transfer",
+        "fx_rate.set",
+        "webhook_endpoint.retry_delivery",
+        "allocation.run",
+        "api_key.create",
+        "api_key.revoke",
+    ]
+    for action in done_here:
+        row = rows.filter(has=page.locator("td[data-label=Action] code.action", has_text=action)).filter(
+            has_text="Console"
+        )
+        await expect(row.first).to_contain_text("Ayu (programme officer)")
+        await expect(row.first).to_contain_text(key["id"])
+    # Nothing the operator did was refused into the log: the wrong transfer and the stale form left no entry.
+    await expect(
+        rows.filter(
+            has=page.locator("td[data-label=Action] code.action", has_text="statement.record_bank_transfer")
+        )
+    ).to_have_count(2)  # the seed's transfer (through the API) and the console's
+    html = await page.content()
+    assert site.token not in html and site.second_token not in html
+    await screenshot(page, screenshot_dir, "admin-activity")
+    await page.select_option("#key_id", "")
+    await page.fill("#action", "api_key.revoke")
+    await page.click("#activity-filters button")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text(site.second_key_id)
+    await assert_clean(operator)

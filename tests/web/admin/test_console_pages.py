@@ -28,6 +28,8 @@ PAGES = (
     "/admin/statements",
     "/admin/webhooks",
     "/admin/api-keys",
+    "/admin/allocation",
+    "/admin/activity",
 )
 
 
