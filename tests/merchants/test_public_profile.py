@@ -62,6 +62,10 @@ async def test_an_opted_in_merchant_has_a_badge_and_a_page(pool: Pool) -> None:
 
     page = await client.get("/m/tea-house")
     assert page.status_code == 200 and "Tea House" in page.text and "100% of this shop" in page.text
+    assert "sales buy school supplies.</p>" in page.text
+    # The sentence ends as the language ends sentences: 。in Chinese.
+    chinese_page = (await client.get("/m/tea-house", headers={"accept-language": "zh-CN"})).text
+    assert 'lang="zh-Hans"' in chinese_page and "。</p>" in chinese_page and ".</p>" not in chinese_page
 
     # The other merchant: three packages are a small count, shown as "<5" and not given exactly anywhere.
     cake_key = bearer(
