@@ -179,13 +179,14 @@ async def _audit(settings: Settings) -> bool:
 
     from app.core.clock import SystemClock
     from app.core.database import make_sessionmaker, sqlalchemy_connect_args
-    from app.ledger.audit import run_audit
+    from app.ledger.audit import run_and_record_audit
 
     _, url = _database_url(settings)
     engine = create_async_engine(url, connect_args=sqlalchemy_connect_args(settings))
     try:
-        async with make_sessionmaker(engine)() as session:
-            report = await run_audit(session, now=SystemClock().now())
+        sessionmaker = make_sessionmaker(engine)
+        async with sessionmaker() as session:
+            report = await run_and_record_audit(session, sessionmaker, now=SystemClock().now(), via="cli")
     finally:
         await engine.dispose()
     sys.stdout.write(report.model_dump_json(indent=2) + "\n")

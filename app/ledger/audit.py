@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core.ids import new_id
 from app.donations.calculation import reversed_total
 from app.ledger import accounts
 from app.logistics.machine import ALLOCATION_STATUS, PACKAGE_STAGE
+from app.models import AuditRun
 from app.reports import repository as reports_repository
 from app.reports import rollups
 
@@ -458,6 +460,41 @@ async def run_audit(session: AsyncSession, *, now: datetime) -> AuditReport:
             )
         )
     return AuditReport(ok=all(c.ok for c in checks), checked_at=now, checks=checks)
+
+
+Via = Literal["cli", "console", "api", "job"]
+
+
+async def run_and_record_audit(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime,
+    via: Via,
+    key_id: str | None = None,
+) -> AuditReport:
+    """`run_audit` on `session`, then one `audit_runs` row (when, by what, the failed checks' names) written in a
+    short transaction of its own: recorded whatever becomes of the caller's (a read-only one, a rolled-back one)."""
+    report = await run_audit(session, now=now)
+    async with sessionmaker() as own, own.begin():
+        own.add(
+            AuditRun(
+                id=new_id("aud"),
+                checked_at=report.checked_at,
+                ok=report.ok,
+                failed_checks=[c.name for c in report.checks if not c.ok],
+                via=via,
+                key_id=key_id,
+            )
+        )
+    return report
+
+
+async def last_audit_run(session: AsyncSession) -> AuditRun | None:
+    """The run recorded last: ids are time-ordered by the recording machine's clock, so this is the latest run
+    even when a caller's `now` comes from another clock (a test's frozen one, the CLI's system clock)."""
+    run: AuditRun | None = await session.scalar(select(AuditRun).order_by(AuditRun.id.desc()).limit(1))
+    return run
 
 
 def _plain(value: Any) -> Any:

@@ -6,6 +6,7 @@ from app.models.admin_session import AdminSession
 from app.models.allocation import Allocation
 from app.models.allocation_run import AllocationRun
 from app.models.api_key import ApiKey
+from app.models.audit_run import AuditRun
 from app.models.auth_failure_count import AuthFailureCount
 from app.models.base import Base
 from app.models.data_key_canary import DataKeyCanary
@@ -64,6 +65,7 @@ __all__ = [
     "Allocation",
     "AllocationRun",
     "ApiKey",
+    "AuditRun",
     "AuthFailureCount",
     "Base",
     "DataKeyCanary",

@@ -80,3 +80,11 @@ async def test_audit_recomputes_from_entries_and_reports_tampering(
     assert broken["orders_match_ledger"]["examples"][0]["order_id"] == "L-1"
     result = run_g4g("audit", env=env)
     assert result.returncode == 1 and '"ok": false' in result.stdout
+
+    # Each run is recorded for the console's overview: by what, which key, and only the failed checks' names.
+    async with app.state.engine.connect() as connection:  # type: ignore[attr-defined]
+        runs = (await connection.execute(text("SELECT via, ok, failed_checks, key_id FROM audit_runs"))).all()
+    ran = sorted((r.via, r.ok) for r in runs)
+    assert ran == [("api", False), ("api", True), ("cli", False), ("cli", True)]
+    assert all((r.key_id is not None) == (r.via == "api") for r in runs)
+    assert all(set(broken) == set(r.failed_checks) for r in runs if not r.ok)

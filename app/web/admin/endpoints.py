@@ -24,7 +24,7 @@ from app.core.ids import new_id
 from app.core.json_body import ExactJsonRoute
 from app.core.money import CurrencyCode, Money
 from app.evidence import service as evidence
-from app.ledger.audit import run_audit
+from app.ledger.audit import last_audit_run, run_and_record_audit
 from app.logistics import tracking
 from app.logistics.schemas import TrackingEventIn
 from app.merchants import repository as merchant_repository
@@ -53,7 +53,7 @@ NOT_RECORDED: dict[str, str] = {
     "/admin/enrol": "Enrolling the key's second factor changes only how that key signs in.",
     "/admin/second-factor": "A code checked starts a session of the key's own; nothing of the programme's.",
     "/admin/sign-out": "Signing out ends the key's own session.",
-    "/admin/audit": "The audit reads the ledger and changes nothing.",
+    "/admin/audit": "The audit reads the ledger and changes nothing (its run is kept in `audit_runs`, not here).",
     "/admin/schools/{school_id}/import": "A preview writes nothing; the confirmation is the change (and recorded).",
 }
 
@@ -243,7 +243,11 @@ async def admin_home(request: Request, session: SessionDep, language: Language, 
         stale_days=settings.shipment_stale_days,
     )
     return _page(
-        request, language, "admin/overview.html", {"board": board, "audit": None}, signed_in=signed_in
+        request,
+        language,
+        "admin/overview.html",
+        {"board": board, "audit": None, "last_audit": await last_audit_run(session)},
+        signed_in=signed_in,
     )
 
 
@@ -257,7 +261,9 @@ async def admin_audit(
     if not _valid_form(request, signed_in, csrf_token):
         return _expired(request, language)
     state, settings = _context(request)
-    audit = await run_audit(session, now=state.clock.now())
+    audit = await run_and_record_audit(
+        session, state.sessionmaker, now=state.clock.now(), via="console", key_id=signed_in.key.id
+    )
     board = await service.overview(
         session,
         signed_in.principal,
@@ -267,7 +273,11 @@ async def admin_audit(
         stale_days=settings.shipment_stale_days,
     )
     return _page(
-        request, language, "admin/overview.html", {"board": board, "audit": audit}, signed_in=signed_in
+        request,
+        language,
+        "admin/overview.html",
+        {"board": board, "audit": audit, "last_audit": await last_audit_run(session)},
+        signed_in=signed_in,
     )
 
 

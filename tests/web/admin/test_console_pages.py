@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
+from sqlalchemy import text
 
+from tests.conftest import DATA_KEY
 from tests.helpers import order_paid, roster_csv, send_event, settle
+from tests.live import g4g_env, run_g4g
 from tests.logistics.conftest import Shipping
 from tests.logistics.conftest import shipping as shipping  # the fixtures, for this folder too
 from tests.packages.conftest import pool as pool
@@ -298,3 +302,36 @@ async def test_a_statement_needing_attention_shows_stripes_reason_and_is_charged
     page = await client.get(retried.headers["location"])
     assert "The statement will be charged again by the next settlement run." in page.text
     assert f"/admin/statements/{statement['id']}/retry" not in page.text
+
+
+async def test_the_overview_shows_the_last_audit_run_from_the_console_or_the_cli(
+    shipping: Shipping, database_url: str, tmp_path: Path
+) -> None:
+    await shipping.shipment(["1", "2"])
+    client = await console(shipping)
+    assert "The audit has never been run." in (await client.get("/admin")).text
+    ran = await client.post("/admin/audit", data={"csrf_token": await form_token(client, "/admin")})
+    assert ran.status_code == 200 and "Every check passed" in ran.text
+    last = _audit_last((await client.get("/admin")).text)
+    assert "from the console: every check passed." in last
+
+    # Someone edits the orders behind the ledger's back; the operator's `g4g audit` at the shell fails, and the
+    # overview says so, by the failing checks' names (never their figures).
+    async with shipping.pool.app.state.engine.begin() as connection:
+        await connection.execute(text("UPDATE orders SET reversed_amount = reversed_amount + 1"))
+    env = g4g_env(DATABASE_URL=database_url, G4G_DATA_KEY=DATA_KEY, G4G_DATA_DIR=str(tmp_path))
+    assert run_g4g("audit", env=env).returncode == 1
+    overview = (await client.get("/admin")).text
+    assert "from the command line (g4g audit): these checks failed." in _audit_last(overview)
+    failed = re.search(r'<ul class="checks" id="audit-failed">(.*?)</ul>', overview, re.S)
+    assert failed and "orders_match_ledger" in failed.group(1) and "entries_balance" not in failed.group(1)
+    async with shipping.pool.app.state.engine.connect() as connection:
+        runs = (await connection.execute(text("SELECT via, ok, key_id FROM audit_runs ORDER BY id"))).all()
+    assert [(r.via, r.ok) for r in runs] == [("console", True), ("cli", False)]
+    assert runs[0].key_id is not None and runs[1].key_id is None
+
+
+def _audit_last(page: str) -> str:
+    found = re.search(r'id="audit-last">(.*?)</p>', page, re.S)
+    assert found, page
+    return " ".join(found.group(1).split())
