@@ -211,10 +211,10 @@ async def _changes(dsn: str) -> None:
 
 def _parts(now: datetime) -> list[tuple[str, Callable[[AsyncSession], Awaitable[object]]]]:
     """The reads of one refresh, one by one."""
-    hour = rollups.final_hour(now, timedelta(days=30))
+    final_before = now - timedelta(days=30)
     return [
         ("catch-up", lambda s: rollups.catch_up(s, now)),
-        ("order cells", lambda s: rollups.cells(s, final_before_hour=hour)),
+        ("order cells", lambda s: rollups.cells(s, final_before=final_before)),
         ("merchants", rollups.merchants),
         ("pool", lambda s: repository.pool_by_currency(s, "USD")),
         ("pool balance", lambda s: repository.pool_balance(s, "USD")),

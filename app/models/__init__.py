@@ -35,6 +35,7 @@ from app.models.receipt_link import ReceiptLink
 from app.models.report_rollup import (
     ReportBilledCell,
     ReportMerchant,
+    ReportOrderChange,
     ReportStatementCell,
     ReportUnbilledCell,
     ReportWatermark,
@@ -93,6 +94,7 @@ __all__ = [
     "ReceiptLink",
     "ReportBilledCell",
     "ReportMerchant",
+    "ReportOrderChange",
     "ReportStatementCell",
     "ReportSummary",
     "ReportUnbilledCell",

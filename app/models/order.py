@@ -12,6 +12,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -37,6 +38,9 @@ class Order(CreatedAt, Base):
         ),
         Index("ix_orders_merchant_placed", "merchant_id", "placed_at"),
         Index("ix_orders_recorded_xid", "recorded_xid", postgresql_using="brin"),
+        # The public report reads one hour of unbilled orders (`app.reports.rollups.cells`); small, as unbilled
+        # orders are the last weeks' only.
+        Index("ix_orders_unbilled_placed_at", "placed_at", postgresql_where=text("statement_id IS NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

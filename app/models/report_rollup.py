@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, String, Text, text
+from sqlalchemy import BigInteger, Boolean, DateTime, Identity, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -74,3 +74,16 @@ class ReportMerchant(Base):
     __tablename__ = "report_merchants"
 
     merchant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+
+
+class ReportOrderChange(Base):
+    """A change of an order's reversed total not yet folded into the rollups: written by a trigger on every update
+    of `orders.reversed_amount` that changes it (a refund, a cancellation, whatever writes it), and deleted by the
+    catch-up that folds it in, so the table holds about a refresh interval's reversals."""
+
+    __tablename__ = "report_order_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    reversed_change: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    recorded_xid: Mapped[int] = mapped_column(BigInteger, server_default=CURRENT_XID, nullable=False)

@@ -6,36 +6,50 @@ whose donation was reversed whole: they are at that stage whatever the time), cu
 was reversed whole; each statement's orders by month placed and currency at the statement's stage
 (billed, collected, in_pool); their sums by month, currency and stage; the merchants that gave. Nothing on the
 order webhook's path writes them: the order path only leaves the id of its transaction on the rows it inserts
-(a column default), and `catch_up` folds in what committed since the last time.
+(a column default) and, for refunds and cancellations, a row a trigger writes; `catch_up` folds in what
+committed since the last time.
 
 The watermark is a database snapshot, not a sequence. A sequence or a timestamp read from the rows skips rows
 committed out of order: a transaction that took id 100 may commit after one that took 101 and after a reader
 moved its watermark past 101. Instead every change is stamped with its transaction's id (`xid8`, 64 bits, never
-wraps: orders, refunds, statements and conversions by a column default; a statement's status by a trigger), and
-`catch_up` runs in one REPEATABLE READ transaction whose snapshot S_new it records as the new watermark. The
-changes it folds in are exactly those of the transactions visible in S_new and not visible in the previous
-watermark S_old (`pg_visible_in_snapshot`): a transaction still running at S_old is in S_old's list of running
-transactions, so it is picked up by the first catch-up that sees it committed, however late it commits. Rows
-whose id is below S_old's xmin were all visible in S_old, so the search starts there (BRIN indexes on the order
-tables; a long-running transaction only widens the search, never loses a row). Catch-ups are serialised by the
-report's advisory lock taken before the snapshot, and a second one on the same watermark would fail on the
-watermark row's concurrent update rather than count twice.
+wraps: orders, statements and conversions by a column default; a statement's status by a trigger; a change of an
+order's reversed total by a trigger that records it in `report_order_changes`), and `catch_up` runs in one
+REPEATABLE READ transaction whose snapshot S_new it records as the new watermark. The changes it folds in are
+exactly those of the transactions visible in S_new and not visible in the previous watermark S_old
+(`pg_visible_in_snapshot`): a transaction still running at S_old is in S_old's list of running transactions, so it
+is picked up by the first catch-up that sees it committed, however late it commits. Rows whose id is below
+S_old's xmin were all visible in S_old, so the search starts there (BRIN indexes on orders; a long-running
+transaction only widens the search, never loses a row). Catch-ups are serialised by the report's advisory lock
+taken before the snapshot, and a second one on the same watermark would fail on the watermark row's concurrent
+update rather than count twice.
 
-How an order's contribution moves: its donation, currency and time never change after it is recorded; its
-reversed total is the sum of its refunds' reversed parts; it is billed once (by a statement inserted in the same
-transaction); a statement only moves forward (billed → collected → in_pool). So for each order touched since
-S_old (recorded, refunded or billed since), its contribution at S_old is known without looking back in time: none
-if it was recorded since; otherwise its reversed total less the refunds since, unbilled unless its statement was
-visible at S_old. The catch-up adds the new contribution and takes away the old, then moves the cells of each
-statement whose stage changed since.
+How an order's contribution moves: its donation, currency and time never change after it is recorded; it is
+billed once (`statement_id` set, never cleared), by a statement inserted in the same transaction (settlement bills
+in one); a statement only moves forward (billed → collected → in_pool). Its reversed total does move, by refunds,
+by a cancellation (which reverses what refunds left, with no refund row), by whatever else writes
+`orders.reversed_amount`: so the database itself records every change of that column, not the code paths that
+make one. A trigger (`orders_record_reversed_change`, AFTER UPDATE OF reversed_amount, when it differs) inserts
+the change, new less old, with its transaction's id into `report_order_changes`. For each order touched since
+S_old (recorded, its reversed total changed, or billed since), its contribution at S_old is then known without
+looking back in time: none if it was recorded since; otherwise its reversed total at S_old, which is its total now
+less the changes since (changes to one row are made one transaction after another, so those committed after S_old
+are the latest ones, and their sum is exactly what moved since S_old, in whatever order they were recorded),
+unbilled unless its statement was visible at S_old. The catch-up adds the new contribution and takes away the
+old, then moves the cells of each statement whose stage changed since. It then deletes the changes its snapshot
+sees (all folded in: those committed later are not visible to it and stay), so `report_order_changes` holds about
+one refresh interval's reversals and is read whole. A change of an order's donation, currency, time or statement
+outside these paths (a data fix in a migration) is not seen: such a migration deletes the watermark, and the next
+catch-up rebuilds the rollups from every order.
 
-The only approximation is public and by design: the report counts an unbilled order as final once the hour it
-was placed in is wholly older than the return window (`final_hour`), up to an hour after its own window passed;
-`full_cells` recomputes the same figures from every order, and the tests and `g4g audit` compare the two."""
+The figures are exact. An unbilled order is final once its return window has passed (`placed_at <=
+final_before`): the rollups give every whole hour before and after the one `final_before` falls in, and `cells`
+splits that hour by reading its unbilled orders (a partial index on the unbilled orders' `placed_at`, so the read
+is one hour's orders, not history), in the same snapshot as the rollups it was caught up to. `full_cells`
+recomputes the same figures from every order, and the tests and `g4g audit` compare the two."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,11 +62,6 @@ WATERMARK = "transparency"
 
 _STATEMENT_STAGE = """CASE WHEN s.status = 'paid' AND c.id IS NOT NULL THEN 'in_pool'
                            WHEN s.status = 'paid' THEN 'collected' ELSE 'billed' END"""
-
-
-def final_hour(now: datetime, window: timedelta) -> datetime:
-    """Unbilled orders placed before this hour are final in the public report."""
-    return (now - window).replace(minute=0, second=0, microsecond=0)
 
 
 async def catch_up(session: AsyncSession, now: datetime) -> int:
@@ -68,6 +77,8 @@ async def catch_up(session: AsyncSession, now: datetime) -> int:
         changed = -1
     else:
         changed = await _fold_changes(session, old)
+    # Every change this snapshot sees is now counted (changes committed after it are not visible, so they stay).
+    await session.execute(text("DELETE FROM report_order_changes"))
     await session.execute(
         text(
             """INSERT INTO report_watermarks (name, snapshot, updated_at) VALUES (:name, :snapshot, :now)
@@ -155,13 +166,13 @@ async def _fold_changes(session: AsyncSession, old: str) -> int:
         text(
             f"""
             WITH win_orders AS ({new_orders}),
-            win_refunds AS (
-                SELECT order_id, sum(reversed_amount) AS reversed FROM order_refunds
+            win_reversals AS (
+                SELECT order_id, sum(reversed_change) AS reversed FROM report_order_changes
                 WHERE {_since("recorded_xid", lowest)} GROUP BY order_id),
             win_statements AS ({new_statements}),
             touched AS (
                 SELECT id FROM win_orders
-                UNION SELECT order_id FROM win_refunds
+                UNION SELECT order_id FROM win_reversals
                 UNION SELECT o.id FROM orders o JOIN win_statements w ON o.statement_id = w.id),
             states AS (
                 SELECT o.statement_id, o.currency, o.donation_amount AS d, o.reversed_amount AS r,
@@ -172,7 +183,7 @@ async def _fold_changes(session: AsyncSession, old: str) -> int:
                        o.statement_id IS NOT NULL AND ws.id IS NULL AS billed_before
                 FROM touched t JOIN orders o ON o.id = t.id
                 LEFT JOIN win_orders wo ON wo.id = o.id
-                LEFT JOIN win_refunds wr ON wr.order_id = o.id
+                LEFT JOIN win_reversals wr ON wr.order_id = o.id
                 LEFT JOIN win_statements ws ON ws.id = o.statement_id
                 WHERE o.donation_amount > 0),
             contributions AS (
@@ -304,43 +315,61 @@ async def _fold_changes(session: AsyncSession, old: str) -> int:
     return len(rows)
 
 
-async def cells(session: AsyncSession, *, final_before_hour: datetime) -> list[StageCell]:
-    """The public report's cells (`repository.StageCell`) from the rollups alone."""
+async def cells(session: AsyncSession, *, final_before: datetime) -> list[StageCell]:
+    """The public report's cells (`repository.StageCell`), an unbilled order final when placed at or before
+    `final_before`: from the rollups, and the unbilled orders of the one hour `final_before` falls in. Read in the
+    transaction that brought the rollups up to date (`catch_up`), so that the two agree."""
     rows = await session.execute(
         text(
             """
-            SELECT to_char(placed_hour AT TIME ZONE 'UTC', 'YYYY-MM') AS month, currency,
-                   CASE WHEN fully_reversed THEN 'reversed' WHEN placed_hour < :final_hour THEN 'final'
-                        ELSE 'pledged' END AS stage,
-                   sum(orders) AS orders, sum(net) AS net, sum(reversed) AS reversed
-            FROM report_unbilled_cells GROUP BY 1, 2, 3
+            WITH boundary AS (
+                SELECT to_char(placed_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month, currency, count(*) AS orders,
+                       sum(donation_amount - reversed_amount) AS net, sum(reversed_amount) AS reversed
+                FROM orders
+                WHERE statement_id IS NULL AND placed_at >= :hour AND placed_at <= :final_before
+                  AND donation_amount > 0 AND reversed_amount <> donation_amount
+                GROUP BY 1, 2),
+            unbilled AS (
+                SELECT to_char(placed_hour AT TIME ZONE 'UTC', 'YYYY-MM') AS month, currency,
+                       CASE WHEN fully_reversed THEN 'reversed' WHEN placed_hour < :hour THEN 'final'
+                            ELSE 'pledged' END AS stage,
+                       orders, net, reversed
+                FROM report_unbilled_cells
+                UNION ALL SELECT month, currency, 'final', orders, net, reversed FROM boundary
+                UNION ALL SELECT month, currency, 'pledged', -orders, -net, -reversed FROM boundary)
+            SELECT month, currency, stage, sum(orders) AS orders, sum(net) AS net, sum(reversed) AS reversed
+            FROM unbilled GROUP BY 1, 2, 3 HAVING sum(orders) > 0
             UNION ALL
             SELECT month, currency, stage, orders, net, reversed FROM report_billed_cells WHERE orders > 0
             ORDER BY 1, 2, 3
             """
         ),
-        {"final_hour": final_before_hour},
+        {"hour": _hour_of(final_before), "final_before": final_before},
     )
     return [StageCell(r.month, r.currency, r.stage, int(r.orders), int(r.net), int(r.reversed)) for r in rows]
+
+
+def _hour_of(moment: datetime) -> datetime:
+    """The start of the UTC hour `moment` falls in (the rollups' unbilled cells are by UTC hour)."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 async def merchants(session: AsyncSession) -> int:
     return int(await session.scalar(text("SELECT count(*) FROM report_merchants")) or 0)
 
 
-async def full_cells(session: AsyncSession, *, final_before_hour: datetime) -> list[StageCell]:
-    """The same cells recomputed from every order (for the tests and `g4g audit`): an order is final when placed
-    before `final_before_hour`."""
-    return await repository.stage_cells(session, final_before=final_before_hour - timedelta(microseconds=1))
+async def full_cells(session: AsyncSession, *, final_before: datetime) -> list[StageCell]:
+    """The same cells recomputed from every order (for the tests and `g4g audit`)."""
+    return await repository.stage_cells(session, final_before=final_before)
 
 
 async def mismatches(session: AsyncSession, now: datetime) -> list[dict[str, object]]:
     """Where the rollups, brought up to date in the caller's REPEATABLE READ transaction (which the caller rolls
-    back), differ from a recomputation from every order in the same snapshot: cells and the merchants' count."""
+    back), differ from a recomputation from every order in the same snapshot: cells (orders placed up to `now`
+    counted final, so that the boundary falls inside the hour orders are arriving in) and the merchants' count."""
     await catch_up(session, now)
-    hour = final_hour(now, timedelta(0))
-    kept = {(c.month, c.currency, c.stage): c for c in await cells(session, final_before_hour=hour)}
-    full = {(c.month, c.currency, c.stage): c for c in await full_cells(session, final_before_hour=hour)}
+    kept = {(c.month, c.currency, c.stage): c for c in await cells(session, final_before=now)}
+    full = {(c.month, c.currency, c.stage): c for c in await full_cells(session, final_before=now)}
     found: list[dict[str, object]] = [
         {"cell": "/".join(key), "rollup": repr(kept.get(key)), "orders": repr(full.get(key))}
         for key in sorted(kept.keys() | full.keys())

@@ -406,14 +406,14 @@ async def compute_transparency(
     session: AsyncSession, *, now: datetime, window: timedelta, base_currency: str, from_orders: bool = False
 ) -> TransparencyOut:
     """The public figures, the orders' from the rollups (`app.reports.rollups`, brought up to date by the
-    caller) or, `from_orders`, recomputed from every order (the same figures: the tests compare them). An
-    unbilled order is final once the hour it was placed in is wholly past the return window."""
-    hour = rollups.final_hour(now, window)
+    caller in the same transaction) or, `from_orders`, recomputed from every order (the same figures: the tests
+    compare them). An unbilled order is final once the return window since it was placed has passed."""
+    final_before = now - window
     if from_orders:
-        cells = await rollups.full_cells(session, final_before_hour=hour)
+        cells = await rollups.full_cells(session, final_before=final_before)
         merchants = await repository.merchants_with_orders(session)
     else:
-        cells = await rollups.cells(session, final_before_hour=hour)
+        cells = await rollups.cells(session, final_before=final_before)
         merchants = await rollups.merchants(session)
     return build_transparency(
         cells,

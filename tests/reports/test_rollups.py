@@ -1,6 +1,7 @@
 """The public report's rollups equal a recomputation from every order, whatever happened between two catch-ups:
-orders recorded, refunded, billed, paid and converted at random, some by transactions that were already running
-when a catch-up took its snapshot and commit only after it (the case a watermark on a sequence gets wrong)."""
+orders recorded (some right at the pledged/final boundary), refunded, cancelled, billed, paid and converted at
+random, some by transactions that were already running when a catch-up took its snapshot and commit only after it
+(the case a watermark on a sequence gets wrong)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from app.reports.service import compute_transparency
 NOW = datetime(2026, 7, 1, 12, 30, tzinfo=UTC)
 WINDOW = timedelta(days=30)
 CURRENCIES = {"mer_a": "CNY", "mer_b": "USD", "mer_c": "IDR", "mer_d": "USD"}
+# Each step changes only rows no other transaction holds (its SELECTs are FOR UPDATE SKIP LOCKED): the test's
+# "late" transaction stays open while the others run, from the same task, so waiting for one of its rows would
+# wait forever. (It also locks the rows its rows point to, a refund its order, a conversion its statement: FOR
+# UPDATE skips those as well.) Should a step wait all the same, it fails instead of hanging.
+NO_WAITING = {"lock_timeout": "5s", "statement_timeout": "60s"}
 
 
 class Programme:
@@ -27,6 +33,7 @@ class Programme:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self.count = 0
+        self.now = NOW  # the test's clock, which the catch-ups read
 
     def next_id(self, prefix: str) -> str:
         self.count += 1
@@ -38,7 +45,15 @@ class Programme:
             merchant = self.rng.choice(sorted(CURRENCIES))
             donation = self.rng.choice([0, 0, 5, 120, 300, 999])
             reversed_ = self.rng.choice([0, 0, 0, donation, donation // 3])
-            placed = NOW - timedelta(minutes=self.rng.randint(0, 90 * 24 * 60))
+            placed = self.rng.choice(
+                [
+                    NOW - timedelta(minutes=self.rng.randint(0, 90 * 24 * 60)),
+                    # Around the boundaries the figures are split at: the return window's, and the audit's (now).
+                    self.now - WINDOW + timedelta(minutes=self.rng.randint(-70, 70)),
+                    self.now - WINDOW,
+                    self.now - timedelta(minutes=self.rng.randint(0, 70)),
+                ]
+            )
             rows.append((self.next_id("ord"), merchant, CURRENCIES[merchant], placed, donation, reversed_))
         await db.executemany(
             """INSERT INTO orders (id, platform_id, external_id, merchant_id, currency, placed_at, items,
@@ -50,7 +65,7 @@ class Programme:
     async def refund(self, db: asyncpg.Connection) -> None:
         found = await db.fetch(
             "SELECT id, currency, donation_amount - reversed_amount AS left FROM orders WHERE donation_amount > "
-            "reversed_amount ORDER BY id"
+            "reversed_amount ORDER BY id FOR UPDATE SKIP LOCKED"
         )
         if not found:
             return
@@ -71,11 +86,55 @@ class Programme:
             part,
         )
 
+    async def cancel(self, db: asyncpg.Connection) -> None:
+        """As a cancellation is applied: all of the donation reversed, no refund row. Half the time an order
+        already refunded in part; an order cancelled before changes nothing."""
+        found = await db.fetch(
+            "SELECT id, reversed_amount > 0 AS refunded FROM orders WHERE donation_amount > 0 ORDER BY id "
+            "FOR UPDATE SKIP LOCKED"
+        )
+        if not found:
+            return
+        refunded = [o for o in found if o["refunded"]]
+        order = self.rng.choice(refunded if refunded and self.rng.random() < 0.5 else found)
+        await db.execute(
+            "UPDATE orders SET reversed_amount = donation_amount, cancelled_at = coalesce(cancelled_at, now()) "
+            "WHERE id = $1",
+            order["id"],
+        )
+
+    async def refund_cancelled(self, db: asyncpg.Connection) -> None:
+        """A refund of a cancelled order: recorded, it reverses nothing more (its total is written unchanged)."""
+        found = await db.fetch(
+            "SELECT id, currency FROM orders WHERE cancelled_at IS NOT NULL AND donation_amount > 0 ORDER BY id "
+            "FOR UPDATE SKIP LOCKED"
+        )
+        if not found:
+            return
+        order = self.rng.choice(found)
+        await db.execute(
+            """INSERT INTO order_refunds (id, order_id, refund_id, amount, currency, reversed_amount, content_hash)
+               VALUES ($1, $2, $1, 100, $3, 0, '\\x00')""",
+            self.next_id("ref"),
+            order["id"],
+            order["currency"],
+        )
+        await db.execute(
+            "UPDATE orders SET reversed_amount = donation_amount, refunded_amount = refunded_amount + 100 "
+            "WHERE id = $1",
+            order["id"],
+        )
+
+    async def refund_then_cancel(self, db: asyncpg.Connection) -> None:
+        """A refund and a cancellation of one order in one transaction (one batch of webhooks)."""
+        await self.refund(db)
+        await self.cancel(db)
+
     async def bill(self, db: asyncpg.Connection) -> None:
         merchant = self.rng.choice(sorted(CURRENCIES))
         orders = await db.fetch(
             "SELECT id FROM orders WHERE merchant_id = $1 AND statement_id IS NULL AND donation_amount > "
-            "reversed_amount AND placed_at <= $2",
+            "reversed_amount AND placed_at <= $2 ORDER BY id FOR UPDATE SKIP LOCKED",
             merchant,
             NOW - WINDOW + timedelta(days=self.rng.randint(0, 20)),
         )
@@ -98,7 +157,9 @@ class Programme:
         )
 
     async def pay(self, db: asyncpg.Connection) -> None:
-        unpaid = await db.fetch("SELECT id FROM statements WHERE status <> 'paid' ORDER BY id")
+        unpaid = await db.fetch(
+            "SELECT id FROM statements WHERE status <> 'paid' ORDER BY id FOR UPDATE SKIP LOCKED"
+        )
         if unpaid:
             status = self.rng.choice(["paid", "paid", "payment_failed"])
             await db.execute(
@@ -108,7 +169,7 @@ class Programme:
     async def convert(self, db: asyncpg.Connection) -> None:
         paid = await db.fetch(
             """SELECT s.id, s.currency FROM statements s LEFT JOIN fx_conversions c ON c.statement_id = s.id
-               WHERE s.status = 'paid' AND c.id IS NULL ORDER BY s.id"""
+               WHERE s.status = 'paid' AND c.id IS NULL ORDER BY s.id FOR UPDATE OF s SKIP LOCKED"""
         )
         if paid:
             statement = self.rng.choice(paid)
@@ -123,7 +184,10 @@ class Programme:
 
     async def change(self, db: asyncpg.Connection) -> None:
         step = self.rng.choice(
-            [self.record_orders] * 3 + [self.refund] * 2 + [self.bill, self.pay, self.convert]
+            [self.record_orders] * 3
+            + [self.refund] * 2
+            + [self.cancel, self.refund_cancelled, self.refund_then_cancel]
+            + [self.bill, self.pay, self.convert]
         )
         await step(db)
 
@@ -148,9 +212,9 @@ async def test_rollups_equal_a_recomputation_through_out_of_order_commits(
     rng = random.Random(seed)
     programme = Programme(rng)
     dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
-    db = await asyncpg.connect(dsn)
-    late = await asyncpg.connect(dsn)
-    engine = create_async_engine(asyncpg_url(database_url))
+    db = await asyncpg.connect(dsn, server_settings=NO_WAITING)
+    late = await asyncpg.connect(dsn, server_settings=NO_WAITING)
+    engine = create_async_engine(asyncpg_url(database_url), connect_args={"server_settings": NO_WAITING})
     try:
         await db.execute(
             """INSERT INTO platforms (id, name) VALUES ('plt_r', 'R');
@@ -182,6 +246,7 @@ async def test_rollups_equal_a_recomputation_through_out_of_order_commits(
                 late_open = False
             elif roll < 0.5:
                 now += timedelta(minutes=rng.choice([1, 30, 90, 60 * 24]))
+                programme.now = now
                 await _catch_up_and_compare(engine, now)
             else:
                 async with db.transaction():
@@ -190,6 +255,8 @@ async def test_rollups_equal_a_recomputation_through_out_of_order_commits(
             await late_tx.commit()
         await _catch_up_and_compare(engine, now)
         assert await db.fetchval("SELECT count(*) FROM report_unbilled_cells") > 0
+        assert await db.fetchval("SELECT count(*) FROM orders WHERE cancelled_at IS NOT NULL") > 0
+        assert await db.fetchval("SELECT count(*) FROM report_order_changes") == 0  # all folded in
     finally:
         await db.close()
         await late.close()

@@ -9,13 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.jobs import Periodic
-from app.reports import repository
+from app.reports import repository, rollups
 from app.reports.schemas import TransparencyOut
 from app.reports.service import TransparencyReport, merchant_figures
 from app.worker import periodic_tasks
-from tests.helpers import create_merchant, order_paid, order_refunded, send_event
+from tests.helpers import create_merchant, order_cancelled, order_paid, order_refunded, send_event
 from tests.jobs import run_task
 from tests.settlement.conftest import Programme
 from tests.stripe_server import create_chargeable_customer
@@ -146,6 +147,34 @@ async def test_the_sql_stage_rule_agrees_with_the_donation_rows(reported_program
     for cell in cells:
         from_sql["collected" if cell.stage == "in_pool" else cell.stage] += cell.orders
     assert from_sql == from_rows
+
+
+async def test_a_cancellation_through_the_webhook_moves_the_public_figures(
+    reported_programme: Programme,
+) -> None:
+    """A cancellation reverses an order with no refund row: the public figures (kept in rollups) see it, an
+    order refunded in part before as well, and the rollups still equal a recomputation from every order."""
+    p = reported_programme
+    tea = await p.shop("tea", customer=None)
+    for n in (1, 2, 3):
+        await pay(p, tea, f"T-{n}", "CNY", TEA)  # 196 fen each
+    refund = order_refunded("T-2", "R-1", 6400, merchant="tea")  # half of T-2: 98 fen reversed
+    assert (await send_event(p.client, p.platform, refund)).json() == {"status": "applied"}
+
+    async def money() -> dict[str, Any]:
+        cny = (await p.client.get("/v1/transparency")).json()["money_by_stage"][0]
+        return {stage: cny[stage] for stage in ("pledged", "reversed")}
+
+    assert await money() == {"pledged": 490, "reversed": 98}
+    for order in ("T-1", "T-2"):
+        cancel = order_cancelled(order, merchant="tea")
+        assert (await send_event(p.client, p.platform, cancel)).json() == {"status": "applied"}
+    assert await money() == {"pledged": 196, "reversed": 392}
+
+    async with AsyncSession(p.app.state.engine) as session:
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        assert await rollups.mismatches(session, p.clock.now()) == []
+        await session.rollback()
 
 
 async def test_conditional_requests_and_caching(reported_programme: Programme) -> None:
