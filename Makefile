@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
-	$(BIN)/pytest -n auto --dist loadfile --ignore=tests/ha $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto --dist loadfile --ignore=tests/ha --durations=15 $(PYTEST_ARGS)
 
 ## Highly available PostgreSQL (tests/ha): etcd and Patroni-managed PostgreSQL servers started on 127.0.0.1, the
 ## primary killed under load; replica reads; PgBouncer in transaction pooling; a point-in-time restore drill.
