@@ -272,7 +272,11 @@ class WebhookReceiver:
         async with self._arrived:
             self.deliveries.append(Delivery(body, headers))
             self._arrived.notify_all()
-        return web.Response(status=status)
+        response = web.Response(status=status)
+        # One delivery per connection: no idle keep-alive connection outlives the test to be closed by the
+        # garbage collector in a later one (an "unclosed transport" warning, an error under filterwarnings).
+        response.force_close()
+        return response
 
     async def wait_for(self, predicate: Callable[[Delivery], bool], *, seconds: float = 10.0) -> Delivery:
         """The first delivery (already here or still to come) for which `predicate` holds."""
