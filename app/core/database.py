@@ -376,6 +376,7 @@ async def _public_read_connection(request: Request) -> AsyncIterator[asyncpg.Con
     """Like `_read_connection`, for public pages' single-statement reads that may be a little behind: on the
     replica while it is within its lag bound, else on the primary."""
     pool = public_read_pool(request.app.state, await usable_replica(request.app.state))
+    request.state.read_on_replica = pool is not request.app.state.read_pool
     async with pooled(pool) as connection:
         yield connection
 

@@ -144,8 +144,8 @@ async def receipt_for(request: Request, db: asyncpg.Connection, token: str) -> R
             settlement_schedule=state.settings.settlement_schedule,
         )
 
-    if getattr(state, "replica", None) is None:
-        return await read(db)  # the primary's
+    if not getattr(request.state, "read_on_replica", False):
+        return await read(db)  # the primary's (no replica, or it is past its lag bound)
     async with pooled(state.read_pool) as primary:
         if not await service.link_is_live(primary, token):
             raise service.ReceiptNotFound("No such receipt.")

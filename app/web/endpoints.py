@@ -157,7 +157,9 @@ class ReceiptFastPath:
         state = scope[
             "app"
         ].state  # the replica's connections while it is within its lag bound, as the routes'
-        async with pooled(public_read_pool(state, await usable_replica(state))) as db:
+        pool = public_read_pool(state, await usable_replica(state))
+        request.state.read_on_replica = pool is not state.read_pool
+        async with pooled(pool) as db:
             response = await answer(token, request, db)
         await response(scope, receive, send)
 
