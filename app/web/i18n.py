@@ -8,7 +8,7 @@ import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from babel import Locale
@@ -143,7 +143,7 @@ class Formatter:
 
     def money(self, amount: int, currency: str) -> str:
         """Minor units as an amount in the currency (exact: Decimal from the integer, never a float)."""
-        return format_currency(major_units(amount, currency), currency, locale=self.locale)
+        return _money(self.language, amount, currency)
 
     def percent_bps(self, bps: int) -> str:
         return format_percent(Decimal(bps).scaleb(-4), "#,##0.#%", locale=self.locale)
@@ -155,8 +155,21 @@ class Formatter:
 
     def day(self, value: datetime) -> str:
         """The date of an instant in UTC, e.g. "Dec 1, 2026" or "2026年12月1日"."""
-        return format_date(value.astimezone(UTC).date(), "medium", locale=self.locale)
+        return _day(self.language, value.astimezone(UTC).date())
 
     def timestamp(self, value: datetime) -> str:
         """An instant in UTC, e.g. "Nov 29, 2026, 8:52:20 AM UTC"."""
         return format_datetime(value, "medium", tzinfo=UTC, locale=self.locale) + " UTC"
+
+
+# Babel works a pattern out afresh on every call (~50 µs each); a receipt page writes about ten amounts and dates,
+# and the same ones recur across pages (package costs, shares, the days things happened). Results are pure
+# functions of their arguments, so a bounded cache of them is exact.
+@lru_cache(maxsize=8192)
+def _money(language: str, amount: int, currency: str) -> str:
+    return format_currency(major_units(amount, currency), currency, locale=_locale(language))
+
+
+@lru_cache(maxsize=4096)
+def _day(language: str, day: date) -> str:
+    return format_date(day, "medium", locale=_locale(language))
