@@ -165,7 +165,7 @@ class Formatter:
 # Babel works a pattern out afresh on every call (~50 µs each); a receipt page writes about ten amounts and dates,
 # and the same ones recur across pages (package costs, shares, the days things happened). Results are pure
 # functions of their arguments, so a bounded cache of them is exact.
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=8192, typed=True)
 def _money(language: str, amount: int, currency: str) -> str:
     return format_currency(major_units(amount, currency), currency, locale=_locale(language))
 
