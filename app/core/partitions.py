@@ -45,7 +45,15 @@ class Monthly:
 
 
 # Each partitioned table, parents before the tables that reference them.
-PARTITIONED: dict[str, Monthly] = {m.table: m for m in (Monthly("ledger_postings", "posted_at"),)}
+PARTITIONED: dict[str, Monthly] = {
+    m.table: m
+    for m in (
+        Monthly("ledger_postings", "posted_at"),
+        Monthly("event_deliveries", "id", id_prefix="dlv"),
+        Monthly("event_delivery_attempts", "delivery_id", id_prefix="dlv"),
+        Monthly("webhook_deliveries", "received_at"),
+    )
+}
 # How many months beyond the current one are kept made ahead.
 MONTHS_AHEAD = 3
 # Creating a partition takes a brief lock on the parent: never wait long behind a long query for it.
@@ -168,3 +176,16 @@ async def rows_in_default(session: AsyncSession) -> list[dict[str, object]]:
         if count:
             found.append({"table": table, "rows": count})
     return found
+
+
+def same_month(existing: list[Partition], of: Partition) -> Partition | None:
+    """The partition of another table with `of`'s bounds (tables partitioned together, as deliveries and their
+    attempts)."""
+    return next((p for p in existing if (p.lower, p.upper) == (of.lower, of.upper)), None)
+
+
+async def detach(session: AsyncSession, table: str, partition: str) -> None:
+    """Take `partition` out of `table` (a brief exclusive lock on the parent, bounded by `LOCK_TIMEOUT`). The
+    caller drops it once it has looked inside, in the same transaction: a rollback puts it back."""
+    await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+    await session.execute(text(f"ALTER TABLE {table} DETACH PARTITION {partition}"))

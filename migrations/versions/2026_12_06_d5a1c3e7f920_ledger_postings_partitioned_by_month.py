@@ -72,6 +72,9 @@ def upgrade() -> None:
         )
         op.execute("ALTER TABLE ledger_postings VALIDATE CONSTRAINT ledger_postings_history_bound")
 
+    # The foreign key made on the new parent locks the entries against writes: lock them first, in the order a
+    # writer takes them (an entry, then its postings), or a writer holding an entry waits on us as we wait on it.
+    op.execute("LOCK TABLE ledger_entries IN SHARE ROW EXCLUSIVE MODE")
     op.execute("LOCK TABLE ledger_postings IN ACCESS EXCLUSIVE MODE")
     last_value, is_called = bind.execute(
         text("SELECT last_value, is_called FROM ledger_postings_id_seq")

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from alembic import command
 from sqlalchemy import text
+from ulid import ULID
 
 from app.core.clock import FrozenClock
 from app.core.migrations import alembic_config
@@ -62,7 +63,9 @@ async def _files(db: asyncpg.Connection, *relations: str) -> dict[str, int]:
     return {row["relname"]: row["relfilenode"] for row in rows}
 
 
-async def test_a_populated_ledger_is_converted_without_rewriting_a_row(unmigrated: str) -> None:
+async def test_a_populated_ledger_and_event_deliveries_are_converted_without_rewriting_a_row(
+    unmigrated: str,
+) -> None:
     await asyncio.to_thread(command.upgrade, alembic_config(unmigrated), BEFORE_LEDGER)
     db = await asyncpg.connect(unmigrated.replace("postgresql+asyncpg://", "postgresql://"))
     try:
@@ -80,6 +83,16 @@ async def test_a_populated_ledger_is_converted_without_rewriting_a_row(unmigrate
             db, "ledger_postings", "ix_ledger_postings_account", "ix_ledger_postings_entry_id"
         )
         last_id = await db.fetchval("SELECT max(id) FROM ledger_postings")
+        deliveries = await _populate_event_deliveries(db)
+        await db.execute(
+            f"""INSERT INTO platforms (id, name) VALUES ('plt_1', 'Tmall');
+                INSERT INTO webhook_deliveries (platform_id, webhook_id, received_at, body, status)
+                SELECT 'plt_1', 'msg_' || g, now() - interval '60 days' + g * interval '1 minute', '\\x7b7d',
+                       CASE WHEN g % 100 = 0 THEN 'parked' ELSE 'applied' END
+                FROM generate_series(1, {ENTRIES}) g"""  # noqa: S608
+        )
+        inbox_file = await _files(db, "webhook_deliveries")
+        event_files = await _files(db, "event_deliveries", "pk_event_deliveries", "ix_event_deliveries_due")
 
         await asyncio.to_thread(command.upgrade, alembic_config(unmigrated), "head")
 
@@ -130,9 +143,86 @@ async def test_a_populated_ledger_is_converted_without_rewriting_a_row(unmigrate
         )
         assert min(r["id"] for r in rows) > last_id
         assert {r["partition"] for r in rows} == {f"ledger_postings_{add_months(next_month, 1):%Y_%m}"}
+
+        # The deliveries and their attempts: the same, partitioned together on the delivery's id.
+        assert await _files(
+            db,
+            "event_deliveries_history",
+            "event_deliveries_history_pkey",
+            "event_deliveries_history_due_idx",
+        ) == {
+            "event_deliveries_history": event_files["event_deliveries"],
+            "event_deliveries_history_pkey": event_files["pk_event_deliveries"],
+            "event_deliveries_history_due_idx": event_files["ix_event_deliveries_due"],
+        }
+        assert await db.fetchval("SELECT count(*) FROM ONLY event_deliveries_history") == len(deliveries)
+        assert await db.fetchval("SELECT count(*) FROM ONLY event_delivery_attempts_history") == len(
+            deliveries
+        )
+        # Attempts refer to no one: a month of deliveries is detached without reading it.
+        assert not await db.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND confrelid = 'event_deliveries'::regclass"
+        )
+        event = "evt_" + str(ULID.from_timestamp(add_months(this_month, 2).timestamp()))
+        await db.execute(
+            "INSERT INTO events (id, type, occurred_at, data) VALUES ($1, 'order.paid', now(), '{}')", event
+        )
+        placed = await db.fetchval(
+            """INSERT INTO event_deliveries (id, event_id, endpoint_id, status)
+               VALUES ('dlv_' || substr($1, 5) || substr($2, 5), $1, $2, 'pending')
+               RETURNING tableoid::regclass::text""",
+            event,
+            ENDPOINT,
+        )
+        assert placed == f"event_deliveries_{add_months(this_month, 2):%Y_%m}"
+
+        # The inbox: the same; its key now includes the month.
+        assert await _files(db, "webhook_deliveries_history") == {
+            "webhook_deliveries_history": inbox_file["webhook_deliveries"]
+        }
+        assert await db.fetchval("SELECT count(*) FROM ONLY webhook_deliveries_history") == ENTRIES
+        assert (
+            await db.fetchval(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'pk_webhook_deliveries'"
+            )
+            == "PRIMARY KEY (platform_id, webhook_id, received_at)"
+        )
     finally:
         await db.close()
     await asyncio.to_thread(command.check, alembic_config(unmigrated))
+
+
+ENDPOINT = "whe_" + str(ULID())
+
+
+async def _populate_event_deliveries(db: asyncpg.Connection) -> list[str]:
+    """An endpoint, and events of the last 400 days each with one delivery (half delivered) and one attempt."""
+    start = datetime.now(UTC) - timedelta(days=400)
+    events = [str(ULID.from_timestamp((start + timedelta(hours=n)).timestamp())) for n in range(ENTRIES // 2)]
+    await db.execute(
+        "INSERT INTO webhook_endpoints (id, url, events) VALUES ($1, 'https://example.org/h', ARRAY['order.paid'])",
+        ENDPOINT,
+    )
+    await db.copy_records_to_table(
+        "events",
+        columns=["id", "type", "occurred_at", "data"],
+        records=[(f"evt_{e}", "order.paid", start, "{}") for e in events],
+    )
+    deliveries = [f"dlv_{e}{ENDPOINT[4:]}" for e in events]
+    await db.copy_records_to_table(
+        "event_deliveries",
+        columns=["id", "event_id", "endpoint_id", "status"],
+        records=[
+            (d, f"evt_{e}", ENDPOINT, "delivered" if n % 2 else "pending")
+            for n, (d, e) in enumerate(zip(deliveries, events, strict=True))
+        ],
+    )
+    await db.copy_records_to_table(
+        "event_delivery_attempts",
+        columns=["id", "delivery_id", "attempted_at", "trigger", "succeeded", "duration_ms"],
+        records=[(f"att_{ULID()}", d, start, "scheduled", True, 10) for d in deliveries],
+    )
+    return deliveries
 
 
 @pytest.fixture
