@@ -22,6 +22,7 @@ from app.core.database import (
 )
 from app.core.idempotency import delete_expired_records
 from app.core.jobs import JobContext, Periodic, Task, Worker
+from app.core.partitions import PARTITIONED, ensure_months_ahead
 from app.core.secrets import cipher_for
 from app.core.settings import Settings
 from app.donations import tasks as donations
@@ -46,12 +47,23 @@ async def sweep_idempotency_records(ctx: JobContext, _: bytes) -> None:
             return
 
 
+async def make_partitions(ctx: JobContext, _: bytes) -> None:
+    """Keep each partitioned table's months made three ahead (`app/core/partitions.py`), a table per
+    transaction: a month is never made on the day it starts, so the default partition stays empty."""
+    for table in PARTITIONED:
+        async with ctx.sessionmaker() as session, session.begin():
+            made = await ensure_months_ahead(session, table, now=ctx.clock.now())
+        if made:
+            log.info("partitions made", table=table, partitions=made)
+
+
 TASKS: list[Task] = [
     *events.TASKS,
     *settlement.TASKS,
     *donations.TASKS,
     *reports.TASKS,
     Task("core.sweep_idempotency_records", sweep_idempotency_records, concurrency=1),
+    Task("core.make_partitions", make_partitions, concurrency=1),
 ]
 
 
@@ -62,6 +74,7 @@ def periodic_tasks(settings: Settings) -> list[Periodic]:
         *donations.PERIODIC,
         *reports.periodic(settings),
         Periodic("core.sweep_idempotency_records", "11 * * * *"),
+        Periodic("core.make_partitions", "17 3 * * *"),
     ]
 
 

@@ -4,6 +4,7 @@ embedded server."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from alembic import context
 from sqlalchemy import pool, text
@@ -16,7 +17,9 @@ config = context.config
 target_metadata = Base.metadata
 
 # Two replicas starting at once both run `g4g migrate`: the second waits for the first, then finds the schema at
-# head and does nothing (without the lock, both create the same types and one fails on a unique violation).
+# head and does nothing (without the lock, both create the same types and one fails on a unique violation). A
+# session lock, not a transaction's: a migration that builds an index CONCURRENTLY commits part way
+# (`autocommit_block`), and the lock must outlast that commit. It goes with the connection, closed when done.
 MIGRATION_LOCK = 0x6734_676D_6967_7261
 
 
@@ -32,16 +35,42 @@ def _url() -> str:
     return database.url
 
 
+def _not_ours(table: str) -> bool:
+    return table.startswith("pgqueuer") or table in _partitions
+
+
+# The partitions of partitioned tables (months made by a job, `app/core/partitions.py`): the model is the parent.
+_partitions: set[str] = set()
+
+
 def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
-    """The job queue's tables (pgqueuer's own schema, created from its SQL by a migration) are not our models:
-    autogenerate leaves them alone."""
-    if type_ == "table" and name is not None and name.startswith("pgqueuer"):
+    """The job queue's tables (pgqueuer's own schema, created from its SQL by a migration) and the partitions of
+    partitioned tables are not our models: autogenerate leaves them alone."""
+    if type_ == "table" and name is not None and _not_ours(name):
+        return False
+    # A foreign key to a partitioned table shows, when reflected, one more per partition it references.
+    referred = getattr(obj, "referred_table", None)
+    if type_ == "foreign_key_constraint" and referred is not None and _not_ours(str(referred.name)):
         return False
     table = getattr(obj, "table", None)
-    return not (table is not None and str(getattr(table, "name", "")).startswith("pgqueuer"))
+    return not (table is not None and _not_ours(str(getattr(table, "name", ""))))
+
+
+def _lock(connection: Connection) -> None:
+    """Take the migration lock, trying twice a second between short transactions: a migrator waiting inside a
+    transaction would hold a snapshot that the other's `CREATE INDEX CONCURRENTLY` waits for (a deadlock)."""
+    while True:
+        taken = connection.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": MIGRATION_LOCK}
+        ).scalar()
+        connection.commit()
+        if taken:
+            return
+        time.sleep(0.5)
 
 
 def _run(connection: Connection) -> None:
+    _lock(connection)
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -49,7 +78,9 @@ def _run(connection: Connection) -> None:
         include_object=_include_object,
     )
     with context.begin_transaction():
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        _partitions.update(
+            connection.execute(text("SELECT relname FROM pg_class WHERE relispartition")).scalars()
+        )
         context.run_migrations()
 
 

@@ -6,8 +6,9 @@ Works on batches: every step is one set-based statement for the whole batch, ins
 1. Natural keys are locked first (advisory, transaction-scoped, in key order): the payment and the refunds of
    one order are applied one transaction at a time, and an event for a merchant being registered either sees
    the merchant or is parked before the registration looks for parked events.
-2. Then (same statement) the delivery is claimed in the inbox (unique on platform + webhook id); a redelivery
-   gets the stored answer and changes nothing.
+2. Then (same statement) the delivery is claimed in the inbox (unique on platform + webhook id within a month,
+   and locked by webhook id as a month starts: `MONTH_EDGE`); a redelivery, in any month, gets the stored
+   answer and changes nothing.
 3. Payments, then refunds, then cancellations are applied. Within a batch that order is safe: an order's
    reversed total depends only on the set of its refunds and whether it was cancelled, not on their order.
 4. Events that can't apply yet are parked: a payment until its merchant is registered, a refund or
@@ -35,6 +36,7 @@ from app.core.errors import ProblemError
 from app.core.ids import new_id
 from app.core.json_body import parse_json
 from app.core.money import MAX_ORDER_MINOR_UNITS
+from app.core.partitions import month_start
 from app.donations import outcomes, repository
 from app.donations.calculation import Line, base_amount, donation_for, reversed_total
 from app.donations.outcomes import Anomaly, Outcome
@@ -118,7 +120,20 @@ def _order_lock(platform_id: str, order_id: str) -> int:
     return _lock_id(f"order:{_order_key(platform_id, order_id)}")
 
 
-MERCHANT_LEVEL, ORDER_LEVEL = 0, 1
+MERCHANT_LEVEL, ORDER_LEVEL, WEBHOOK_LEVEL = 0, 1, 2
+# The inbox is partitioned by month on `received_at`, so its unique key holds within a month. The read finds a
+# webhook id's earlier answer in any month; but two deliveries of one id in flight as a month starts could be
+# written in two months and both claim it. Within this much of a month's start, a batch also locks its webhook
+# ids (an inbox transaction lasts well under it).
+MONTH_EDGE = timedelta(minutes=10)
+
+
+def near_month_start(now: datetime) -> bool:
+    return abs(now - month_start(now + MONTH_EDGE)) <= MONTH_EDGE
+
+
+def _webhook_locks(deliveries: Iterable[Delivery]) -> list[tuple[int, int, bool]]:
+    return [(WEBHOOK_LEVEL, _lock_id(f"webhook:{d.platform_id}/{d.webhook_id}"), False) for d in deliveries]
 
 
 def _locks_for(deliveries: Iterable[Delivery], *, merchants: bool = True) -> list[tuple[int, int, bool]]:
@@ -179,7 +194,10 @@ async def receive(db: asyncpg.Connection, deliveries: Sequence[Delivery], *, now
         first_of.setdefault((d.platform_id, d.webhook_id), i)
     primaries = [deliveries[i] for i in sorted(set(first_of.values()))]
 
-    await repository.lock_keys(db, _locks_for(primaries))
+    locks = _locks_for(primaries)
+    if near_month_start(now):
+        locks += _webhook_locks(primaries)
+    await repository.lock_keys(db, locks)
     facts = await _read(db, primaries, answers=True)
     results = {
         (platform_id, webhook_id): Outcome(status, http_status, json.loads(body), redelivered=True)

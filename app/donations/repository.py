@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.events import repository as events_repository
@@ -23,7 +23,7 @@ from app.models import DonationRule, Merchant, Order, Statement, WebhookAnomaly,
 
 async def lock_keys(db: asyncpg.Connection, keys: Sequence[tuple[int, int, bool]]) -> None:
     """Transaction-scoped advisory locks given as (level, key, shared?). Everyone takes them level by level
-    (merchants, then orders) and in key order within a level, so no two transactions can deadlock on them."""
+    (merchants, then orders, then webhook ids) and in key order within a level, so no two transactions can deadlock on them."""
     if keys:
         await db.execute(
             """
@@ -291,9 +291,9 @@ _WRITE_BATCH = f"""
         FROM unnest($10::text[], $11::text[], $12::text[], $13::int[], $14::text[], $15::text[], $16::text[])
              AS u(p, w, s, rs, rb, nk, wf)
         CROSS JOIN LATERAL (
-            SELECT ctid FROM webhook_deliveries WHERE platform_id = u.p AND webhook_id = u.w LIMIT 1
+            SELECT tableoid, ctid FROM webhook_deliveries WHERE platform_id = u.p AND webhook_id = u.w LIMIT 1
         ) found
-        WHERE d.ctid = found.ctid
+        WHERE d.tableoid = found.tableoid AND d.ctid = found.ctid  -- a ctid is a row's only within its month
     ), orders_written AS (
         INSERT INTO orders (id, platform_id, external_id, merchant_id, currency, placed_at, items, base_amount,
                             donation_amount, rule_id, donation_reason, content_hash, refunded_amount,
@@ -461,6 +461,18 @@ async def anomalies(
     if after is not None:
         query = query.where(WebhookAnomaly.id > after)
     return list(await session.scalars(query))
+
+
+async def any_waiting(session: AsyncSession, partition: str) -> bool:
+    """Whether a month of the inbox (a partition, named by `app/core/partitions.py`) holds a delivery that is
+    parked or being processed."""
+    query = f"SELECT EXISTS (SELECT 1 FROM {partition} WHERE status IN ('parked', 'processing'))"  # noqa: S608
+    return bool((await session.execute(text(query))).scalar_one())
+
+
+async def drop_month(session: AsyncSession, partition: str) -> None:
+    """Drop a detached month of the inbox (a name from `app/core/partitions.py`)."""
+    await session.execute(text(f"DROP TABLE {partition}"))
 
 
 async def delete_settled_deliveries(db: asyncpg.Connection, *, received_before: datetime, limit: int) -> int:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import EventDelivery, EventDeliveryAttempt, WebhookEndpoint, WebhookEndpointSecret
@@ -209,20 +209,27 @@ async def due_deliveries(db: asyncpg.Connection, *, now: datetime, limit: int) -
     )
 
 
-async def delete_settled_deliveries_before(db: asyncpg.Connection, boundary_id: str, *, limit: int) -> int:
-    """Delivered or failed deliveries (with their attempts) whose id sorts before `boundary_id` (ids are
-    time-ordered), at most `limit`; then events left without deliveries. Returns how many deliveries went."""
+async def any_pending(session: AsyncSession, partition: str) -> bool:
+    """Whether a month of deliveries (a partition, named by `app/core/partitions.py`) has one still pending."""
+    query = f"SELECT EXISTS (SELECT 1 FROM {partition} WHERE status = 'pending')"  # noqa: S608 - a partition's name
+    return bool((await session.execute(text(query))).scalar_one())
+
+
+async def drop_month(session: AsyncSession, partition: str) -> None:
+    """Drop a detached month of deliveries or attempts (a name from `app/core/partitions.py`)."""
+    await session.execute(text(f"DROP TABLE {partition}"))
+
+
+async def delete_events_without_deliveries(db: asyncpg.Connection, boundary_id: str, *, limit: int) -> int:
+    """Events whose id sorts before `boundary_id` (ids are time-ordered) and which no delivery is left for, at
+    most `limit`. Returns how many went."""
     deleted = await db.fetchval(
         """WITH gone AS (
-               DELETE FROM event_deliveries WHERE id IN (
-                   SELECT id FROM event_deliveries
-                   WHERE id < $1 AND status IN ('delivered', 'failed') ORDER BY id LIMIT $2)
-               RETURNING id, event_id
-           ), orphans AS (
-               -- (the statement sees the deliveries it deletes, hence "other than those")
-               DELETE FROM events e WHERE e.id IN (SELECT event_id FROM gone)
-                 AND NOT EXISTS (SELECT 1 FROM event_deliveries d
-                                 WHERE d.event_id = e.id AND d.id NOT IN (SELECT id FROM gone))
+               DELETE FROM events WHERE id IN (
+                   SELECT e.id FROM events e
+                   WHERE e.id < $1 AND NOT EXISTS (SELECT 1 FROM event_deliveries d WHERE d.event_id = e.id)
+                   ORDER BY e.id LIMIT $2)
+               RETURNING id
            )
            SELECT count(*) FROM gone""",
         boundary_id,
@@ -269,6 +276,11 @@ async def failing_endpoints(session: AsyncSession, *, limit: int) -> list[Webhoo
 
 
 async def delete_endpoint(session: AsyncSession, endpoint_id: str) -> None:
+    """The endpoint, its deliveries (by cascade) and their attempts (which carry no foreign key)."""
+    deliveries = select(EventDelivery.id).where(EventDelivery.endpoint_id == endpoint_id)
+    await session.execute(
+        delete(EventDeliveryAttempt).where(EventDeliveryAttempt.delivery_id.in_(deliveries))
+    )
     await session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id))
 
 

@@ -19,6 +19,7 @@ import structlog
 from cryptography.fernet import MultiFernet
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import partitions
 from app.core.auth import Principal, Role
 from app.core.database import driver_connection
 from app.core.errors import Conflict, InvalidRequest, NotFound
@@ -32,6 +33,10 @@ from app.events.outbox import DELIVER_TASK, job_dedupe_key, job_payload
 from app.models import EventDelivery, WebhookEndpoint, WebhookEndpointSecret
 
 log = structlog.get_logger("g4g.events")
+
+# Partitioned together by month on the delivery's id (`app/core/partitions.py`).
+DELIVERIES = "event_deliveries"
+ATTEMPTS = "event_delivery_attempts"
 
 RETRY_DELAYS = (
     timedelta(seconds=5),
@@ -336,19 +341,37 @@ async def enqueue_due_retries(ctx: JobContext, *, limit: int = 1000) -> int:
 
 
 async def sweep_old_deliveries(ctx: JobContext, *, batch: int = 1000) -> int:
-    """Delete delivered and failed deliveries (and their attempts) older than the retention, in bounded batches."""
-    from ulid import ULID
-
+    """Drop each month of deliveries (and its attempts' month) that ended before the retention's cutoff and whose
+    every delivery is delivered or failed; a month with a pending one (retries last three days, a replay makes
+    one pending again) waits for a later sweep. Then delete the events left without deliveries, in bounded
+    batches. Returns how many months went."""
     cutoff = ctx.clock.now() - timedelta(days=ctx.settings.event_delivery_retention_days)
-    # Delivery ids start with their event's ULID, whose first 10 characters are its time: the smallest ULID of
-    # the cutoff instant bounds every older delivery.
-    boundary = "dlv_" + str(ULID.from_timestamp(cutoff.timestamp()))[:10] + "0" * 16
-    total = 0
+    async with ctx.sessionmaker() as session:
+        months = [
+            p for p in await partitions.partitions(session, DELIVERIES) if p.upper and p.upper <= cutoff
+        ]
+        attempt_months = await partitions.partitions(session, ATTEMPTS)
+    dropped = 0
+    for month in months:
+        attempts = partitions.same_month(attempt_months, month)
+        async with ctx.sessionmaker() as session:
+            # Both months in one transaction: a rollback (a pending delivery) restores both.
+            if attempts is not None:
+                await partitions.detach(session, ATTEMPTS, attempts.name)
+                await repository.drop_month(session, attempts.name)
+            await partitions.detach(session, DELIVERIES, month.name)
+            if await repository.any_pending(session, month.name):
+                await session.rollback()
+                continue
+            await repository.drop_month(session, month.name)
+            await session.commit()
+        dropped += 1
+        log.info("event deliveries dropped", partition=month.name, before=month.upper)
+    boundary = partitions.PARTITIONED[DELIVERIES].bound(cutoff).strip("'").replace("dlv_", "evt_", 1)
     while True:
         async with ctx.engine.connect() as connection:
             db: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
             async with db.transaction():
-                deleted = await repository.delete_settled_deliveries_before(db, boundary, limit=batch)
-        total += deleted
+                deleted = await repository.delete_events_without_deliveries(db, boundary, limit=batch)
         if deleted < batch:
-            return total
+            return dropped

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core import partitions
 from app.core.ids import new_id
 from app.donations.calculation import reversed_total
 from app.ledger import accounts
@@ -371,6 +372,10 @@ async def _no_half_processed_deliveries(session: AsyncSession) -> list[dict[str,
     )
 
 
+async def _default_partitions_empty(session: AsyncSession) -> list[dict[str, Any]]:
+    return await partitions.rows_in_default(session)
+
+
 CHECKS: list[tuple[str, str, Callable[[AsyncSession], Awaitable[list[dict[str, Any]]]]]] = [
     ("entries_balance", "every entry's postings sum to zero in each currency", _unbalanced_entries),
     ("entries_have_postings", "every entry moves money", _entries_without_postings),
@@ -438,6 +443,11 @@ CHECKS: list[tuple[str, str, Callable[[AsyncSession], Awaitable[list[dict[str, A
         _boxes_follow_their_shipments,
     ),
     ("inbox_settled", "no delivery was committed half-processed", _no_half_processed_deliveries),
+    (
+        "partitions_made_ahead",
+        "no row of a partitioned table fell into its default partition (each month was made in time)",
+        _default_partitions_empty,
+    ),
     (
         "report_rollups_match_orders",
         "the public report's order figures kept from the watermark equal a recomputation from every order",

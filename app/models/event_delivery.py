@@ -9,7 +9,6 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
-    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -23,14 +22,19 @@ class EventDelivery(CreatedAt, Base):
 
     `schedule` counts the times an attempt was scheduled: a job carries the number it was enqueued with and does
     nothing unless it is still current, so a job that runs twice (a worker killed mid-job) or late (superseded by
-    a replay) sends nothing more. `lease_until` keeps two workers from sending the same attempt at once."""
+    a replay) sends nothing more. `lease_until` keeps two workers from sending the same attempt at once.
+
+    Partitioned by month on the id (its event's ULID is its time; `app/core/partitions.py`), as its attempts are
+    on `delivery_id`: retention drops a month of both."""
 
     __tablename__ = "event_deliveries"
     __table_args__ = (
-        UniqueConstraint("event_id", "endpoint_id"),
+        # (event_id, endpoint_id) is unique by construction: the id is made of them (see below).
+        Index("ix_event_deliveries_event", "event_id", "endpoint_id"),
         CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
         Index("ix_event_deliveries_endpoint", "endpoint_id", "id"),
         Index("ix_event_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        {"postgresql_partition_by": "RANGE (id)"},
     )
 
     # `dlv_` + the event's ULID + the endpoint's: one per (event, endpoint) by construction, time-ordered.

@@ -22,7 +22,10 @@ from app.models.base import Base
 
 class WebhookDelivery(Base):
     """The inbox: every order webhook that passed the signature check, once per (platform, webhook id), with the
-    answer it got. Parked deliveries wait here for what they need (`waiting_for`) and are applied from here."""
+    answer it got. Parked deliveries wait here for what they need (`waiting_for`) and are applied from here.
+
+    Partitioned by month on `received_at` (`app/core/partitions.py`), which the key must then include: the
+    inbox itself keeps a webhook id once across months (`app/donations/ingest.py`)."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
@@ -42,12 +45,13 @@ class WebhookDelivery(Base):
             "received_at",
             postgresql_where=text("status NOT IN ('parked', 'processing')"),
         ),
+        {"postgresql_partition_by": "RANGE (received_at)"},
     )
 
     platform_id: Mapped[str] = mapped_column(ForeignKey("platforms.id"), primary_key=True)
     webhook_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
+        DateTime(timezone=True), primary_key=True, nullable=False, server_default=func.now()
     )
     event_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     natural_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
