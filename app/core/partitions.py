@@ -153,7 +153,12 @@ async def ensure_months_ahead(session: AsyncSession, table: str, *, now: datetim
 def after_create_sql(table: str, partition: str) -> list[str]:
     """What a new partition of `table` needs beyond what PostgreSQL copies from the parent: the ledger's
     append-only trigger is a statement trigger, which partitions don't inherit, so a partition named directly
-    (`DELETE FROM ledger_postings_2027_01`) refuses too."""
+    (`DELETE FROM ledger_postings_2027_01`) refuses too. A month of the inbox keeps a webhook id once: the
+    parent's key must hold `received_at`, which would let two deliveries of one id in one month both be
+    written; this index of the month's own refuses the second (and is an arbiter of the inbox's
+    `ON CONFLICT DO NOTHING`, which names no target)."""
+    if table == "webhook_deliveries":
+        return [f"CREATE UNIQUE INDEX {partition}_webhook_key ON {partition} (platform_id, webhook_id)"]
     if table == "ledger_postings":
         return [
             f"CREATE TRIGGER {partition}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON {partition} "

@@ -2,10 +2,11 @@
 
 `webhook_deliveries` becomes partitioned by range on `received_at`, a partition a month, so retention drops a
 month whole (`app/donations/tasks.py`). Its primary key becomes `(platform_id, webhook_id, received_at)`: a
-unique key of a partitioned table includes its partition column, so the database itself now refuses a second
-row for a webhook id only within a month. Exactly-once across months is kept by the inbox: its read looks for
-an earlier delivery in every partition, and a batch received near the start of a month also locks its webhook
-ids, so two deliveries of one id can't both claim it in two months (`app/donations/ingest.py`).
+unique key of a partitioned table includes its partition column. Each month (and the old rows, and the default
+partition) keeps its own unique index on `(platform_id, webhook_id)`, so the database still refuses a second row
+for a webhook id within a month. Exactly-once across months is kept by the inbox: its read looks for an earlier
+delivery in every partition, and a batch received near the start of a month also locks its webhook ids, so two
+deliveries of one id can't both claim it in two months (`app/donations/ingest.py`).
 
 Online-safe on a populated table, as d5a1c3e7f920 for the ledger: the unique index the new key needs is built
 `CONCURRENTLY` and the bound check added `NOT VALID` then validated, outside a transaction; one short
@@ -29,9 +30,11 @@ from app.core.partitions import (
     PARTITIONED,
     Partition,
     add_months,
+    after_create_sql,
     create_month_sql,
     month_start,
     months_to_make,
+    partition_name,
 )
 
 revision: str = "f3c9a1b5d7e2"
@@ -50,6 +53,10 @@ def upgrade() -> None:
     with op.get_context().autocommit_block():
         op.execute(
             f"CREATE UNIQUE INDEX CONCURRENTLY {HISTORY}_key ON {INBOX} (platform_id, webhook_id, received_at)"
+        )
+        # The old key, kept for the rows it holds once the primary key includes `received_at`.
+        op.execute(
+            f"CREATE UNIQUE INDEX CONCURRENTLY {HISTORY}_webhook_key ON {INBOX} (platform_id, webhook_id)"
         )
         op.execute(
             f"ALTER TABLE {INBOX} ADD CONSTRAINT {HISTORY}_bound CHECK (received_at < {boundary}) NOT VALID"
@@ -97,7 +104,11 @@ def upgrade() -> None:
     op.execute(f"ALTER TABLE {HISTORY} DROP CONSTRAINT {HISTORY}_bound")
     for made in months_to_make([Partition(HISTORY, None, month)], now=datetime.now(UTC)):
         op.execute(create_month_sql(INBOX, made))
+        for statement in after_create_sql(INBOX, partition_name(INBOX, made)):
+            op.execute(statement)
     op.execute(f"CREATE TABLE {INBOX}_default PARTITION OF {INBOX} DEFAULT")
+    for statement in after_create_sql(INBOX, f"{INBOX}_default"):
+        op.execute(statement)
 
 
 def downgrade() -> None:

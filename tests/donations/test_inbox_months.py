@@ -11,9 +11,18 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from app.core.clock import FrozenClock
-from app.core.partitions import add_months, create_month_sql, month_start, partition_name, partitions
+from app.core.partitions import (
+    add_months,
+    after_create_sql,
+    create_month_sql,
+    ensure_months_ahead,
+    month_start,
+    partition_name,
+    partitions,
+)
 from app.donations.ingest import near_month_start
 from app.main import create_app
 from tests.conftest import Shop, make_settings
@@ -59,6 +68,8 @@ async def _months_since_last(app: Any) -> str:
     month = last_month
     while month < history.upper:
         await _sql(app, create_month_sql(INBOX, month))
+        for statement in after_create_sql(INBOX, partition_name(INBOX, month)):
+            await _sql(app, statement)
         month = add_months(month, 1)
     return partition_name(INBOX, last_month)
 
@@ -134,6 +145,43 @@ async def test_a_payment_parked_last_month_is_applied_and_only_its_row_is_settle
     again = await send_event(client, shop.platform, parked, webhook_id="msg_parked")
     assert (again.status_code, again.json()) == (200, {"status": "applied"})
     await audit_ok(client, admin)
+
+
+async def test_the_database_keeps_a_webhook_id_once_within_each_month(
+    shop: Shop, app: Any, clock: FrozenClock
+) -> None:
+    """Whatever month a delivery falls in — the rows from before the conversion, a month the migration made, one
+    the daily job made, the default partition — a second row for its webhook id that month is refused, whatever
+    its time: the inbox's claim (`ON CONFLICT DO NOTHING`) writes nothing, a plain insert fails."""
+    this_month = month_start(clock.now())
+    async with app.state.sessionmaker() as session:
+        made = await ensure_months_ahead(session, INBOX, now=add_months(this_month, 6))
+        await session.commit()
+        by_job = next(p for p in await partitions(session, INBOX) if p.name == made[0])
+    assert len(made) > 1 and by_job.lower is not None  # months beyond the migration's, made as the job does
+    await _sql(app, f"ALTER TABLE {INBOX} DETACH PARTITION {made[-1]}")  # its month now falls in the default
+    places = {
+        f"{INBOX}_history": clock.now(),
+        partition_name(INBOX, add_months(this_month, 3)): add_months(this_month, 3),
+        made[0]: by_job.lower,
+        f"{INBOX}_default": add_months(this_month, 9),
+    }
+    insert = """INSERT INTO webhook_deliveries (platform_id, webhook_id, received_at, body, status)
+                VALUES (:p, :w, :at, '\\x7b7d', 'applied')"""
+    for partition, first in places.items():
+        webhook_id = f"msg_{partition}"
+        await _sql(app, insert + " RETURNING 1", p=shop.platform["id"], w=webhook_id, at=first)
+        later = first + timedelta(days=1)
+        claimed = await _sql(
+            app, insert + " ON CONFLICT DO NOTHING RETURNING 1", p=shop.platform["id"], w=webhook_id, at=later
+        )
+        assert claimed == [], partition
+        with pytest.raises(IntegrityError):
+            await _sql(app, insert, p=shop.platform["id"], w=webhook_id, at=later)
+        [(where,)] = await _sql(
+            app, "SELECT tableoid::regclass::text FROM webhook_deliveries WHERE webhook_id = :w", w=webhook_id
+        )
+        assert where == partition
 
 
 def test_webhook_ids_are_locked_only_near_the_start_of_a_month() -> None:
