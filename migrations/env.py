@@ -27,10 +27,15 @@ def _url() -> str:
     url = config.attributes.get("url")
     if url:
         return str(url)
-    from app.core.database import Database
+    from app.core.database import Database, asyncpg_url
     from app.core.settings import get_settings
 
-    database = Database(get_settings())
+    settings = get_settings()
+    if settings.transaction_pooling and settings.database_listen_url is not None:
+        # Behind a transaction pooler, straight to the server: the migration lock is a session's (a pooler would
+        # leave it held on a server connection it hands to others, and the next `g4g migrate` would wait forever).
+        return asyncpg_url(settings.database_listen_url)
+    database = Database(settings)
     config.attributes["embedded"] = database  # keep the embedded server alive while migrating
     return database.url
 
@@ -82,6 +87,8 @@ def _run(connection: Connection) -> None:
             connection.execute(text("SELECT relname FROM pg_class WHERE relispartition")).scalars()
         )
         context.run_migrations()
+    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+    connection.commit()
 
 
 async def _run_online() -> None:
