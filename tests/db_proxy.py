@@ -8,6 +8,9 @@ import contextlib
 
 
 class CuttableProxy:
+    """Listens on TCP; reaches the server at `upstream_host`:`upstream_port`, or where `upstream_host` is a
+    directory (libpq's way of naming a Unix socket, as the embedded server's URL does), at its socket."""
+
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.port = 0
@@ -34,7 +37,11 @@ class CuttableProxy:
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
-            server_reader, server_writer = await asyncio.open_connection(*self.upstream)
+            host, port = self.upstream
+            if host.startswith("/"):
+                server_reader, server_writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+            else:
+                server_reader, server_writer = await asyncio.open_connection(host, port)
         except OSError:
             client_writer.transport.abort()
             return

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -99,7 +99,8 @@ def test_libpq_multi_host_urls_reach_sqlalchemy_and_asyncpg_whole() -> None:
 @pytest.fixture
 async def proxy(database_url: str) -> AsyncIterator[CuttableProxy]:
     upstream = urlsplit(database_url)
-    proxy = CuttableProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432)
+    socket_dir = parse_qs(upstream.query).get("host", [None])[0]  # the embedded server's Unix socket
+    proxy = CuttableProxy(socket_dir or upstream.hostname or "127.0.0.1", upstream.port or 5432)
     await proxy.start()
     yield proxy
     await proxy.cut()
@@ -169,7 +170,10 @@ async def test_the_embedded_worker_reconnects_after_the_database_comes_back(
     database_url: str, proxy: CuttableProxy, tmp_path: Path
 ) -> None:
     parts = urlsplit(database_url)
-    url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[0] + f"@127.0.0.1:{proxy.port}"))
+    netloc = parts.netloc.rpartition("@")[0] + f"@127.0.0.1:{proxy.port}"
+    url = urlunsplit(
+        parts._replace(netloc=netloc, query="")
+    )  # through the proxy, not a socket named in `host`
     # A job whose end could not be recorded (its connection broke) is picked again once its heartbeat is this old.
     application = create_app(make_settings(url, tmp_path, embedded_worker=True, job_heartbeat_seconds=2))
     async with application.router.lifespan_context(application):
