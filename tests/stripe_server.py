@@ -249,7 +249,8 @@ class WebhookReceiver:
         self._arrived = asyncio.Condition()
         app = web.Application()
         app.router.add_post("/webhooks/stripe", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
+        # Stopping doesn't wait the default minute for a delivery localstripe began as the test ended.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
