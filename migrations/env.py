@@ -19,7 +19,7 @@ target_metadata = Base.metadata
 # Two replicas starting at once both run `g4g migrate`: the second waits for the first, then finds the schema at
 # head and does nothing (without the lock, both create the same types and one fails on a unique violation). A
 # session lock, not a transaction's: a migration that builds an index CONCURRENTLY commits part way
-# (`autocommit_block`), and the lock must outlast that commit. It goes with the connection, closed when done.
+# (`autocommit_block`), and the lock must outlast that commit. Let go of when done (and with the connection).
 MIGRATION_LOCK = 0x6734_676D_6967_7261
 
 
