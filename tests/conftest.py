@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from app.core.clock import FrozenClock
 from app.core.logging import configure_logging
 from app.core.migrations import upgrade_to_head
 from app.core.settings import Settings
@@ -95,6 +97,20 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[object]:
     application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    """A clock the test moves by hand, starting now."""
+    return FrozenClock(datetime.now(UTC))
+
+
+@pytest.fixture
+async def app_on_clock(settings: Settings, clock: FrozenClock) -> AsyncIterator[object]:
+    """The service on the test's `clock`: a module whose tests move time takes it as its `app`."""
+    application = create_app(settings, clock=clock)
     async with application.router.lifespan_context(application):
         yield application
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,8 +18,6 @@ from ulid import ULID
 from app.core.clock import FrozenClock
 from app.core.migrations import alembic_config
 from app.core.partitions import Partition, add_months, month_start, months_to_make
-from app.main import create_app
-from tests.conftest import make_settings
 from tests.jobs import run_task
 from tests.postgres import TestServer
 
@@ -226,15 +223,8 @@ async def _populate_event_deliveries(db: asyncpg.Connection) -> list[str]:
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock(datetime.now(UTC))
-
-
-@pytest.fixture
-async def app(database_url: str, tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Any]:
-    application = create_app(make_settings(database_url, tmp_path), clock=clock)
-    async with application.router.lifespan_context(application):
-        yield application
+def app(app_on_clock: Any) -> Any:
+    return app_on_clock
 
 
 async def _months(app: Any) -> list[str]:

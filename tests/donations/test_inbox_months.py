@@ -3,9 +3,7 @@ answer, its conflict, its parked payment), and retention drops whole months."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,8 +22,7 @@ from app.core.partitions import (
     partitions,
 )
 from app.donations.ingest import near_month_start
-from app.main import create_app
-from tests.conftest import Shop, make_settings
+from tests.conftest import Shop
 from tests.helpers import (
     assert_problem,
     audit_ok,
@@ -39,15 +36,8 @@ INBOX = "webhook_deliveries"
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock(datetime.now(UTC))
-
-
-@pytest.fixture
-async def app(database_url: str, tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Any]:
-    application = create_app(make_settings(database_url, tmp_path), clock=clock)
-    async with application.router.lifespan_context(application):
-        yield application
+def app(app_on_clock: Any) -> Any:
+    return app_on_clock
 
 
 async def _sql(app: Any, sql: str, **params: Any) -> list[Any]:

@@ -4,7 +4,7 @@ the real worker to a real receiver on 127.0.0.1 that verifies signatures with th
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,8 @@ from tests.receiver import Receiver
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock(datetime.now(UTC))
-
-
-@pytest.fixture
-async def app(database_url: str, tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Any]:
-    application = create_app(make_settings(database_url, tmp_path), clock=clock)
-    async with application.router.lifespan_context(application):
-        yield application
+def app(app_on_clock: Any) -> Any:
+    return app_on_clock
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@ its events), once it ended before the retention's cutoff and none of its deliver
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,23 +12,14 @@ from ulid import ULID
 
 from app.core.clock import FrozenClock
 from app.core.partitions import add_months, month_start
-from app.main import create_app
-from tests.conftest import make_settings
 from tests.jobs import run_task
 
 ENDPOINT = "whe_" + str(ULID())
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock(datetime.now(UTC))
-
-
-@pytest.fixture
-async def app(database_url: str, tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Any]:
-    application = create_app(make_settings(database_url, tmp_path), clock=clock)
-    async with application.router.lifespan_context(application):
-        yield application
+def app(app_on_clock: Any) -> Any:
+    return app_on_clock
 
 
 async def _delivery(app: Any, at: datetime, status: str) -> str:
