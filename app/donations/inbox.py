@@ -18,7 +18,7 @@ import asyncpg
 import structlog
 
 from app.core.clock import Clock
-from app.core.database import database_unavailable, pooled
+from app.core.database import FairPool, database_unavailable, pooled
 from app.core.observability import ORDER_WEBHOOKS
 from app.donations import ingest
 from app.donations.outcomes import Outcome
@@ -39,9 +39,7 @@ class _Waiting:
 
 
 class OrderEventInbox:
-    def __init__(
-        self, pool: asyncpg.Pool, clock: Clock, *, max_batch: int = 64, concurrency: int = 4
-    ) -> None:
+    def __init__(self, pool: FairPool, clock: Clock, *, max_batch: int = 64, concurrency: int = 4) -> None:
         self._pool = pool
         self._clock = clock
         self._max_batch = max_batch
