@@ -125,17 +125,17 @@ class Formatter:
         return _locale(self.language)
 
     def gettext(self, message: str) -> str:
-        return translations(self.language).gettext(message)
+        return _gettext(self.language, message)
 
     def pgettext(self, context: str, message: str) -> str:
         """A message whose translation depends on where it is used (e.g. a receipt's step, not a money stage)."""
-        return str(translations(self.language).pgettext(context, message))
+        return _pgettext(self.language, context, message)
 
     def ngettext(self, singular: str, plural: str, count: int) -> str:
         return translations(self.language).ngettext(singular, plural, count)
 
     def count(self, value: int | str) -> str:
-        return value if isinstance(value, str) else format_decimal(value, locale=self.locale)
+        return value if isinstance(value, str) else _count(self.language, value)
 
     def country(self, code: str) -> str:
         """An ISO 3166-1 code as the country's name in the reader's language (CLDR data, through Babel)."""
@@ -165,6 +165,22 @@ class Formatter:
 # Babel works a pattern out afresh on every call (~50 µs each); a receipt page writes about ten amounts and dates,
 # and the same ones recur across pages (package costs, shares, the days things happened). Results are pure
 # functions of their arguments, so a bounded cache of them is exact.
+# What a page writes most, kept: the catalogue's messages, and the counts, amounts and days it formats.
+@lru_cache(maxsize=4096)
+def _gettext(language: str, message: str) -> str:
+    return translations(language).gettext(message)
+
+
+@lru_cache(maxsize=4096)
+def _pgettext(language: str, context: str, message: str) -> str:
+    return str(translations(language).pgettext(context, message))
+
+
+@lru_cache(maxsize=4096)
+def _count(language: str, value: int) -> str:
+    return format_decimal(value, locale=_locale(language))
+
+
 @lru_cache(maxsize=8192, typed=True)
 def _money(language: str, amount: int, currency: str) -> str:
     return format_currency(major_units(amount, currency), currency, locale=_locale(language))
