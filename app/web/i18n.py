@@ -162,10 +162,8 @@ class Formatter:
         return format_datetime(value, "medium", tzinfo=UTC, locale=self.locale) + " UTC"
 
 
-# Babel works a pattern out afresh on every call (~50 µs each); a receipt page writes about ten amounts and dates,
-# and the same ones recur across pages (package costs, shares, the days things happened). Results are pure
-# functions of their arguments, so a bounded cache of them is exact.
-# What a page writes most, kept: the catalogue's messages, and the counts, amounts and days it formats.
+# The messages and counts pages write from Python (a receipt's timeline, a badge), kept per language like the
+# amounts and days below.
 @lru_cache(maxsize=4096)
 def _gettext(language: str, message: str) -> str:
     return translations(language).gettext(message)
@@ -181,6 +179,9 @@ def _count(language: str, value: int) -> str:
     return format_decimal(value, locale=_locale(language))
 
 
+# Babel works a pattern out afresh on every call (~50 µs each); a receipt page writes about ten amounts and dates,
+# and the same ones recur across pages (package costs, shares, the days things happened). Results are pure
+# functions of their arguments, so a bounded cache of them is exact.
 @lru_cache(maxsize=8192, typed=True)
 def _money(language: str, amount: int, currency: str) -> str:
     return format_currency(major_units(amount, currency), currency, locale=_locale(language))

@@ -3,7 +3,7 @@ the headers every page carries."""
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +46,16 @@ def _install_gettext(environment: jinja2.Environment, language: str) -> None:
     """Jinja's "newstyle" gettext (the translation is a format string; `%(name)s` values are escaped), with the
     language's catalogue, at a fraction of the cost. Jinja's own goes through three context calls per `_()` and
     makes a new `Markup` each time (about 15 % of a receipt page's CPU, docs/scaling.md); an environment here serves
-    one language, so each message's translation is looked up once."""
+    one language, so each message's translation is looked up once (bounded: templates only translate literals,
+    but nothing should grow with what a request sends)."""
     catalogue = translations(language)
     environment.install_gettext_translations(catalogue, newstyle=True)  # type: ignore[attr-defined]
 
-    @cache
+    @lru_cache(maxsize=2048)
     def translated(message: str) -> Markup:
         return Markup(catalogue.gettext(message))  # noqa: S704 - our own catalogue, reviewed like a template
 
-    @cache
+    @lru_cache(maxsize=2048)
     def without_values(message: str) -> Markup:
         return translated(message) % {}  # as Jinja's: always a format string, so "%%" is "%"
 

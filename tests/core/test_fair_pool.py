@@ -30,7 +30,9 @@ async def test_a_connection_given_back_goes_to_the_longest_waiter_not_to_a_late_
                 # Another request arrives as the connection goes back (asyncpg puts it back from a task of its
                 # own, scheduled as this block ends): its first step runs after that task has woken the
                 # longest waiter, but before the waiter itself runs.
-                asyncio.get_running_loop().call_soon(lambda: late.append(asyncio.create_task(request("late"))))
+                asyncio.get_running_loop().call_soon(
+                    lambda: late.append(asyncio.create_task(request("late")))
+                )
 
     try:
         first = asyncio.create_task(request("first"))
