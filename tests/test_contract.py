@@ -119,7 +119,7 @@ def test_every_check_is_on() -> None:
 
 
 _fuzz = settings(
-    max_examples=20,
+    max_examples=12,
     deadline=None,
     derandomize=True,
     suppress_health_check=[

@@ -286,7 +286,7 @@ def test_random_order_event_interleavings_match_the_model(
             run_state_machine_as_test(
                 OrderLifecycle,
                 settings=settings(
-                    max_examples=20,
+                    max_examples=14,
                     stateful_step_count=40,
                     deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -244,7 +244,7 @@ def test_money_is_conserved_across_settlement(
             run_state_machine_as_test(
                 SettlementLifecycle,
                 settings=settings(
-                    max_examples=15,
+                    max_examples=10,
                     stateful_step_count=30,
                     deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
