@@ -162,31 +162,15 @@ async def shop(client: httpx.AsyncClient, admin: dict[str, str]) -> Shop:
     return Shop(platform, merchant)
 
 
-# The files that take a minute or more of a run, longest first. `make test` gives each file to one worker
-# (`--dist loadfile`) in collection order, so these start first and the short ones fill in around them: started
-# last, one of them would leave the other worker idle until it ended.
-LONG_FILES = (
-    "tests/test_contract.py",
-    "tests/test_operations.py",
-    "tests/web/test_browser.py",
-    "tests/settlement/test_settlement_state_machine.py",
-    "tests/donations/test_webhook_input.py",
-    "tests/packages/test_students.py",
-)
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Schemathesis names each operation's test only in the item's name (`test_x[POST /v1/quotes]`), not in its
     node id; give those tests the full name as their id, so reports tell them apart and pytest-xdist (which knows a
-    test by its id) runs every one of them. Then the long files first (`LONG_FILES`); within a file the order
-    stays as written."""
+    test by its id) runs every one of them."""
     from _pytest.nodeid import NodeId  # where pytest 9 keeps a node's id
 
     for item in items:
         if "[" in item.name and not item.nodeid.endswith("]"):
             item._id = NodeId.parse(item.nodeid.rpartition("::")[0] + "::" + item.name)
-    rank = {path: i for i, path in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(LONG_FILES)))
 
 
 @pytest.hookimpl(hookwrapper=True)
