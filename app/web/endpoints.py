@@ -122,13 +122,18 @@ async def _receipt_page(token: str, request: Request, db: asyncpg.Connection) ->
     try:
         receipt = await receipt_for(request, db, token)
     except ReceiptNotFound:
-        response = render(request, language, "receipt_missing.html", {"cookieless": True}, status_code=404)
-    else:
-        view = receipt_view(receipt, Formatter(language))
-        response = render(request, language, "receipt.html", {"view": view, "cookieless": True})
-    response.headers.update(RECEIPT_HEADERS)
-    response.headers["Vary"] = "Accept-Language, Cookie"
-    return response
+        return render(
+            request,
+            language,
+            "receipt_missing.html",
+            {"cookieless": True},
+            status_code=404,
+            headers=RECEIPT_HEADERS,
+        )
+    view = receipt_view(receipt, Formatter(language))
+    return render(
+        request, language, "receipt.html", {"view": view, "cookieless": True}, headers=RECEIPT_HEADERS
+    )
 
 
 class ReceiptFastPath:

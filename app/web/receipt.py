@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from app.receipts.schemas import ReceiptOut, ReceiptPackage, TimelineStep
 from app.web.i18n import Formatter
@@ -44,9 +45,11 @@ def place(fmt: Formatter, package: ReceiptPackage) -> str:
     return fmt.gettext("%(region)s, %(country)s") % {"region": package.region, "country": country}
 
 
-def _titles(fmt: Formatter) -> dict[str, str]:
+@cache
+def _titles(language: str) -> dict[str, str]:
     """The steps' names, as a receipt uses them: for a step done and for one to come alike (hence a context of
     their own: the same words elsewhere name stages of money)."""
+    fmt = Formatter(language)
     return {
         "pledged": fmt.pgettext("receipt step", "Pledged"),
         "refunded": fmt.pgettext("receipt step", "Refunded"),
@@ -120,8 +123,23 @@ def _detail(fmt: Formatter, receipt: ReceiptOut, step: TimelineStep) -> str:
     return fmt.gettext("The school confirms it received the boxes.")
 
 
+@cache
+def _statuses(language: str) -> dict[str, str]:
+    """A package's status, as the buyer reads it."""
+    fmt = Formatter(language)
+    return {
+        "allocated": fmt.gettext("packed"),
+        "shipped": fmt.gettext("on its way"),
+        "delivered": fmt.gettext("delivered"),
+        "accepted": fmt.gettext("received by the school"),
+        "damaged": fmt.gettext("arrived damaged"),
+        "missing": fmt.gettext("lost on the way"),
+        "in_stock": fmt.gettext("back in stock for another student"),
+    }
+
+
 def receipt_view(receipt: ReceiptOut, fmt: Formatter) -> ReceiptView:
-    titles = _titles(fmt)
+    titles = _titles(fmt.language)
     steps = []
     for step in receipt.timeline:
         if step.done:
@@ -134,15 +152,7 @@ def receipt_view(receipt: ReceiptOut, fmt: Formatter) -> ReceiptView:
                 else ""
             )
         steps.append(StepView(step.step, state, titles[step.step], _detail(fmt, receipt, step), when))
-    statuses = {
-        "allocated": fmt.gettext("packed"),
-        "shipped": fmt.gettext("on its way"),
-        "delivered": fmt.gettext("delivered"),
-        "accepted": fmt.gettext("received by the school"),
-        "damaged": fmt.gettext("arrived damaged"),
-        "missing": fmt.gettext("lost on the way"),
-        "in_stock": fmt.gettext("back in stock for another student"),
-    }
+    statuses = _statuses(fmt.language)
     packages = [
         PackageView(
             place=place(fmt, p),

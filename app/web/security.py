@@ -6,6 +6,7 @@ Swagger UI served from `/static/vendor`) alone adds `data:` images, the icons it
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +31,7 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+@lru_cache(maxsize=32)  # a handful of combinations, each the same string every time
 def csp(*, stripe_js_url: str | None = None, data_images: bool = False, blob_images: bool = False) -> str:
     """The policy for a page. With `stripe_js_url`, Stripe.js may load from its origin, open its frames and
     call its API (the real Stripe's, or a stand-in's such as localstripe, whose script calls its own origin).

@@ -3,6 +3,7 @@ the headers every page carries."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from jinja2.ext import Extension
+from jinja2.lexer import Token, TokenStream
 from jinja2.nodes import EvalContext
 from markupsafe import Markup
 
@@ -28,7 +31,7 @@ def templates(language: str) -> Jinja2Templates:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=jinja2.select_autoescape(["html", "svg"]),
-        extensions=["jinja2.ext.i18n"],
+        extensions=["jinja2.ext.i18n", LiteralTranslations],
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -73,6 +76,51 @@ def _install_gettext(environment: jinja2.Environment, language: str) -> None:
 
     # `_` is Jinja's alias for whatever `gettext` is; calling ours directly saves a context call per message.
     environment.globals.update(gettext=gettext, _=gettext, ngettext=ngettext)
+    environment.extend(literal_translation=lambda message: catalogue.gettext(message) % {})
+
+
+class LiteralTranslations(Extension):
+    """Translates a message written as one string literal, `_("Where")` or `gettext("Where")`, when the template
+    is compiled rather than on every render: an environment serves one language, so such a call always gives the
+    same text. It becomes `("Dimana"|safe)`, a constant Jinja folds into the template's own text — what the call
+    gave at render time (a translation is trusted like the template; `%%` reads `%`), without the call and the
+    escaping (a receipt page made 22 such calls). Calls with values, or with anything else, stay calls."""
+
+    def filter_stream(self, stream: TokenStream) -> Iterator[Token]:
+        translate: Callable[[str], str] | None = getattr(self.environment, "literal_translation", None)
+        tokens = list(stream)
+        at = 0
+        while at < len(tokens):
+            call = tokens[at : at + 4]
+            if translate is not None and _is_literal_message(call, tokens[at - 1] if at else None):
+                try:
+                    text = translate(call[2].value)
+                except (KeyError, TypeError, ValueError):
+                    text = None  # a placeholder without its value: left for render time to report
+                if text is not None:
+                    line = call[0].lineno
+                    yield from (
+                        Token(line, "lparen", "("),
+                        Token(line, "string", text),
+                        Token(line, "pipe", "|"),
+                        Token(line, "name", "safe"),
+                        Token(line, "rparen", ")"),
+                    )
+                    at += 4
+                    continue
+            yield tokens[at]
+            at += 1
+
+
+def _is_literal_message(call: list[Token], before: Token | None) -> bool:
+    """`_("…")` or `gettext("…")`, not an attribute such as `x._("…")`."""
+    return (
+        len(call) == 4
+        and call[0].type == "name"
+        and call[0].value in ("_", "gettext")
+        and (before is None or before.type != "dot")
+        and [t.type for t in call[1:]] == ["lparen", "string", "rparen"]
+    )
 
 
 def render(
@@ -86,16 +134,19 @@ def render(
     stripe_js_url: str | None = None,
     data_images: bool = False,
     blob_images: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
-    """A page in `language`. Private pages (a merchant's) are never stored by a cache."""
-    response = templates(language).TemplateResponse(
-        request, name, {"path": request.url.path, **context}, status_code=status_code
-    )
-    response.headers["Content-Language"] = language
-    response.headers["Vary"] = "Accept-Language, Cookie"
-    response.headers["Cache-Control"] = "no-store" if private else "no-cache"
-    response.headers["Content-Security-Policy"] = csp(
-        stripe_js_url=stripe_js_url, data_images=data_images, blob_images=blob_images
-    )
-    assert isinstance(response, HTMLResponse)
-    return response
+    """A page in `language`. Private pages (a merchant's) are never stored by a cache. `headers` are added to
+    (or replace) the usual ones."""
+    template = templates(language).get_template(name)
+    content = template.render({"request": request, "path": request.scope["path"], **context})
+    all_headers = {
+        "Content-Language": language,
+        "Vary": "Accept-Language, Cookie",
+        "Cache-Control": "no-store" if private else "no-cache",
+        "Content-Security-Policy": csp(
+            stripe_js_url=stripe_js_url, data_images=data_images, blob_images=blob_images
+        ),
+        **(headers or {}),
+    }
+    return HTMLResponse(content, status_code=status_code, headers=all_headers)
