@@ -163,14 +163,15 @@ def _hash(data: dict[str, Any]) -> bytes:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
-def payment_content(event: OrderPaid) -> dict[str, Any]:
+def payment_content(event: OrderPaid, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """What makes two payments of an order the same payment; `items` are its items as dicts."""
     d = event.data
     return {
         "order_id": d.order_id,
         "merchant_id": d.merchant_id,
         "currency": d.currency,
         "placed_at": d.placed_at.timestamp(),  # the instant, whatever offset it was written with
-        "items": [item.model_dump() for item in d.items],
+        "items": items,
     }
 
 
@@ -422,7 +423,8 @@ async def _apply_payments(
         if merchant_id is None:
             batch.settle(d, outcomes.parked(key, f"merchant:{data.merchant_id}"))
             continue
-        content_hash = _hash(payment_content(event))
+        items = [item.model_dump() for item in data.items]
+        content_hash = _hash(payment_content(event, items))
         order_key = (d.platform_id, data.order_id)
         stored = facts.paid_hashes.get(order_key)
         if stored is not None:
@@ -443,7 +445,7 @@ async def _apply_payments(
             merchant_id=merchant_id,
             currency=data.currency,
             placed_at=data.placed_at,
-            items_json=json.dumps([i.model_dump() for i in data.items]),
+            items_json=json.dumps(items),
             base_amount=base_amount(lines),
             donation_amount=donation,
             rule_id=rule_id,
