@@ -136,9 +136,8 @@ class RequestObservation:
                 if _VALID_REQUEST_ID.match(candidate):
                     request_id = candidate
                 break
-        request_id = (
-            request_id or os.urandom(16).hex()
-        )  # 128 random bits, as a uuid4's hex without the object
+        # Else 128 random bits in hex, as a uuid4's `.hex` but without making a UUID object.
+        request_id = request_id or os.urandom(16).hex()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         started = time.perf_counter()
