@@ -20,8 +20,8 @@ def _literal_messages(language: str) -> list[str]:
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_a_literal_message_reads_as_the_same_message_given_at_render_time(language: str) -> None:
     environment = templates(language).env
-    compiled = environment.from_string('{{ _(m) }}|<a title="{{ _(m) }}">{{ gettext(m) }}</a>')
-    plain = environment.from_string("{% autoescape false %}{{ _(m) }}{% endautoescape %}")
+    at_render = environment.from_string('{{ _(m) }}|<a title="{{ _(m) }}">{{ gettext(m) }}</a>')
+    plain_at_render = environment.from_string("{% autoescape false %}{{ _(m) }}{% endautoescape %}")
     messages = _literal_messages(language)
     assert len(messages) > 20 or language == "en"
     for message in messages:
@@ -29,11 +29,11 @@ def test_a_literal_message_reads_as_the_same_message_given_at_render_time(langua
         folded = environment.from_string(
             f'{{{{ _({literal}) }}}}|<a title="{{{{ _({literal}) }}}}">{{{{ gettext({literal}) }}}}</a>'
         )
-        assert folded.render() == compiled.render(m=message), message
+        assert folded.render() == at_render.render(m=message), message
         unescaped = environment.from_string(
             f"{{% autoescape false %}}{{{{ _({literal}) }}}}{{% endautoescape %}}"
         )
-        assert unescaped.render() == plain.render(m=message), message
+        assert unescaped.render() == plain_at_render.render(m=message), message
 
 
 def test_a_literal_message_is_compiled_into_the_template_text() -> None:
