@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -38,44 +37,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ingest  # bench/ingest.py: its events, signing and CPU accounting
 
+from bench.inprocess import call, scratch_database, served_app
 from tests.live import g4g_env, run_g4g
 
 
-def _asgi_request(raw: bytes) -> tuple[dict[str, Any], bytes]:
-    """A request as `ingest.render` writes it for the wire, as an ASGI scope and its body."""
+def _asgi_request(raw: bytes) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
+    """A request as `ingest.render` writes it for the wire: its path, headers and body."""
     head, body = raw.split(b"\r\n\r\n", 1)
     request_line, *lines = head.split(b"\r\n")
     _, path, _ = request_line.split(b" ")
     headers = [(name.lower(), value) for name, value in (line.split(b": ", 1) for line in lines)]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path.decode(),
-        "raw_path": path,
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-    return scope, body
-
-
-async def _call(app: Any, scope: dict[str, Any], body: bytes) -> int:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app({**scope, "state": {}}, receive, send)
-    return int(sent[0]["status"])
+    return path.decode(), headers, body
 
 
 async def _phase(
@@ -88,8 +60,9 @@ async def _phase(
 
     async def caller() -> None:
         for index in next_index:  # shared by every caller: each takes the next request
-            scope, body = requests[index]
-            statuses[index] = await _call(app, scope, body)
+            path_, headers, body = requests[index]
+            start, _ = await call(app, "POST", path_, headers, body)
+            statuses[index] = start["status"]
 
     database = ingest._database_name(args.database_url)
     server_before, postgres_before = ingest._server_and_postgres_jiffies(os.getpid(), database)
@@ -119,13 +92,7 @@ async def measure(args: argparse.Namespace, workdir: str) -> int:
     os.environ.update(
         DATABASE_URL=args.database_url, G4G_DATA_KEY=data_key, G4G_DATA_DIR=workdir, G4G_LOG_LEVEL="warning"
     )
-    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-
-    from app.main import app_factory
-
-    app = app_factory()
-    # As uvicorn wraps it (its ASGI types are narrower than Starlette's).
-    served = ProxyHeadersMiddleware(app, trusted_hosts="127.0.0.1")  # type: ignore[arg-type]
+    app, served = served_app()
     failed = False
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -176,15 +143,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    server_url = ingest._asyncpg_url(os.environ.get("DATABASE_URL", ingest.DEFAULT_SERVER_URL))
-    name = f"g4g_bench_ingest_cpu_{os.getpid()}_{secrets.token_hex(3)}"
-    asyncio.run(ingest._create_databases(server_url, [name]))
-    args.database_url = ingest._with_database(server_url, name)
-    try:
-        from app.core.database import asyncpg_url
-        from app.core.migrations import upgrade_to_head
-
-        upgrade_to_head(asyncpg_url(args.database_url))
+    with scratch_database("g4g_bench_ingest_cpu") as dsn:
+        args.database_url = dsn
         print(
             f"{args.events:,} events per phase, {args.concurrency} concurrent callers, {args.rounds} round(s)"
         )
@@ -192,8 +152,6 @@ def main() -> int:
             import uvloop
 
             return uvloop.run(measure(args, workdir))
-    finally:
-        asyncio.run(ingest._drop_databases(server_url, [name]))
 
 
 if __name__ == "__main__":

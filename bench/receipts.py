@@ -29,7 +29,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -37,10 +36,9 @@ from cryptography.fernet import Fernet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.core.database import asyncpg_url
-from app.core.migrations import upgrade_to_head
 from app.core.secrets import decode_lookup_key
 from app.receipts.service import receipt_key, token_for, token_hash
+from bench.inprocess import scratch_database
 from bench.loadgen import run_load
 from tests.live import LiveServer, g4g_env, run_g4g
 
@@ -169,14 +167,6 @@ def percentiles(latencies_ns: list[int]) -> tuple[float, float]:
     return statistics.median(ordered) / 1e6, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1e6
 
 
-async def _sql(dsn: str, sql: str) -> object:
-    db = await asyncpg.connect(dsn)
-    try:
-        return await db.fetchval(sql)
-    finally:
-        await db.close()
-
-
 def measure(dsn: str, tokens: list[str], lookup_key: str, args: argparse.Namespace, workdir: Path) -> bool:
     """Serve the loaded database and measure; True if a request failed or the target was missed."""
     env = g4g_env(
@@ -236,20 +226,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    admin_dsn = asyncpg_url(server).replace("postgresql+asyncpg://", "postgresql://", 1)
-    name = f"g4g_bench_receipts_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_sql(admin_dsn, f'CREATE DATABASE "{name}"'))
-    dsn = f"{admin_dsn.rsplit('/', 1)[0]}/{name}"
     lookup_key = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-    try:
-        upgrade_to_head(asyncpg_url(dsn))
+    with scratch_database("g4g_bench_receipts") as dsn:
         print(f"Loading {args.orders:,} orders:")
         tokens = asyncio.run(load(dsn, args.orders, lookup_key))
         with tempfile.TemporaryDirectory(prefix="g4g-bench-") as workdir:
             failed = measure(dsn, tokens, lookup_key, args, Path(workdir))
-    finally:
-        asyncio.run(_sql(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     return 1 if failed else 0
 
 

@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -51,9 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.core.clock import SystemClock
 from app.core.database import asyncpg_url, make_sessionmaker
-from app.core.migrations import upgrade_to_head
 from app.reports import repository, rollups
 from app.reports.service import TransparencyReport, compute_transparency
+from bench.inprocess import fetch_value, scratch_database
 from bench.loadgen import run_load
 from tests.live import LiveServer, g4g_env, run_g4g
 
@@ -173,14 +171,6 @@ def percentiles(latencies_ns: list[int]) -> tuple[float, float]:
         statistics.median(ordered) / 1e6,
         ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1e6,
     )
-
-
-async def _sql(dsn: str, sql: str) -> object:
-    db = await asyncpg.connect(dsn)
-    try:
-        return await db.fetchval(sql)
-    finally:
-        await db.close()
 
 
 async def _changes(dsn: str) -> None:
@@ -313,7 +303,7 @@ def measure(dsn: str, args: argparse.Namespace, workdir: Path) -> bool:
             f"{report['orders']:,} orders, raised {report['raised']['amount'] / 100:,.2f} USD, "
             f"{report['packages']['allocated']:,} packages"
         )
-        checked_before = asyncio.run(_sql(dsn, "SELECT checked_at FROM report_summaries"))
+        checked_before = asyncio.run(fetch_value(dsn, "SELECT checked_at FROM report_summaries"))
         results = {}
         for label, request in (
             ("GET", request_bytes(server_process.port)),
@@ -334,7 +324,7 @@ def measure(dsn: str, args: argparse.Namespace, workdir: Path) -> bool:
                 p99,
                 sorted(set(result.statuses)),
             )
-        checked_after = asyncio.run(_sql(dsn, "SELECT checked_at FROM report_summaries"))
+        checked_after = asyncio.run(fetch_value(dsn, "SELECT checked_at FROM report_summaries"))
         print(
             f"\n{args.concurrency} connections, {args.duration:.0f} s each; the report is recomputed in the "
             f"background every 15 s meanwhile (first served {checked_before:%H:%M:%S}, last recomputed "
@@ -362,21 +352,13 @@ def main() -> int:
     )
     parser.add_argument("--refresh-only", action="store_true", help="time the refreshes, not the HTTP reads")
     args = parser.parse_args()
-    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    admin_dsn = asyncpg_url(server).replace("postgresql+asyncpg://", "postgresql://", 1)
-    name = f"g4g_bench_transparency_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_sql(admin_dsn, f'CREATE DATABASE "{name}"'))
-    dsn = f"{admin_dsn.rsplit('/', 1)[0]}/{name}"
-    try:
-        upgrade_to_head(asyncpg_url(dsn))
+    with scratch_database("g4g_bench_transparency") as dsn:
         print(f"Loading {args.orders:,} orders:")
         asyncio.run(load(dsn, args.orders))
         missed = measure_refresh(dsn, args)
         if not args.refresh_only:
             with tempfile.TemporaryDirectory(prefix="g4g-bench-") as workdir:
                 missed |= measure(dsn, args, Path(workdir))
-    finally:
-        asyncio.run(_sql(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     return 1 if missed else 0
 
 
