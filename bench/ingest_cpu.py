@@ -65,7 +65,7 @@ async def _phase(
             statuses[index] = start["status"]
 
     database = ingest._database_name(args.database_url)
-    server_before, postgres_before = ingest._server_and_postgres_jiffies(os.getpid(), database)
+    _, postgres_before = ingest._server_and_postgres_jiffies(os.getpid(), database)
     cpu_started, wall_started = time.process_time(), time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(args.concurrency)))
     cpu_s, wall_s = time.process_time() - cpu_started, time.perf_counter() - wall_started
@@ -78,7 +78,6 @@ async def _phase(
         f"PostgreSQL {postgres_s / count * 1e6:5.0f} µs  ({count / wall_s:6,.0f} events/s in-process)  "
         f"answers {dict(sorted(answered.items()))}"
     )
-    del server_before
     return [i for i, status in enumerate(statuses) if 200 <= status < 300]
 
 
@@ -98,8 +97,8 @@ async def measure(args: argparse.Namespace, workdir: str) -> int:
         transport = httpx.ASGITransport(app=app)
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as api:
-            platform = (await api.post("/v1/platforms", json={"name": "Bench"})).json()
-            merchant = (
+            platform = ingest._expect(await api.post("/v1/platforms", json={"name": "Bench"}), 201)
+            merchant = ingest._expect(
                 await api.post(
                     "/v1/merchants",
                     json={
@@ -108,17 +107,19 @@ async def measure(args: argparse.Namespace, workdir: str) -> int:
                         "name": "Shop",
                         "country": "CN",
                     },
-                )
-            ).json()
-            rule = (
+                ),
+                201,
+            )
+            rule = ingest._expect(
                 await api.put(
                     f"/v1/merchants/{merchant['id']}/donation-rule",
                     json={
                         "rate_bps": ingest.RATE_BPS,
                         "fixed_per_unit": [{"amount": ingest.FIXED_PER_UNIT, "currency": "CNY"}],
                     },
-                )
-            ).json()
+                ),
+                200,
+            )
         setup = ingest.ServiceSetup(
             merchant["id"], datetime.fromisoformat(rule["effective_from"]).astimezone(UTC)
         )
