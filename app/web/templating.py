@@ -76,7 +76,8 @@ def _install_gettext(environment: jinja2.Environment, language: str) -> None:
 
     # `_` is Jinja's alias for whatever `gettext` is; calling ours directly saves a context call per message.
     environment.globals.update(gettext=gettext, _=gettext, ngettext=ngettext)
-    environment.extend(literal_translation=lambda message: catalogue.gettext(message) % {})
+    # `LiteralTranslations` compiles in what a call without values gives at render time: the same function.
+    environment.extend(literal_translation=without_values)
 
 
 class LiteralTranslations(Extension):
