@@ -113,5 +113,5 @@ class OrderEventInbox:
         raise AssertionError("unreachable")
 
     async def _apply_once(self, deliveries: list[ingest.Delivery]) -> list[Outcome]:
-        async with pooled(self._pool) as db, db.transaction():
+        async with pooled(self._pool) as db:
             return await ingest.receive(db, deliveries, now=self._clock.now())

@@ -1,7 +1,8 @@
 """Applying order events: exactly one business effect per natural key, whatever webhook carries it.
 
-Works on batches: every step is one set-based statement for the whole batch, inside the caller's transaction
-(the inbox pipeline commits; this module never does). The rules, in order:
+Works on batches: every step is one set-based statement for the whole batch. `receive` runs a batch in a transaction
+of its own (the inbox answers its requests once it committed); `apply_parked_for_merchant` works inside its caller's.
+The rules, in order:
 
 1. Natural keys are locked first (advisory, transaction-scoped, in key order): the payment and the refunds of
    one order are applied one transaction at a time, and an event for a merchant being registered either sees
@@ -188,8 +189,8 @@ class ClaimRace(Exception):
 
 
 async def receive(db: asyncpg.Connection, deliveries: Sequence[Delivery], *, now: datetime) -> list[Outcome]:
-    """Record and apply a batch of deliveries; one outcome per delivery, in order. Four round trips whatever
-    the batch holds: the locks, one read, one write (the caller's BEGIN and COMMIT around them)."""
+    """Record and apply a batch of deliveries in a transaction of its own; one outcome per delivery, in order, once
+    it committed. Four round trips whatever the batch holds: BEGIN with the locks, one read, one write, COMMIT."""
     first_of: dict[tuple[str, str], int] = {}
     for i, d in enumerate(deliveries):
         first_of.setdefault((d.platform_id, d.webhook_id), i)
@@ -198,14 +199,14 @@ async def receive(db: asyncpg.Connection, deliveries: Sequence[Delivery], *, now
     locks = _locks_for(primaries)
     if near_month_start(now):
         locks += _webhook_locks(primaries)
-    await repository.lock_keys(db, locks)
-    facts = await _read(db, primaries, answers=True)
-    results = {
-        (platform_id, webhook_id): Outcome(status, http_status, json.loads(body), redelivered=True)
-        for platform_id, webhook_id, status, http_status, body in facts.answers
-    }
-    new = [d for d in primaries if (d.platform_id, d.webhook_id) not in results]
-    results.update(await _apply(db, new, facts, now=now))
+    async with repository.transaction_holding(db, locks):
+        facts = await _read(db, primaries, answers=True)
+        results = {
+            (platform_id, webhook_id): Outcome(status, http_status, json.loads(body), redelivered=True)
+            for platform_id, webhook_id, status, http_status, body in facts.answers
+        }
+        new = [d for d in primaries if (d.platform_id, d.webhook_id) not in results]
+        results.update(await _apply(db, new, facts, now=now))
     return [results[(d.platform_id, d.webhook_id)] for d in deliveries]
 
 

@@ -3,7 +3,8 @@ statement per step for a whole batch of events); reads use SQLAlchemy."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,20 +22,46 @@ from app.models import DonationRule, Merchant, Order, Statement, WebhookAnomaly,
 # ---- the order-event path (raw asyncpg, set-based) ----
 
 
+# Transaction-scoped advisory locks given as (level, key, shared?). Everyone takes them level by level (merchants,
+# then orders, then webhook ids) and in key order within a level, so no two transactions can deadlock on them.
+_LOCKS = """
+    SELECT CASE WHEN t.shared THEN pg_advisory_xact_lock_shared(t.k)::text
+                ELSE pg_advisory_xact_lock(t.k)::text END
+    FROM unnest({}::int[], {}::bigint[], {}::bool[]) AS t(level, k, shared) ORDER BY t.level, t.k"""
+
+
 async def lock_keys(db: asyncpg.Connection, keys: Sequence[tuple[int, int, bool]]) -> None:
-    """Transaction-scoped advisory locks given as (level, key, shared?). Everyone takes them level by level
-    (merchants, then orders, then webhook ids) and in key order within a level, so no two transactions can deadlock on them."""
+    """The advisory locks of `keys`, in the caller's transaction."""
     if keys:
         await db.execute(
-            """
-            SELECT CASE WHEN t.shared THEN pg_advisory_xact_lock_shared(t.k)::text
-                        ELSE pg_advisory_xact_lock(t.k)::text END
-            FROM unnest($1::int[], $2::bigint[], $3::bool[]) AS t(level, k, shared) ORDER BY t.level, t.k
-            """,
+            _LOCKS.format("$1", "$2", "$3"),
             [level for level, _, _ in keys],
             [k for _, k, _ in keys],
             [shared for _, _, shared in keys],
         )
+
+
+@contextlib.asynccontextmanager
+async def transaction_holding(
+    db: asyncpg.Connection, keys: Sequence[tuple[int, int, bool]]
+) -> AsyncIterator[None]:
+    """A transaction that begins holding the advisory locks of `keys`: BEGIN and the locks in one round trip (the
+    simple query protocol, which takes no parameters, so the keys are written into the text: integers and booleans
+    made here, never text a caller sent). Commits at the end of the block; rolls back if it raises."""
+    levels = ",".join(str(int(level)) for level, _, _ in keys)
+    ks = ",".join(str(int(k)) for _, k, _ in keys)
+    shared = ",".join("t" if s else "f" for _, _, s in keys)
+    locks = _LOCKS.format(f"'{{{levels}}}'", f"'{{{ks}}}'", f"'{{{shared}}}'")
+    await db.execute(f"BEGIN;{locks}" if keys else "BEGIN")
+    try:
+        yield
+    except Exception:
+        # A connection that died with the statement can't roll back: it is closed on its way back to the pool, and
+        # the first error is the one that says what happened.
+        with contextlib.suppress(Exception):
+            await db.execute("ROLLBACK")
+        raise
+    await db.execute("COMMIT")
 
 
 def _rule_in_effect(placed_at: str) -> str:
