@@ -11,8 +11,8 @@ PostgreSQL's CPU per event, and the B/A throughput ratio of each round with thei
 
 Why: `bench/ingest.py`'s ratio moves by ±0.05 between runs of the same code, and the machine's speed drifts by a
 quarter within minutes, so two versions measured in separate runs cannot be told apart. Here both meet the same
-drift, round by round. Still, a single round's ratio moves by ±20 % on this shared machine: read the geometric mean
-over several rounds, and run it again with A and B swapped. `bench/ingest_cpu.py` (in-process CPU per event) is the
+drift, round by round. Still, a single round's ratio moves by ±15 % on this shared machine and the geometric mean of
+eight rounds by ±5 % (an A/A run gave 0.95): run it both ways, A and B swapped, and read the two together. `bench/ingest_cpu.py` (in-process CPU per event) is the
 finer measure for a lever that only saves CPU; this one also sees latency (round trips, the batches' waits).
 
 Both versions get orders placed after both of their donation rules took effect: an order placed before its
