@@ -52,8 +52,8 @@ async def transaction_holding(
     ks = ",".join(str(int(k)) for _, k, _ in keys)
     shared = ",".join("t" if s else "f" for _, _, s in keys)
     locks = _LOCKS.format(f"'{{{levels}}}'", f"'{{{ks}}}'", f"'{{{shared}}}'")
-    await db.execute(f"BEGIN;{locks}" if keys else "BEGIN")
     try:
+        await db.execute(f"BEGIN;{locks}" if keys else "BEGIN")  # a lock that can't be had leaves BEGIN open
         yield
     except Exception:
         # A connection that died with the statement can't roll back: it is closed on its way back to the pool, and

@@ -65,3 +65,23 @@ async def test_a_failure_rolls_back_and_lets_go_of_the_locks(database_url: str, 
                 assert db.is_in_transaction()
     finally:
         await pool.close()
+
+
+async def test_a_lock_that_cannot_be_had_leaves_no_transaction_open(
+    database_url: str, tmp_path: Path
+) -> None:
+    pool = await Database(make_settings(database_url, tmp_path)).inbox_pool(size=2)
+    try:
+        async with pool.acquire() as db, pool.acquire() as other:
+            await other.execute("SELECT pg_advisory_lock($1)", KEYS[2][1])
+            await db.execute("SET lock_timeout = '50ms'")
+            with pytest.raises(asyncpg.exceptions.LockNotAvailableError):
+                async with repository.transaction_holding(db, KEYS):
+                    pytest.fail("the block ran without its locks")
+            assert not db.is_in_transaction()
+            # The keys taken before the one that timed out were let go with the transaction.
+            assert await _can_lock(other, KEYS[1][1], shared=False)
+            await other.execute("SELECT pg_advisory_unlock($1)", KEYS[2][1])
+            await db.execute("RESET lock_timeout")
+    finally:
+        await pool.close()
