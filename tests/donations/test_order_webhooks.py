@@ -6,8 +6,10 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from sqlalchemy import text
 
+from app.donations import repository
 from tests.conftest import DEFAULT_DONATION, Shop
 from tests.helpers import (
     assert_problem,
@@ -56,6 +58,41 @@ async def test_redelivery_gets_the_same_answer_and_changes_nothing(
         (again.status_code, again.json()) == (first.status_code, first.json()) == (200, {"status": "applied"})
     )
     assert await _counts(app) == before
+
+
+async def test_a_batch_writes_only_what_it_has_and_redeliveries_alone_write_nothing(
+    client: httpx.AsyncClient, admin: dict[str, str], shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statements: list[str] = []
+    original = repository._write_statement
+
+    def recorded(shape: tuple[bool, ...]) -> str:
+        statements.append(original(shape))
+        return statements[-1]
+
+    monkeypatch.setattr(repository, "_write_statement", recorded)
+    paid = order_paid("TM-W", merchant=shop.external_id)
+    refunded = order_refunded("TM-W", "R-W", 100, merchant=shop.external_id)
+    first = await send_event(client, shop.platform, paid, webhook_id="msg_w1")
+    refund = await send_event(client, shop.platform, refunded, webhook_id="msg_w2")
+    assert first.is_success and refund.is_success
+    # A payment writes its delivery, order and ledger entry, not the refund's or the totals' parts; the refund
+    # writes its own, not an order.
+    assert "INSERT INTO orders" in statements[0] and "order_refunds" not in statements[0]
+    assert "UPDATE orders" not in statements[0] and "webhook_anomalies" not in statements[0]
+    assert "INSERT INTO order_refunds" in statements[1] and "UPDATE orders" in statements[1]
+    assert "INSERT INTO orders" not in statements[1]
+
+    again = await send_event(client, shop.platform, paid, webhook_id="msg_w1")
+    assert (
+        (again.status_code, again.json()) == (first.status_code, first.json()) == (200, {"status": "applied"})
+    )
+    again = await send_event(client, shop.platform, refunded, webhook_id="msg_w2")
+    assert (again.status_code, again.json()) == (refund.status_code, refund.json())
+    assert len(statements) == 2  # the redeliveries were answered from the read, with no write statement
+    order = (await get_order(client, admin, shop.platform["id"], "TM-W")).json()
+    assert order["reversed"]["amount"] > 0  # the refund was written once, by the first delivery
+    await audit_ok(client, admin)
 
 
 async def test_same_order_under_another_webhook_id_is_a_duplicate(
