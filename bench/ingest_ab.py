@@ -1,6 +1,6 @@
 """Two versions of the service over HTTP, one against the other: which serves order webhooks faster.
 
-    .venv/bin/python bench/ingest_ab.py A B [--rounds 6] [--duration 8] [--b-env NAME=VALUE ...]
+    .venv/bin/python bench/ingest_ab.py A B [--rounds 6] [--duration 8] [--workers 1] [--b-env NAME=VALUE ...]
 
 A and B are checkouts of this repository (a `git worktree`, say; the same one twice with `--b-env` compares
 settings such as G4G_INGEST_CONCURRENCY=2). Each is started as `g4g serve` with its own code (PYTHONPATH) and its
@@ -64,6 +64,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per run (default 8)")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of each service (default 1)")
     parser.add_argument(
         "--b-env", action="append", default=[], metavar="NAME=VALUE", help="a setting for B only (repeatable)"
     )
@@ -71,12 +72,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for tree in (args.a, args.b):
         if not (tree / "app" / "main.py").is_file():
             parser.error(f"{tree} is not a checkout of this repository")
-    if args.rounds < 1 or args.duration < 1 or args.concurrency < 1:
-        parser.error("--rounds, --duration and --concurrency must be positive")
+    if min(args.rounds, args.duration, args.concurrency, args.workers) < 1:
+        parser.error("--rounds, --duration, --concurrency and --workers must be positive")
     if any("=" not in setting for setting in args.b_env):
         parser.error("--b-env takes NAME=VALUE")
-    # What `ingest.measure` reads.
-    args.workers, args.max_rate = 1, 12_000
+    args.max_rate = 12_000  # what `ingest.measure` reads besides `workers`
     return args
 
 
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ingest.service_target(
                             ROOT / ".venv" / "bin" / "g4g",
                             ingest._with_database(server_url, databases[label]),
-                            1,
+                            args.workers,
                             Path(workdir) / label,
                         )
                     )
