@@ -190,7 +190,8 @@ class ClaimRace(Exception):
 
 async def receive(db: asyncpg.Connection, deliveries: Sequence[Delivery], *, now: datetime) -> list[Outcome]:
     """Record and apply a batch of deliveries in a transaction of its own; one outcome per delivery, in order, once
-    it committed. Four round trips whatever the batch holds: BEGIN with the locks, one read, one write, COMMIT."""
+    it committed. Four round trips: BEGIN with the locks, one read, one write (left out when the batch holds
+    redeliveries only), COMMIT."""
     first_of: dict[tuple[str, str], int] = {}
     for i, d in enumerate(deliveries):
         first_of.setdefault((d.platform_id, d.webhook_id), i)
