@@ -12,6 +12,7 @@ import asyncpg
 from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.json_rows import rows_from, rows_param
 from app.models import EventDelivery, EventDeliveryAttempt, WebhookEndpoint, WebhookEndpointSecret
 
 # ---- emitting (raw asyncpg, one statement per batch) ----
@@ -27,17 +28,17 @@ class NewEvent:
     merchant_id: str | None
 
 
-def events_for_subscribers_cte(first: int) -> str:
-    """CTEs writing, from parameters `$first`… (`events_params`), a delivery for every enabled endpoint
-    subscribed to each event (its platform's, its merchant's, the programme's), and the events that have at
-    least one; `event_deliveries_written` returns the new deliveries' ids. For statements that write other
-    things too."""
-    p = [f"${first + i}" for i in range(6)]
+def events_for_subscribers_cte(param: str) -> str:
+    """CTEs writing, from the table `events_table` puts in the `jsonb` parameter `param` (`app.core.json_rows`), a
+    delivery for every enabled endpoint subscribed to each event (its platform's, its merchant's, the
+    programme's), and the events that have at least one; `event_deliveries_written` returns the new deliveries'
+    ids. For statements that write other things too."""
+    drafted = rows_from(
+        f"{param} -> 'events'",
+        "id text, type text, occurred_at timestamptz, data text, platform_id text, merchant_id text",
+    )
     return f"""
-        events_drafted AS (
-            SELECT * FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::timestamptz[], {p[3]}::text[],
-                                 {p[4]}::text[], {p[5]}::text[])
-                AS e(id, type, occurred_at, data, platform_id, merchant_id)
+        events_drafted AS ({drafted}
         ), event_deliveries_written AS (
             INSERT INTO event_deliveries (id, event_id, endpoint_id, status, attempts, schedule, next_attempt_at)
             SELECT 'dlv_' || substr(e.id, 5) || substr(w.id, 5), e.id, w.id, 'pending', 0, 1, e.occurred_at
@@ -50,27 +51,24 @@ def events_for_subscribers_cte(first: int) -> str:
             INSERT INTO events (id, type, occurred_at, data, platform_id, merchant_id)
             SELECT e.id, e.type, e.occurred_at, e.data::jsonb, e.platform_id, e.merchant_id
             FROM events_drafted e WHERE e.id IN (SELECT event_id FROM event_deliveries_written)
-        )"""  # noqa: S608 - only parameter numbers are formatted in
+        )"""  # noqa: S608 - only our own column lists are formatted in
 
 
-def events_params(events: Sequence[NewEvent]) -> list[list[Any]]:
-    return [
-        [e.id for e in events],
-        [e.type for e in events],
-        [e.occurred_at for e in events],
-        [e.data_json for e in events],
-        [e.platform_id for e in events],
-        [e.merchant_id for e in events],
-    ]
+def events_table(events: Sequence[NewEvent]) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        "events": [(e.id, e.type, e.occurred_at, e.data_json, e.platform_id, e.merchant_id) for e in events]
+    }
 
 
-_INSERT_EVENTS = f"WITH {events_for_subscribers_cte(1)} SELECT id FROM event_deliveries_written ORDER BY id"  # noqa: S608
+_INSERT_EVENTS = (
+    f"WITH {events_for_subscribers_cte('$1::jsonb')} SELECT id FROM event_deliveries_written ORDER BY id"  # noqa: S608
+)
 
 
 async def insert_events_for_subscribers(db: asyncpg.Connection, events: Sequence[NewEvent]) -> list[str]:
     """One statement: the events and their deliveries (see `events_for_subscribers_cte`). Returns the new
     deliveries' ids."""
-    rows = await db.fetch(_INSERT_EVENTS, *events_params(events))
+    rows = await db.fetch(_INSERT_EVENTS, rows_param(events_table(events)))
     return [r["id"] for r in rows]
 
 
