@@ -2,7 +2,7 @@
 
 asyncpg encodes an array parameter element by element, checking each element against the abstract base classes
 `Iterable` and `Sized` (a Python call each), and every array parameter costs ~2.5 µs even when empty: for the
-order inbox's write, ~60 arrays a batch, that was ~7 % of the process's CPU. One JSON text parameter, made by the C
+order inbox's write, ~60 arrays a batch, that was ~6 % of the process's CPU. One JSON text parameter, made by the C
 encoder, costs a fraction of that, and PostgreSQL reads it back as fast as it unnests arrays.
 
 A table travels as a JSON array of rows, each row an array of its values in column order: `rows_param` makes the
