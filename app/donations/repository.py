@@ -466,9 +466,8 @@ def _shape(writes: BatchWrites) -> tuple[bool, ...]:
     )  # fmt: skip
 
 
-@functools.lru_cache(
-    maxsize=256
-)  # one statement text per shape, so asyncpg keeps one prepared statement each
+# One statement text per shape, so asyncpg keeps one prepared statement (and PostgreSQL one plan) for each.
+@functools.lru_cache(maxsize=256)
 def _write_statement(shape: tuple[bool, ...]) -> str:
     ctes = [part.ctes("$1::jsonb") for present, part in zip(shape, _WRITE_PARTS, strict=True) if present]
     claimed = "(SELECT count(*) FROM deliveries_claimed)" if shape[0] else "0"
