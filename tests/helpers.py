@@ -54,7 +54,8 @@ async def create_merchant(
     country: str = "CN",
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "external_id": external_id or f"shop-{next(_seq)}",
+        # Never "shop-<n>": the `shop` fixture's merchant is "shop-88", which the counter would reach in a long run.
+        "external_id": external_id or f"merchant-{next(_seq)}",
         "name": name,
         "country": country,
     }
