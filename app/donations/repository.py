@@ -458,14 +458,6 @@ _WRITE_PARTS = (
 )  # fmt: skip
 
 
-def _shape(writes: BatchWrites) -> tuple[bool, ...]:
-    """Which of `_WRITE_PARTS` the batch has rows for."""
-    return (
-        bool(writes.new_deliveries), bool(writes.settled_deliveries), bool(writes.orders), bool(writes.refunds),
-        bool(writes.order_totals), bool(writes.anomalies), bool(writes.entries), bool(writes.events),
-    )  # fmt: skip
-
-
 # One statement text per shape, so asyncpg keeps one prepared statement (and PostgreSQL one plan) for each.
 @functools.lru_cache(maxsize=256)
 def _write_statement(shape: tuple[bool, ...]) -> str:
@@ -483,13 +475,11 @@ async def write_batch(db: asyncpg.Connection, writes: BatchWrites) -> tuple[int,
     running totals, ledger entries, anomalies and events out, in one statement holding only the parts the batch
     has rows for (nothing at all: no statement). Returns how many new deliveries were claimed (fewer than given:
     a concurrent transaction claimed one of the webhook ids first) and the ids of the event deliveries written."""
-    shape = _shape(writes)
+    parts = [part.tables(writes) for part in _WRITE_PARTS]
+    shape = tuple(any(part.values()) for part in parts)  # which parts have rows
     if not any(shape):
         return 0, []
-    tables: dict[str, list[tuple[Any, ...]]] = {}
-    for present, part in zip(shape, _WRITE_PARTS, strict=True):
-        if present:
-            tables |= part.tables(writes)
+    tables = {name: rows for part in parts for name, rows in part.items() if rows}
     row = await db.fetchrow(_write_statement(shape), rows_param(tables))
     assert row is not None
     return row["claimed"], row["event_deliveries"] or []

@@ -38,7 +38,7 @@ async def test_rows_come_back_as_they_were_sent(database_url: str, rows: list, o
     assert Counter(tuple(r) for r in got) == Counter(rows)  # an instant equals itself in any offset
 
 
-def test_a_naive_datetime_or_a_float_is_refused_before_anything_is_sent() -> None:
+def test_a_naive_datetime_or_a_type_it_cannot_carry_is_refused_before_anything_is_sent() -> None:
     with pytest.raises(ValueError, match="naive"):
         rows_param({"rows": [(datetime(2026, 1, 1),)]})
     with pytest.raises(TypeError, match="set"):
