@@ -52,6 +52,7 @@ def _preflight(check: Coroutine[Any, Any, None]) -> int:
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     import uvicorn
 
+    from app.core.http_protocol import OneWriteHttpToolsProtocol
     from app.core.logging import configure_logging
     from app.core.preflight import check_address_free, check_ready_to_serve
 
@@ -91,6 +92,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
             host=host,
             port=port,
             workers=settings.workers,
+            http=OneWriteHttpToolsProtocol,  # a response's head and body in one write
             log_config=None,
             access_log=False,
             proxy_headers=True,
