@@ -37,7 +37,7 @@ class _HeadHeld:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._head is not None:
             head, self._head = self._head, None
-            self._transport.write(head + data)
+            self._transport.writelines((head, data))  # one send, the body not copied (uvloop writes a vector)
         elif data[: len(_HEAD)] == _HEAD and data[: len(_INTERIM)] != _INTERIM:
             self._head = bytes(data)
             self._loop.call_soon(self.flush)  # the body is not always written in the same turn

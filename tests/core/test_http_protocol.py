@@ -25,6 +25,9 @@ class _Transport:
         assert not self.closed
         self.writes.append(bytes(data))
 
+    def writelines(self, chunks: tuple[bytes, ...]) -> None:  # one send of them all, as uvloop's
+        self.write(b"".join(chunks))
+
     def close(self) -> None:
         self.closed = True
 
