@@ -74,6 +74,15 @@ def _rule_in_effect(placed_at: str) -> str:
            ORDER BY r.effective_from DESC, r.created_at DESC, r.id DESC LIMIT 1"""  # noqa: S608 - a column or a parameter
 
 
+# The inbox's months ahead are made empty in advance (`app/core/partitions.py`), and a probe by webhook id would
+# visit each of them. A row this transaction can see was received (its inserting transaction's `now()`) before this
+# statement started, by PostgreSQL's own clock; bounding `received_at` a day past that lets PostgreSQL leave out the
+# months that have not begun, and the default partition, when the statement starts (whatever its plan), at no risk
+# short of the server's clock jumping back a day.
+def _received_by_now(alias: str) -> str:
+    return f"{alias}received_at < statement_timestamp() + interval '1 day'"
+
+
 # Every lookup is a LATERAL probe per wanted key, kept from being flattened into a join (LIMIT 1 on unique keys,
 # OFFSET 0 otherwise), so the plan is index lookups whatever the statistics said when the statement was first
 # prepared: a plan cached while a table was tiny would otherwise scan it for the life of the connection.
@@ -82,7 +91,8 @@ _READ_BATCH = f"""
       (SELECT array_agg(ROW(d.platform_id, d.webhook_id, d.status, d.response_status, d.response_body::text))
        FROM unnest($1::text[], $2::text[]) AS u(p, w)
        CROSS JOIN LATERAL (
-           SELECT * FROM webhook_deliveries d WHERE d.platform_id = u.p AND d.webhook_id = u.w LIMIT 1
+           SELECT * FROM webhook_deliveries d
+           WHERE d.platform_id = u.p AND d.webhook_id = u.w AND {_received_by_now("d.")} LIMIT 1
        ) d) AS answers,
       (SELECT array_agg(ROW(m.id, r.id, f.effective_from) ORDER BY e.i)
        FROM unnest($3::text[], $4::text[], $5::timestamptz[]) WITH ORDINALITY AS e(p, x, placed_at, i)
@@ -122,7 +132,8 @@ _READ_BATCH = f"""
            FROM unnest($13::text[], $14::text[]) AS u(p, wf)
            CROSS JOIN LATERAL (
                SELECT * FROM webhook_deliveries d
-               WHERE d.platform_id = u.p AND d.waiting_for = u.wf AND d.status = 'parked' OFFSET 0
+               WHERE d.platform_id = u.p AND d.waiting_for = u.wf AND d.status = 'parked'
+                 AND {_received_by_now("d.")} OFFSET 0
            ) d
            ORDER BY d.received_at, d.webhook_id
            FOR UPDATE OF d
@@ -330,9 +341,11 @@ def _deliveries_settled(param: str) -> str:
                 waiting_for = u.wf, settled_at = now()
             FROM ({settled}) u
             CROSS JOIN LATERAL (
-                SELECT tableoid, ctid FROM webhook_deliveries WHERE platform_id = u.p AND webhook_id = u.w LIMIT 1
+                SELECT tableoid, ctid FROM webhook_deliveries
+                WHERE platform_id = u.p AND webhook_id = u.w AND {_received_by_now("")} LIMIT 1
             ) found
             WHERE d.tableoid = found.tableoid AND d.ctid = found.ctid  -- a ctid is a row's only within its month
+              AND {_received_by_now("d.")}
         )"""  # noqa: S608 - only our own SQL is formatted in
 
 
