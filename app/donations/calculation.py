@@ -99,7 +99,7 @@ def exact_donation(terms: DonationTerms | None, currency: str, lines: Sequence[L
     if terms is None:
         return Fraction(0)
     overrides = {override.sku: override for override in terms.sku_overrides}
-    total = Fraction(0)
+    total = 0  # in ten-thousandths of a minor unit, exactly: one Fraction at the end, not one per line
     for line in lines:
         override = overrides.get(line.sku)
         if override is None:
@@ -108,11 +108,8 @@ def exact_donation(terms: DonationTerms | None, currency: str, lines: Sequence[L
             continue
         else:
             rate_bps, fixed_per_unit = override.rate_bps, override.fixed_per_unit
-        total += (
-            Fraction(line.amount * rate_bps, BPS_PER_UNIT)
-            + _fixed_in(fixed_per_unit, currency) * line.quantity
-        )
-    return total
+        total += line.amount * rate_bps + _fixed_in(fixed_per_unit, currency) * line.quantity * BPS_PER_UNIT
+    return Fraction(total, BPS_PER_UNIT)
 
 
 def donation_for(terms: DonationTerms | None, currency: str, lines: Sequence[Line]) -> int:
