@@ -41,6 +41,8 @@ class Order(CreatedAt, Base):
         # The public report reads one hour of unbilled orders (`app.reports.rollups.cells`); small, as unbilled
         # orders are the last weeks' only.
         Index("ix_orders_unbilled_placed_at", "placed_at", postgresql_where=text("statement_id IS NULL")),
+        # Billed orders only: an unbilled order is never looked up by its (absent) statement.
+        Index("ix_orders_statement_id", "statement_id", postgresql_where=text("statement_id IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -61,7 +63,7 @@ class Order(CreatedAt, Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Settlement: the statement that billed this order, and how much of its reversed total settlement has
     # accounted for (by billing only the net, then by credits on later statements).
-    statement_id: Mapped[str | None] = mapped_column(ForeignKey("statements.id"), index=True, nullable=True)
+    statement_id: Mapped[str | None] = mapped_column(ForeignKey("statements.id"), nullable=True)
     settled_reversed: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     # SHA-256 of the order.paid data as first applied: another event with the same key must match it.
     content_hash: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False)
