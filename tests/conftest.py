@@ -74,6 +74,16 @@ async def database_url(pg_server: TestServer, request: pytest.FixtureRequest) ->
     await pg_server.drop_database(name)
 
 
+@pytest.fixture
+async def unmigrated_url(pg_server: TestServer, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh empty database, for a test that migrates it itself (to a revision, then over populated tables)."""
+    name = f"{pg_server.prefix}_{next(_counter)}"
+    url = await pg_server.create_database(name)
+    request.node.uses_postgres = True
+    yield url
+    await pg_server.drop_database(name)
+
+
 def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url,

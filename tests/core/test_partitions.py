@@ -4,7 +4,6 @@ daily job, and a row no month was made for reported by the audit."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +18,6 @@ from app.core.clock import FrozenClock
 from app.core.migrations import alembic_config
 from app.core.partitions import Partition, add_months, month_start, months_to_make
 from tests.jobs import run_task
-from tests.postgres import TestServer
 
 BEFORE_LEDGER = "a2bface7e19c"  # the revision before the ledger's postings were partitioned
 ENTRIES = 10_000  # two postings each: 20,000 rows
@@ -45,14 +43,6 @@ def test_months_to_make_continue_from_the_last_and_reach_three_ahead() -> None:
     assert month_start(datetime(2027, 3, 1, 7, tzinfo=UTC)) == datetime(2027, 3, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-async def unmigrated(pg_server: TestServer) -> AsyncIterator[str]:
-    name = f"{pg_server.prefix}_partitions"
-    url = await pg_server.create_database(name)
-    yield url
-    await pg_server.drop_database(name)
-
-
 async def _files(db: asyncpg.Connection, *relations: str) -> dict[str, int]:
     rows = await db.fetch(
         "SELECT relname, relfilenode FROM pg_class WHERE relname = ANY($1::text[])", relations
@@ -61,10 +51,10 @@ async def _files(db: asyncpg.Connection, *relations: str) -> dict[str, int]:
 
 
 async def test_a_populated_ledger_and_event_deliveries_are_converted_without_rewriting_a_row(
-    unmigrated: str,
+    unmigrated_url: str,
 ) -> None:
-    await asyncio.to_thread(command.upgrade, alembic_config(unmigrated), BEFORE_LEDGER)
-    db = await asyncpg.connect(unmigrated.replace("postgresql+asyncpg://", "postgresql://"))
+    await asyncio.to_thread(command.upgrade, alembic_config(unmigrated_url), BEFORE_LEDGER)
+    db = await asyncpg.connect(unmigrated_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await db.execute(
             f"""INSERT INTO ledger_entries (id, cause_type, cause_id, memo, created_at)
@@ -91,7 +81,7 @@ async def test_a_populated_ledger_and_event_deliveries_are_converted_without_rew
         inbox_file = await _files(db, "webhook_deliveries")
         event_files = await _files(db, "event_deliveries", "pk_event_deliveries", "ix_event_deliveries_due")
 
-        await asyncio.to_thread(command.upgrade, alembic_config(unmigrated), "head")
+        await asyncio.to_thread(command.upgrade, alembic_config(unmigrated_url), "head")
 
         assert await db.fetchval("SELECT relkind FROM pg_class WHERE relname = 'ledger_postings'") == b"p"
         # The old table is the first partition, as it was on disk: no row copied, no index rebuilt.
@@ -186,7 +176,7 @@ async def test_a_populated_ledger_and_event_deliveries_are_converted_without_rew
         )
     finally:
         await db.close()
-    await asyncio.to_thread(command.check, alembic_config(unmigrated))
+    await asyncio.to_thread(command.check, alembic_config(unmigrated_url))
 
 
 ENDPOINT = "whe_" + str(ULID())

@@ -4,26 +4,15 @@ statement."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 from alembic import command
 
 from app.core.migrations import alembic_config
-from tests.postgres import TestServer
 
 BEFORE = "f3c9a1b5d7e2"  # the revision before the index became partial
 ORDERS = 20_000
 BILLED = ORDERS // 4
-
-
-@pytest.fixture
-async def unmigrated(pg_server: TestServer) -> AsyncIterator[str]:
-    name = f"{pg_server.prefix}_statement_index"
-    url = await pg_server.create_database(name)
-    yield url
-    await pg_server.drop_database(name)
 
 
 async def _index(db: asyncpg.Connection) -> tuple[bool, str | None, int]:
@@ -36,9 +25,9 @@ async def _index(db: asyncpg.Connection) -> tuple[bool, str | None, int]:
     return row["indisvalid"], row["predicate"], row["entries"]
 
 
-async def test_the_index_keeps_billed_orders_only_and_finds_a_statements_orders(unmigrated: str) -> None:
-    await asyncio.to_thread(command.upgrade, alembic_config(unmigrated), BEFORE)
-    db = await asyncpg.connect(unmigrated.replace("postgresql+asyncpg://", "postgresql://"))
+async def test_the_index_keeps_billed_orders_only_and_finds_a_statements_orders(unmigrated_url: str) -> None:
+    await asyncio.to_thread(command.upgrade, alembic_config(unmigrated_url), BEFORE)
+    db = await asyncpg.connect(unmigrated_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         # Orders alone, without the merchants, rules and statements they name: the foreign keys' triggers are off
         # for this session only.
@@ -53,7 +42,7 @@ async def test_the_index_keeps_billed_orders_only_and_finds_a_statements_orders(
         await db.execute("ANALYZE orders")
         assert await _index(db) == (True, None, ORDERS)  # before: every order, the unbilled ones under NULL
 
-        await asyncio.to_thread(command.upgrade, alembic_config(unmigrated), "head")
+        await asyncio.to_thread(command.upgrade, alembic_config(unmigrated_url), "head")
         assert await _index(db) == (True, "(statement_id IS NOT NULL)", BILLED)
         plan = "\n".join(
             r[0] for r in await db.fetch("EXPLAIN SELECT id FROM orders WHERE statement_id = 'stm_8'")
@@ -62,9 +51,9 @@ async def test_the_index_keeps_billed_orders_only_and_finds_a_statements_orders(
         assert await db.fetchval("SELECT count(*) FROM orders WHERE statement_id = 'stm_8'") == ORDERS // 40
 
         # Back and forth: the downgrade restores the full index, and the upgrade runs again.
-        await asyncio.to_thread(command.downgrade, alembic_config(unmigrated), BEFORE)
+        await asyncio.to_thread(command.downgrade, alembic_config(unmigrated_url), BEFORE)
         assert await _index(db) == (True, None, ORDERS)
-        await asyncio.to_thread(command.upgrade, alembic_config(unmigrated), "head")
+        await asyncio.to_thread(command.upgrade, alembic_config(unmigrated_url), "head")
         assert await _index(db) == (True, "(statement_id IS NOT NULL)", BILLED)
     finally:
         await db.close()
