@@ -7,11 +7,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.core.database import Database
-from app.core.partitions import PARTITIONS_SQL, parse_partitions
+from app.core.partitions import partitions
 from app.donations import repository
 from app.donations.tasks import INBOX
 from tests.conftest import make_settings
@@ -41,15 +42,15 @@ async def test_generic_plans_on_empty_tables_probe_indexes(
     assert scanned <= SMALL_TABLES, plan
 
 
-async def test_the_inbox_probes_skip_the_months_ahead(database_url: str, tmp_path: Path) -> None:
+async def test_the_inbox_probes_skip_the_months_ahead(app: Any, database_url: str, tmp_path: Path) -> None:
     """The migration makes the inbox's next months (and a default partition) in advance, empty: a lookup by webhook
     id must not visit them (each partition visited costs every batch its executor set-up). A month beginning within
     a day may be visited: the lookups' bound keeps a day's margin."""
+    async with app.state.sessionmaker() as session:
+        found = await partitions(session, INBOX)
     pool = await Database(make_settings(database_url, tmp_path)).inbox_pool(size=1)
     try:
         async with pool.acquire() as db:
-            await db.execute("SET TimeZone = 'UTC'")  # as `parse_partitions` reads bounds
-            found = parse_partitions(INBOX, await db.fetch(PARTITIONS_SQL.replace(":table", "$1"), INBOX))
             await db.execute(f"PREPARE batch AS {repository._READ_BATCH}")
             plan = "\n".join(
                 row[0] for row in await db.fetch(f"EXPLAIN EXECUTE batch({', '.join(['NULL'] * 14)})")
