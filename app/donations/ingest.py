@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.errors import ProblemError
@@ -351,7 +352,7 @@ class _Batch:
             event_type=d.event_type,
             status=outcome.status,
             response_status=outcome.http_status,
-            response_body=json.dumps(outcome.body),
+            response_body=orjson.dumps(outcome.body).decode(),
             natural_key=outcome.natural_key,
             waiting_for=outcome.waiting_for,
         )
@@ -447,7 +448,7 @@ async def _apply_payments(
             merchant_id=merchant_id,
             currency=data.currency,
             placed_at=data.placed_at,
-            items_json=json.dumps(items),
+            items_json=orjson.dumps(items).decode(),
             base_amount=base_amount(lines),
             donation_amount=donation,
             rule_id=rule_id,

@@ -8,13 +8,13 @@ exist exactly when the change commits; an event nobody subscribes to writes noth
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from app.core.ids import new_id
 from app.core.jobs import enqueue
@@ -52,7 +52,7 @@ def drafted(events: Sequence[EventDraft]) -> list[repository.NewEvent]:
             id=new_id("evt"),
             type=e.type,
             occurred_at=e.occurred_at,
-            data_json=json.dumps(e.data, separators=(",", ":"), sort_keys=True),
+            data_json=orjson.dumps(e.data, option=orjson.OPT_SORT_KEYS).decode(),
             platform_id=e.platform_id,
             merchant_id=e.merchant_id,
         )
