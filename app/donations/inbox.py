@@ -19,7 +19,7 @@ import structlog
 
 from app.core.clock import Clock
 from app.core.database import FairPool, database_unavailable, pooled
-from app.core.observability import ORDER_WEBHOOKS
+from app.core.observability import ORDER_WEBHOOKS, labelled
 from app.donations import ingest
 from app.donations.outcomes import Outcome
 
@@ -98,7 +98,7 @@ class OrderEventInbox:
                     waiting.answer.set_exception(exc)
             return
         for waiting, answer in zip(batch, answers, strict=True):
-            ORDER_WEBHOOKS.labels("duplicate" if answer.redelivered else answer.status).inc()
+            labelled(ORDER_WEBHOOKS, "duplicate" if answer.redelivered else answer.status).inc()
             if not waiting.answer.done():
                 waiting.answer.set_result(answer)
 
