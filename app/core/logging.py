@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO, cast
 
 import orjson
 import structlog
@@ -38,6 +38,21 @@ def _json_line(event: Any, **options: Any) -> bytes:
         return json.dumps(event, **options).encode()
 
 
+class _AfterPendingText:
+    """The binary side of a text stream, written to only once what was written to its text side (a `print`, a
+    library's line) has gone out: lines reach the stream in the order they were written."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._text, self._binary = stream, stream.buffer
+
+    def write(self, data: bytes) -> int:
+        self._text.flush()  # ~0.3 µs when nothing is pending
+        return self._binary.write(data)
+
+    def flush(self) -> None:
+        self._binary.flush()
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """JSON lines to `stream` (default stdout, or a file opened as text) for our own logs and every library's.
 
@@ -59,7 +74,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             structlog.processors.JSONRenderer(serializer=_json_line),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory(stream.buffer),
+        logger_factory=structlog.BytesLoggerFactory(cast(BinaryIO, _AfterPendingText(stream))),
         cache_logger_on_first_use=True,
     )
     # Libraries' stdlib logging (uvicorn, alembic, sqlalchemy) goes through the same JSON rendering.

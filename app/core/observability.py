@@ -54,7 +54,6 @@ LATENCY = Histogram(
 )
 
 
-# Business figures. Counters count what this process did; the gauges are read from the database at scrape time.
 @functools.lru_cache(maxsize=4096)
 def labelled(metric: MetricWrapperBase, *values: str) -> Any:
     """`metric.labels(*values)`, looked up once: the client's `labels` checks and converts every value and takes a
@@ -63,6 +62,7 @@ def labelled(metric: MetricWrapperBase, *values: str) -> Any:
     return metric.labels(*values)
 
 
+# Business figures. Counters count what this process did; the gauges are read from the database at scrape time.
 ORDER_WEBHOOKS = Counter(
     "g4g_order_webhooks_total",
     "Order webhook deliveries by outcome (applied, duplicate, parked, conflict, rejected)",

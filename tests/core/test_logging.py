@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 _SCRIPT = textwrap.dedent(
     """
@@ -52,3 +53,24 @@ def test_a_line_is_written_whatever_the_locale_can_encode() -> None:
     """With stdout set to ASCII, text in any script is still written (as UTF-8), not an encoding error."""
     request = _lines(PYTHONIOENCODING="ascii", LC_ALL="C")[0]
     assert request["path"] == "/v1/schools/नेपाल-ü"
+
+
+def test_lines_and_other_text_reach_a_log_file_in_the_order_they_were_written(tmp_path: Path) -> None:
+    """Text written to the stream by other means (a library's handler, a `print` to it) waits in the text layer's
+    buffer; our lines go out after it, not before."""
+    path = tmp_path / "service.log"
+    script = textwrap.dedent(
+        f"""
+        import structlog
+        from app.core.logging import configure_logging
+        stream = open({str(path)!r}, "w", encoding="utf-8")
+        configure_logging("info", stream=stream)
+        print("written first", file=stream)
+        structlog.get_logger("g4g.test").info("logged second")
+        print("written third", file=stream)
+        stream.close()
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    first, second, third = path.read_text(encoding="utf-8").splitlines()
+    assert (first, json.loads(second)["event"], third) == ("written first", "logged second", "written third")
