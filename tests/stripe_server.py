@@ -235,6 +235,8 @@ class WebhookReceiver:
     deliveries: list[Delivery] = field(default_factory=list)
     port: int | None = None
     _runner: web.AppRunner | None = None
+    _listening: asyncio.Server | None = None
+    _connections: list[asyncio.BaseProtocol] = field(default_factory=list)
     _arrived: asyncio.Condition | None = None
 
     @property
@@ -252,15 +254,35 @@ class WebhookReceiver:
         # Stopping doesn't wait the default minute for a delivery localstripe began as the test ended.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        serve = self._runner.server
+        assert serve is not None
+
+        def connection() -> asyncio.BaseProtocol:
+            handler = serve()
+            self._connections.append(handler)
+            return handler
+
+        # Listening here rather than through a `TCPSite`, so that every connection is known: localstripe may
+        # connect as the receiver stops (it posts every event to an endpoint subscribed to all), and a connection
+        # accepted once aiohttp has shut its connections would never be closed (an "unclosed transport" warning
+        # in a later test, an error under filterwarnings).
+        self._listening = await asyncio.get_running_loop().create_server(connection, "127.0.0.1", 0)
+        self.port = self._listening.sockets[0].getsockname()[1]
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._listening is not None:
+            self._listening.close()
+            self._listening = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await asyncio.sleep(0)  # connections accepted before the close get their protocol
+        for handler in self._connections:
+            transport = getattr(handler, "transport", None)
+            if transport is not None:
+                transport.close()
+        self._connections.clear()
         self.port = None
 
     async def _receive(self, request: web.Request) -> web.Response:
