@@ -32,6 +32,7 @@ from app.core.errors import (
 from app.core.idempotency import IdempotencyDep
 from app.core.json_body import ExactJsonRoute, parse_json
 from app.core.pagination import Page, PageParams, page_of
+from app.core.responses import FastJSONResponse
 from app.core.signatures import signed_headers, verify_standard_webhook
 from app.core.types import PRINTABLE, ResourceId
 from app.donations import ingest, repository, service
@@ -289,7 +290,7 @@ async def _answer_order_event(
         )
     outcome = await state.order_inbox.submit(ingest.parse_delivery(platform_id, webhook_id, body))
     media_type = PROBLEM_MEDIA_TYPE if outcome.is_problem else "application/json"
-    return JSONResponse(outcome.body, status_code=outcome.http_status, media_type=media_type)
+    return FastJSONResponse(outcome.body, status_code=outcome.http_status, media_type=media_type)
 
 
 _WEBHOOK_PATH = re.compile(r"/v1/webhooks/orders/([A-Za-z0-9_]{1,64})")
