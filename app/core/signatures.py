@@ -34,12 +34,18 @@ def _v1_entries(header: str) -> str:
     return " ".join(kept)
 
 
-def signed_headers(headers: Mapping[str, str]) -> dict[str, str]:
+class SignedHeaders(dict[str, str]):
+    """The three signature headers as `signed_headers` checked them: verifying takes them as they are."""
+
+
+def signed_headers(headers: Mapping[str, str]) -> SignedHeaders:
     """The three signature headers, refused with 401 if any is missing or none carries a well-formed `v1`
     signature. It needs no body, so a request that could never verify is answered before its body is read."""
-    wanted = {
-        name: headers.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
-    }
+    if isinstance(headers, SignedHeaders):
+        return headers
+    wanted = SignedHeaders(
+        (name, headers.get(name, "")) for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    )
     if not all(wanted.values()):
         raise Unauthorized("Missing webhook-id, webhook-timestamp or webhook-signature header.")
     if len(wanted["webhook-id"]) > 255:

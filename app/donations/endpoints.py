@@ -33,7 +33,7 @@ from app.core.idempotency import IdempotencyDep
 from app.core.json_body import ExactJsonRoute, parse_json
 from app.core.pagination import Page, PageParams, page_of
 from app.core.responses import FastJSONResponse
-from app.core.signatures import signed_headers, verify_standard_webhook
+from app.core.signatures import SignedHeaders, signed_headers, verify_standard_webhook
 from app.core.types import PRINTABLE, ResourceId
 from app.donations import ingest, repository, service
 from app.donations.schemas import (
@@ -262,22 +262,24 @@ async def receive_order_event(platform_id: ResourceId, request: Request) -> JSON
     `parked` (waits for its merchant or its payment) or `duplicate` (already applied under another webhook id).
     The same webhook id again gets the same answer and changes nothing; the same order, refund or cancellation
     with other content is a 409 and an anomaly for the operator."""
-    secrets = await _signing_secrets(request.app.state, platform_id, request.headers)
+    secrets, signed = await _signing_secrets(request.app.state, platform_id, request.headers)
     body = await request.body()  # at most MAX_EVENT_BYTES: bounded while it streams (app/core/body_limit.py)
-    return await _answer_order_event(request.app.state, platform_id, request.headers, secrets, body)
+    return await _answer_order_event(request.app.state, platform_id, signed, secrets, body)
 
 
-async def _signing_secrets(state: State, platform_id: str, headers: Mapping[str, str]) -> list[str]:
-    """The platform's secrets, once its headers could carry a signature: checked before the body is read."""
+async def _signing_secrets(
+    state: State, platform_id: str, headers: Mapping[str, str]
+) -> tuple[list[str], SignedHeaders]:
+    """The platform's secrets and the signature headers, once they could carry a signature: checked before the
+    body is read."""
     secrets: list[str] | None = await state.webhook_secrets.get(platform_id)
     if secrets is None:
         raise NotFound(f"No platform {platform_id}.")
-    signed_headers(headers)
-    return secrets
+    return secrets, signed_headers(headers)
 
 
 async def _answer_order_event(
-    state: State, platform_id: str, headers: Mapping[str, str], secrets: list[str], body: bytes
+    state: State, platform_id: str, headers: SignedHeaders, secrets: list[str], body: bytes
 ) -> JSONResponse:
     try:
         webhook_id = verify_standard_webhook(body, headers, secrets)
@@ -329,9 +331,9 @@ class OrderWebhookFastPath:
                 headers.setdefault(name.decode(), value.decode("latin-1"))  # the first, as Starlette's
         state = scope["app"].state
         try:
-            secrets = await _signing_secrets(state, matched[1], headers)
+            secrets, signed = await _signing_secrets(state, matched[1], headers)
             body = await _read_body(receive)
-            response = await _answer_order_event(state, matched[1], headers, secrets, body)
+            response = await _answer_order_event(state, matched[1], signed, secrets, body)
         except ClientDisconnect:
             return  # nobody to answer; nothing was submitted
         except ProblemError as exc:
