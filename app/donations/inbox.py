@@ -65,7 +65,9 @@ class OrderEventInbox:
         """Durably record and apply one delivery; returns once its transaction committed."""
         waiting = _Waiting(delivery, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(waiting)
-        return await asyncio.shield(waiting.answer)
+        # Not shielded: a caller that goes away cancels only its answer; the delivery is still applied with its
+        # batch, which skips answers already done.
+        return await waiting.answer
 
     async def _work(self) -> None:
         while True:

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
+from app.donations import ingest
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.helpers import (
@@ -115,3 +117,45 @@ async def test_payment_racing_its_merchants_registration_is_never_stranded(world
     assert (await client.get("/v1/parked-events", headers=admin)).json()["data"] == []
     assert (await _counts(world["app"]))["orders"] == 10
     await audit_ok(client, admin)
+
+
+async def test_platforms_that_hang_up_while_their_batch_waits_lose_nothing_and_stall_nothing(
+    world: dict[str, Any], database_url: str
+) -> None:
+    """Half the callers give up while their deliveries wait in a batch (held here by the merchant's registration
+    lock). Each delivery is still applied once with its batch, the inbox goes on serving, and the same webhook
+    again gets its first answer."""
+    client, platform = world["client"], world["platform"]
+    url = f"/v1/webhooks/orders/{platform['id']}"
+    deliveries = []
+    for n in range(12):
+        body = json.dumps(order_paid(f"GONE-{n}", merchant="shop-88")).encode()
+        deliveries.append(
+            (body, signed_headers(platform["webhook_secret"], body, webhook_id=f"msg_gone_{n}"))
+        )
+    registering = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        async with registering.transaction():
+            await ingest.lock_merchant(registering, platform["id"], "shop-88")
+            calls = [asyncio.create_task(client.post(url, content=b, headers=h)) for b, h in deliveries]
+            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            inbox = world["app"].state.order_inbox
+            for _ in range(500):  # until all twelve are submitted and unsettled, and their batches wait
+                if inbox._queue._unfinished_tasks == 12 and await registering.fetchval(waiting):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the batches never reached the merchant's lock")
+            await asyncio.sleep(0.1)
+            for call in calls[::2]:
+                call.cancel()
+        answered = await asyncio.gather(*calls[1::2])
+    finally:
+        await registering.close()
+    assert {(r.status_code, r.json()["status"]) for r in answered} == {(200, "applied")}
+    assert all(call.cancelled() for call in calls[::2])
+    again = await _post_all(world, deliveries)
+    assert {(r.status_code, r.json()["status"]) for r in again} == {(200, "applied")}
+    counts = await _counts(world["app"])
+    assert (counts["orders"], counts["ledger_entries"], counts["webhook_deliveries"]) == (12, 12, 12)
+    await audit_ok(client, world["admin"])
