@@ -383,14 +383,19 @@ async def _apply(
     writes = batch.writes
     for order in facts.orders.values():
         if order.new is not None:
-            writes.orders.append(
-                dataclasses.replace(
-                    order.new,
+            new, cancelled_at = order.new, now if order.cancelled else None
+            if (new.refunded_amount, new.reversed_amount, new.cancelled_at) != (
+                order.refunded_amount,
+                order.reversed_amount,
+                cancelled_at,
+            ):  # refunded or cancelled in the batch that records it (a copy costs 5 µs: only then)
+                new = dataclasses.replace(
+                    new,
                     refunded_amount=order.refunded_amount,
                     reversed_amount=order.reversed_amount,
-                    cancelled_at=now if order.cancelled else None,
+                    cancelled_at=cancelled_at,
                 )
-            )
+            writes.orders.append(new)
         elif order.touched:
             writes.order_totals.append(
                 (order.id, order.refunded_amount, order.reversed_amount, now if order.cancelled_now else None)
