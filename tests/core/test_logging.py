@@ -50,7 +50,7 @@ def test_every_line_is_json_with_its_request_id_and_secrets_masked() -> None:
 
 
 def test_a_line_is_written_whatever_the_locale_can_encode() -> None:
-    """With stdout set to ASCII, text in any script is still written (as UTF-8), not an encoding error."""
+    """With stdout set to ASCII, text in any script is still written (JSON-escaped), not an encoding error."""
     request = _lines(PYTHONIOENCODING="ascii", LC_ALL="C")[0]
     assert request["path"] == "/v1/schools/नेपाल-ü"
 
