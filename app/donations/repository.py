@@ -124,8 +124,10 @@ _READ_BATCH = f"""
       (SELECT array_agg(ROW(u.p, u.x, r.refund_id, r.content_hash))
        FROM unnest($10::text[], $11::text[], $12::text[]) AS u(p, x, rf)
        CROSS JOIN LATERAL (
-           SELECT r.* FROM orders o JOIN order_refunds r ON r.order_id = o.id AND r.refund_id = u.rf
-           WHERE o.platform_id = u.p AND o.external_id = u.x LIMIT 1
+           SELECT o.id FROM orders o WHERE o.platform_id = u.p AND o.external_id = u.x LIMIT 1
+       ) o
+       CROSS JOIN LATERAL (  -- a probe of its own: a join here let a generic plan walk the whole index
+           SELECT r.* FROM order_refunds r WHERE r.order_id = o.id AND r.refund_id = u.rf LIMIT 1
        ) r) AS refunds,
       (SELECT array_agg(ROW(d.platform_id, d.webhook_id, d.body) ORDER BY d.received_at, d.webhook_id) FROM (
            SELECT d.platform_id, d.webhook_id, d.body, d.received_at
