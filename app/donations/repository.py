@@ -210,8 +210,8 @@ async def merchant_and_rule(
     db: asyncpg.Connection, platform_id: str, merchant_external_id: str, at: datetime
 ) -> tuple[str | None, str | None]:
     """The merchant (or None) and the rule version in effect at `at` (or None), found as the order webhook finds
-    them, so a quote and the recorded donation are computed from the same rule. A statement of its own: PostgreSQL
-    keeps a generic plan for it, where the batch statement is planned afresh on each execution."""
+    them, so a quote and the recorded donation are computed from the same rule. A statement of its own, small and
+    cheap to run on the read pool, which keeps one generic plan for it."""
     row = await db.fetchrow(_MERCHANT_AND_RULE, platform_id, merchant_external_id, at)
     return (None, None) if row is None else (row[0], row[1])
 
