@@ -112,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the service's CLI (default: .venv's)",
     )
     args = parser.parse_args(argv)
+    if min(args.duration, args.concurrency, args.workers, args.max_rate) < 1:
+        parser.error("--duration, --concurrency, --workers and --max-rate must be positive")
     server_url = ingest._asyncpg_url(os.environ.get("DATABASE_URL") or ingest.DEFAULT_SERVER_URL)
     ingest._print_machine(server_url, args)
     with tempfile.TemporaryDirectory(prefix="g4g-bench-") as workdir:
