@@ -59,10 +59,9 @@ async def index_walks(db: Any, statement: str) -> list[str]:
     """The index scans in `statement`'s plan that don't constrain their index's first column: each walks the whole
     index, which costs as much as the table is long (an order's refund was found that way once, by its refund id
     alone)."""
-    [[document]] = await db.fetch(f"EXPLAIN (FORMAT JSON) {statement}")
-    plans = json.loads(document) if isinstance(document, str) else document
+    [[document]] = await db.fetch(f"EXPLAIN (FORMAT JSON) {statement}")  # asyncpg gives `json` as text
     walks = []
-    pending = [plans[0]["Plan"]]
+    pending = [json.loads(document)[0]["Plan"]]
     while pending:
         node = pending.pop()
         pending.extend(node.get("Plans", []))
