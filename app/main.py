@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.order_inbox = OrderEventInbox(
             app.state.inbox_pool,
             app.state.clock,
+            batch=settings.ingest_batch,
             max_batch=settings.ingest_max_batch,
             concurrency=settings.ingest_concurrency,
         )

@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     auth_failures_per_key: Annotated[int, Field(ge=1, le=1_000_000)] = 10
     idempotency_ttl_hours: Annotated[int, Field(ge=24, le=24 * 30)] = 48
     webhook_secret_grace_hours: Annotated[int, Field(ge=0, le=24 * 7)] = 24
-    # Order webhooks: how many deliveries may share one transaction, and how many transactions run at once.
+    # Order webhooks: the deliveries waiting are shared among the idle transactions, at least `ingest_batch` to
+    # each and at most `ingest_max_batch`; `ingest_concurrency` transactions run at once.
+    ingest_batch: Annotated[int, Field(ge=1, le=1000)] = 16
     ingest_max_batch: Annotated[int, Field(ge=1, le=1000)] = 64
     ingest_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     # Settlement: a donation is final this many days after its order was placed, unless fully reversed.

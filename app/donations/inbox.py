@@ -1,17 +1,21 @@
 """The order-webhook inbox pipeline: concurrent deliveries share transactions, each answered only after the
 transaction holding it committed.
 
-Each request hands its parsed delivery to `submit` and waits. A few worker tasks take whatever deliveries are
-waiting (up to `max_batch`), apply them together in one transaction (`ingest.receive`: one set-based statement
-per step for the whole batch), commit, and then answer each request. Under load this turns N commits into one
-without adding latency when idle: a worker never waits for a batch to fill. Deadlocks and serialisation
-failures are retried; any other failure of a batch is retried one delivery at a time, so one bad event can
-only fail its own request, except losing the database (a failover), which fails the whole batch at once (503)."""
+Each request hands its parsed delivery to `submit` and waits. A few worker tasks take the deliveries waiting,
+apply them together in one transaction (`ingest.receive`: one set-based statement per step for the whole batch),
+commit, and then answer each request. Under load this turns N commits into one without adding latency when idle:
+a worker never waits for a batch to fill. The waiting deliveries are shared among the idle workers, at least
+`batch` each (a batch has a fixed cost that small ones pay too often) and at most `max_batch`: so two or more
+batches are in flight, and the process decides one while PostgreSQL runs another, rather than all of them riding
+in one batch while the process waits. Deadlocks and serialisation failures are retried; any other failure of a
+batch is retried one delivery at a time, so one bad event can only fail its own request, except losing the
+database (a failover), which fails the whole batch at once (503)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from dataclasses import dataclass
 
 import asyncpg
@@ -39,11 +43,15 @@ class _Waiting:
 
 
 class OrderEventInbox:
-    def __init__(self, pool: FairPool, clock: Clock, *, max_batch: int = 64, concurrency: int = 4) -> None:
+    def __init__(
+        self, pool: FairPool, clock: Clock, *, batch: int = 16, max_batch: int = 64, concurrency: int = 4
+    ) -> None:
         self._pool = pool
         self._clock = clock
+        self._batch = min(batch, max_batch)
         self._max_batch = max_batch
         self._concurrency = concurrency
+        self._idle = 0  # workers waiting for a delivery
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
 
@@ -71,14 +79,23 @@ class OrderEventInbox:
 
     async def _work(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
+            self._idle += 1
+            try:
+                batch = [await self._queue.get()]
+            finally:
+                self._idle -= 1
+            size = self.share(1 + self._queue.qsize())
+            while len(batch) < size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
                 await self._settle(batch)
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    def share(self, waiting: int) -> int:
+        """How many of `waiting` deliveries a worker that just woke takes: an equal share with the idle workers."""
+        return min(self._max_batch, max(self._batch, math.ceil(waiting / (self._idle + 1))))
 
     async def _settle(self, batch: list[_Waiting]) -> None:
         try:
